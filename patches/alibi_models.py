@@ -1,0 +1,170 @@
+"""Installers that put ALiBi slopes from :mod:`evalkit.patches.alibi` into models.
+
+The base slopes are read from each model's own code (so a family's quirks, such
+as MPT's ordering for non-power-of-two head counts, are kept), scaled by the
+method, and installed where the model reads them at forward time:
+
+- BLOOM: the instance's ``build_alibi_tensor`` (transformers 4.57 and 5.x); in
+  5.x a forward without an attention mask builds slopes inline, so an all-ones
+  mask is passed in (the same computation, through the patched builder).
+- MPT: the instance's ``build_mpt_alibi_tensor``.
+- Baichuan-13B / Baichuan2-13B (remote code): the module function
+  ``_get_interleave`` is replaced by a self-contained one (wrapping it would
+  scale the extra heads twice, since it recurses through its global name), and
+  the cached ``future_mask`` is invalidated on entry and on exit.
+"""
+from __future__ import annotations
+
+import contextlib
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from evalkit.patches import alibi
+from evalkit.patches._swap import swap
+
+
+def scaled_slopes(method: str, base: torch.Tensor, params) -> torch.Tensor:
+    if method == "alibi-pi":
+        return alibi.alibi_interpolate(base, params.scale)
+    if method == "ntk-alibi":
+        return alibi.ntk_alibi(base, params.alpha)
+    raise AssertionError(method)
+
+
+@dataclass(frozen=True)
+class AlibiAdapter:
+    name: str
+    matches: Callable[[nn.Module], bool]
+    base_slopes: Callable[[nn.Module], torch.Tensor]
+    install_slopes: Callable
+    trained_len_fn: Callable[[nn.Module], int]
+    encoding: str = "alibi"
+
+    def trained_len(self, model) -> int:
+        return int(self.trained_len_fn(model))
+
+    def install(self, model, method, params, stack: contextlib.ExitStack) -> None:
+        slopes = scaled_slopes(method, self.base_slopes(model).float(), params)
+        self.install_slopes(model, slopes, stack)
+
+
+def model_type(model) -> str:
+    return getattr(model.config, "model_type", "")
+
+
+# --- BLOOM ---
+
+def _bloom_module(model):
+    return sys.modules[type(model.transformer).__module__]
+
+
+def _bloom_base(model) -> torch.Tensor:
+    heads = model.transformer.num_heads
+    built = _bloom_module(model).build_alibi_tensor(torch.ones(1, 2), heads, torch.float32)
+    return built.reshape(heads, 2)[:, 1]  # slope × distance 1
+
+
+def _bloom_install(model, slopes, stack) -> None:
+    tr = model.transformer
+
+    def build_alibi_tensor(attention_mask, num_heads, dtype):
+        batch, length = attention_mask.shape
+        positions = ((attention_mask.cumsum(dim=-1) - 1) * attention_mask)[:, None, :]  # (B, 1, T)
+        bias = slopes.to(attention_mask.device)[None, :, None] * positions  # (B, H, T)
+        return bias.reshape(batch * num_heads, 1, length).to(dtype)
+
+    def pass_a_mask(_module, args, kwargs):
+        if kwargs.get("attention_mask") is not None:
+            return None
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        embeds = kwargs.get("inputs_embeds")
+        ref = ids if ids is not None else embeds
+        cache = kwargs.get("past_key_values")
+        past = cache.get_seq_length() if cache is not None and hasattr(cache, "get_seq_length") else 0
+        kwargs["attention_mask"] = torch.ones(ref.shape[0], past + ref.shape[1], dtype=torch.long,
+                                              device=ref.device)
+        return args, kwargs
+
+    swap(stack, tr, "build_alibi_tensor", build_alibi_tensor)
+    stack.callback(tr.register_forward_pre_hook(pass_a_mask, with_kwargs=True).remove)
+
+
+# --- MPT ---
+
+def _mpt_bias_max(model) -> float:
+    attn = model.config.attn_config
+    return getattr(attn, "alibi_bias_max", None) or (attn.get("alibi_bias_max", 8) if isinstance(attn, dict) else 8)
+
+
+def _mpt_base(model) -> torch.Tensor:
+    built = type(model.transformer).build_mpt_alibi_tensor(
+        model.transformer, model.transformer.num_heads, 2, _mpt_bias_max(model))
+    return -built[:, 0, 0].float()  # distance -1 at the first of two positions
+
+
+def _mpt_install(model, slopes, stack) -> None:
+    def build_mpt_alibi_tensor(num_heads, sequence_length, alibi_bias_max=8, device=None):
+        distance = torch.arange(1 - sequence_length, 1, device=device, dtype=torch.float32)
+        return slopes.to(device)[:, None, None] * distance[None, None, :]  # (H, 1, S)
+
+    swap(stack, model.transformer, "build_mpt_alibi_tensor", build_mpt_alibi_tensor)
+
+
+# --- Baichuan-13B / Baichuan2-13B (remote code) ---
+
+def _baichuan_module(model):
+    return sys.modules[type(model).__module__]
+
+
+def _is_baichuan_alibi(model) -> bool:
+    return type(model).__name__.startswith("Baichuan") and hasattr(_baichuan_module(model), "_get_interleave")
+
+
+def _baichuan_base(model) -> torch.Tensor:
+    return torch.tensor(_baichuan_module(model)._get_interleave(model.config.num_attention_heads),
+                        dtype=torch.float32)
+
+
+def _baichuan_reset_mask_cache(base_model, max_cache_pos) -> None:
+    base_model.first_run = True
+    base_model.max_cache_pos = max_cache_pos
+    base_model.__dict__.pop("future_mask", None)
+    base_model._buffers.pop("future_mask", None)
+
+
+def _baichuan_install(model, slopes, stack) -> None:
+    module, base_model = _baichuan_module(model), model.model
+    n_heads = len(slopes)
+    values = slopes.tolist()
+
+    def _get_interleave(n):  # self-contained: no recursion through the module global
+        if n != n_heads:
+            raise ValueError(f"evalkit patched ALiBi slopes for {n_heads} heads, asked for {n}")
+        return list(values)
+
+    swap(stack, module, "_get_interleave", _get_interleave)
+    cache_pos = base_model.max_cache_pos
+    _baichuan_reset_mask_cache(base_model, cache_pos)
+    stack.callback(_baichuan_reset_mask_cache, base_model, cache_pos)
+
+
+def _config_len(*names):
+    def read(model):
+        for name in names:
+            value = getattr(model.config, name, None)
+            if value:
+                return value
+        return 2048  # BLOOM's training context; its config states none
+    return read
+
+
+ADAPTERS = (
+    AlibiAdapter("baichuan-alibi", _is_baichuan_alibi, _baichuan_base, _baichuan_install,
+                 _config_len("model_max_length", "max_position_embeddings")),
+    AlibiAdapter("bloom", lambda m: model_type(m) == "bloom", _bloom_base, _bloom_install, _config_len("seq_length")),
+    AlibiAdapter("mpt", lambda m: model_type(m) == "mpt", _mpt_base, _mpt_install, _config_len("max_seq_len")),
+)
