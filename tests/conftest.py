@@ -1,0 +1,83 @@
+"""Tiny random-init models of every supported family, built in milliseconds."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # for tests.standins
+    sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+HF5 = int(transformers.__version__.split(".")[0]) >= 5
+VOCAB = 96
+
+
+def llama_config(theta=10000.0, max_pos=64, rope=None, heads=4, hidden=64, **kw):
+    """A LlamaConfig with ``rope`` ({"rope_type": ..., ...}) in either transformers line."""
+    kw = dict(vocab_size=VOCAB, hidden_size=hidden, intermediate_size=128, num_hidden_layers=2,
+              num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=max_pos, **kw)
+    if HF5:
+        kw["rope_parameters"] = {"rope_type": "default", "rope_theta": theta, **(rope or {})}
+    else:
+        kw.update(rope_theta=theta, rope_scaling=rope)
+    cfg = transformers.LlamaConfig(**kw)
+    cfg._attn_implementation = "eager"
+    return cfg
+
+
+def tiny_llama(seed=0, **kw):
+    torch.manual_seed(seed)
+    return transformers.LlamaForCausalLM(llama_config(**kw)).eval()
+
+
+def tiny_bloom(heads=4, seed=0):
+    torch.manual_seed(seed)
+    cfg = transformers.BloomConfig(vocab_size=VOCAB, hidden_size=16 * heads, n_layer=2, n_head=heads)
+    return transformers.BloomForCausalLM(cfg).eval()
+
+
+def tiny_mpt(heads=4, seed=0, max_seq_len=64):
+    torch.manual_seed(seed)
+    cfg = transformers.MptConfig(vocab_size=VOCAB, d_model=16 * heads, n_layers=2, n_heads=heads,
+                                 max_seq_len=max_seq_len, expansion_ratio=2)
+    return transformers.MptForCausalLM(cfg).eval()
+
+
+def tiny_baichuan7b(seed=0):
+    from tests.standins import baichuan7b
+    torch.manual_seed(seed)
+    return baichuan7b.BaichuanForCausalLM(baichuan7b.make_config(vocab_size=VOCAB)).eval()
+
+
+def tiny_baichuan13b(seed=0, heads=5):
+    from tests.standins import baichuan13b
+    torch.manual_seed(seed)
+    return baichuan13b.BaichuanForCausalLM(
+        baichuan13b.make_config(vocab_size=VOCAB, num_attention_heads=heads, hidden_size=16 * heads)).eval()
+
+
+ROPE_MODELS = {"llama": tiny_llama, "baichuan7b": tiny_baichuan7b}
+ALIBI_MODELS = {"bloom": tiny_bloom, "mpt": tiny_mpt, "baichuan13b": tiny_baichuan13b}
+
+
+def ids(length, seed=1, batch=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, VOCAB, (batch, length), generator=g)
+
+
+@torch.no_grad()
+def logits(model, input_ids):
+    return model(input_ids=input_ids).logits.float()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny random-init LLaMA saved with a real (trained here) byte-level BPE tokenizer."""
+    from evalkit.testing import save_tiny_llama
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))

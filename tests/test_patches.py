@@ -1,0 +1,273 @@
+"""Patches applied to tiny models of every family: equal to independent references,
+fully undone on exit, refused on the wrong encoding."""
+import sys
+
+import pytest
+import torch
+
+from conftest import ALIBI_MODELS, HF5, ROPE_MODELS, ids, llama_config, logits, tiny_llama
+from evalkit.errors import EvalkitError
+from evalkit.patches import METHODS, alibi, methods_for, patched
+
+ROPE_METHODS = methods_for("rope")
+ALIBI_METHODS = methods_for("alibi")
+
+
+def test_every_method_has_an_encoding_and_summary():
+    for name, m in METHODS.items():
+        assert m.encoding in ("rope", "alibi", "any") and m.summary, name
+
+
+def _cases():
+    for family, build in ROPE_MODELS.items():
+        for method in ROPE_METHODS:
+            yield family, build, method
+    for family, build in ALIBI_MODELS.items():
+        for method in ALIBI_METHODS:
+            yield family, build, method
+
+
+@pytest.mark.parametrize("family, build, method", [pytest.param(f, b, m, id=f"{f}-{m}") for f, b, m in _cases()])
+def test_patch_changes_long_inputs_and_unpatch_restores_bit_identical_logits(family, build, method):
+    model = build()
+    x = ids(48)
+    before = logits(model, x)
+    with patched(model, method, trained_len=16, scale=3.0, alpha=3.0):
+        during = logits(model, x)
+    after = logits(model, x)
+    assert torch.equal(before, after)
+    if method != "none":
+        assert not torch.allclose(before, during, atol=1e-6), f"{method} had no effect on {family}"
+
+
+@pytest.mark.parametrize("family", list(ROPE_MODELS) + list(ALIBI_MODELS))
+def test_methods_do_not_leak_into_each_other(family):
+    build = {**ROPE_MODELS, **ALIBI_MODELS}[family]
+    methods = ROPE_METHODS if family in ROPE_MODELS else ALIBI_METHODS
+    model, fresh, x = build(), build(), ids(40)
+    for method in methods:  # one model serves every method, as in a sweep
+        with patched(model, method, trained_len=16, scale=2.0):
+            got = logits(model, x)
+        with patched(fresh, method, trained_len=16, scale=2.0):
+            want = logits(fresh, x)
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+        fresh = build()
+
+
+def _reference_llama(rope):
+    """The same weights in a model whose config asks transformers for ``rope``."""
+    model = tiny_llama()
+    ref = tiny_llama(rope=rope, max_pos=rope.pop("_max_pos", 64))
+    ref.load_state_dict(model.state_dict())
+    return model, ref
+
+
+def test_pi_equals_transformers_linear_model():
+    model, ref = _reference_llama({"rope_type": "linear", "factor": 4.0})
+    x = ids(60)
+    with patched(model, "pi", scale=4.0, trained_len=16):
+        torch.testing.assert_close(logits(model, x), logits(ref, x), rtol=0, atol=0)
+
+
+def test_yarn_equals_transformers_yarn_model():
+    model, ref = _reference_llama({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16,
+                                   "_max_pos": 64})
+    x = ids(60)
+    with patched(model, "yarn", scale=4.0, trained_len=16):
+        torch.testing.assert_close(logits(model, x), logits(ref, x), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("length", [12, 16, 40, 64])
+def test_dynamic_ntk_equals_transformers_dynamic_model_at_each_length(length):
+    model = tiny_llama(max_pos=16)
+    ref = tiny_llama(max_pos=16, rope={"rope_type": "dynamic", "factor": 2.0})
+    ref.load_state_dict(model.state_dict())
+    x = ids(length)
+    plain = logits(model, x)
+    with patched(model, "dynamic-ntk", alpha=2.0, trained_len=16):
+        got = logits(model, x)
+    torch.testing.assert_close(got, logits(ref, x), rtol=1e-6, atol=1e-6)
+    if length <= 16:
+        assert torch.equal(got, plain)  # back to the trained frequencies, bit for bit
+
+
+@torch.no_grad()
+def test_dynamic_ntk_decode_with_cache_keeps_the_prefill_frequencies():
+    """Cached decoding under dynamic NTK equals a full forward of the whole sequence
+    rotated with the base chosen for the prompt (one base per sequence)."""
+    from evalkit.patches import rope
+
+    model = tiny_llama(max_pos=16)
+    prompt, extra = ids(40), ids(3, seed=7)
+    with patched(model, "dynamic-ntk", alpha=2.0, trained_len=16):
+        out = model(input_ids=prompt, use_cache=True)
+        cache, step_logits = out.past_key_values, []
+        for t in range(extra.shape[1]):
+            out = model(input_ids=extra[:, t:t + 1], past_key_values=cache, use_cache=True)
+            cache = out.past_key_values
+            step_logits.append(out.logits[:, -1])
+    base = rope.dynamic_ntk_base(16, 1e4, 2.0, 40, 16)  # head dim 16, prompt length 40
+    fixed = tiny_llama(max_pos=16, theta=base)
+    fixed.load_state_dict(model.state_dict())
+    full = logits(fixed, torch.cat([prompt, extra], 1))
+    torch.testing.assert_close(torch.stack(step_logits, 1), full[:, 40:], rtol=1e-5, atol=1e-5)
+
+
+def test_ntk_equals_a_model_built_with_the_changed_base():
+    from evalkit.patches.rope import ntk_base
+    model = tiny_llama()
+    ref = tiny_llama(theta=ntk_base(16, 1e4, 3.0))
+    ref.load_state_dict(model.state_dict())
+    x = ids(50)
+    with patched(model, "ntk", alpha=3.0, trained_len=16):
+        torch.testing.assert_close(logits(model, x), logits(ref, x), rtol=1e-6, atol=1e-6)
+
+
+def test_logn_leaves_positions_inside_the_trained_window_unchanged():
+    model = tiny_llama()
+    x = ids(40)
+    plain = logits(model, x)
+    with patched(model, "logn", trained_len=16):
+        got = logits(model, x)
+    torch.testing.assert_close(got[:, :16], plain[:, :16], rtol=0, atol=0)
+    assert not torch.allclose(got[:, 16:], plain[:, 16:])
+
+
+def test_baichuan7b_patch_matches_the_llama_patch_on_the_same_frequencies():
+    """The per-layer Baichuan installer and the LLaMA one give the same rotation:
+    a Baichuan stand-in patched with ntk equals the stand-in built with the new base."""
+    from evalkit.patches.rope import ntk_base
+    from tests.standins import baichuan7b
+    torch.manual_seed(0)
+    model = baichuan7b.BaichuanForCausalLM(baichuan7b.make_config(vocab_size=96)).eval()
+    ref = baichuan7b.BaichuanForCausalLM(baichuan7b.make_config(vocab_size=96)).eval()
+    ref.load_state_dict(model.state_dict())
+    for layer in ref.model.layers:  # set by hand: a new RotaryEmbedding with the NTK base
+        layer.self_attn.rotary_emb = baichuan7b.RotaryEmbedding(16, 64, base=ntk_base(16, 1e4, 2.0))
+    x = ids(50)
+    with patched(model, "ntk", alpha=2.0, trained_len=16):
+        torch.testing.assert_close(logits(model, x), logits(ref, x), rtol=1e-5, atol=1e-5)
+
+
+# --- ALiBi: patched logits equal those of a model whose slopes were set by hand ---
+
+@pytest.mark.parametrize("heads", [4, 6])
+@pytest.mark.parametrize("method", ["ntk-alibi", "alibi-pi"])
+def test_bloom_patch_equals_hand_set_slopes(monkeypatch, heads, method):
+    from conftest import tiny_bloom
+    bloom = sys.modules[type(tiny_bloom().transformer).__module__]
+    base = alibi.alibi_slopes(heads)
+    want_slopes = alibi.ntk_alibi(base, 4.0) if method == "ntk-alibi" else base / 4.0
+    model, x = tiny_bloom(heads), ids(30)
+    with patched(model, method, trained_len=8, scale=4.0):
+        got = logits(model, x)
+        got_masked = model(input_ids=x, attention_mask=torch.ones_like(x)).logits
+    original_build = bloom.build_alibi_tensor
+
+    def hand_set(attention_mask, num_heads, dtype):  # the model's own builder, slopes replaced
+        unit = original_build(attention_mask, num_heads, torch.float32) / base.repeat(attention_mask.shape[0])[:, None, None]
+        return (unit * want_slopes.repeat(attention_mask.shape[0])[:, None, None]).to(dtype)
+
+    monkeypatch.setattr(bloom, "build_alibi_tensor", hand_set)
+    if hasattr(bloom, "_get_alibi_slopes"):
+        monkeypatch.setattr(bloom, "_get_alibi_slopes", lambda n, device: want_slopes.to(device))
+    want = logits(tiny_bloom(heads), x)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got_masked.float(), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("heads", [4, 6])
+def test_mpt_patch_equals_hand_set_slopes(heads):
+    from conftest import tiny_mpt
+    from evalkit.patches.alibi import mpt_alibi_slopes
+    model, ref, x = tiny_mpt(heads), tiny_mpt(heads), ids(30)
+    base = mpt_alibi_slopes(heads)
+    want_slopes = alibi.ntk_alibi(base, 3.0)
+    with patched(model, "ntk-alibi", trained_len=8, alpha=3.0):
+        got = logits(model, x)
+    # by hand: the model's own bias with every head rescaled
+    own = type(ref.transformer).build_mpt_alibi_tensor
+    ref.transformer.build_mpt_alibi_tensor = lambda n, s, m=8, device=None: (
+        own(ref.transformer, n, s, m, device) * (want_slopes / base)[:, None, None].to(device))
+    torch.testing.assert_close(got, logits(ref, x), rtol=1e-5, atol=1e-5)
+
+
+def test_mpt_base_slopes_are_read_from_the_model():
+    from conftest import tiny_mpt
+    from evalkit.patches.alibi_models import _mpt_base
+    from evalkit.patches.alibi import mpt_alibi_slopes
+    for heads in (4, 6):
+        torch.testing.assert_close(_mpt_base(tiny_mpt(heads)), mpt_alibi_slopes(heads))
+
+
+@pytest.mark.parametrize("heads", [4, 5, 40])
+def test_baichuan13b_patch_scales_every_head_once_and_resets_the_mask_cache(heads):
+    from conftest import tiny_baichuan13b
+    from tests.standins import baichuan13b
+    model, ref, x = tiny_baichuan13b(heads=heads), tiny_baichuan13b(heads=heads), ids(30)
+    logits(model, x)  # fill the cached future_mask with the original slopes
+    base = torch.tensor(baichuan13b._get_interleave(heads))
+    want_slopes = alibi.ntk_alibi(base, 4.0)
+    with patched(model, "ntk-alibi", trained_len=8, alpha=4.0):
+        got = logits(model, x)
+        rebuilt = model.model.future_mask
+        torch.testing.assert_close(rebuilt[:, -1, :2], torch.stack([torch.zeros(heads), want_slopes], 1))
+    ref.model.register_buffer("future_mask", torch.zeros(0), persistent=False)
+    ref.model.first_run = False  # a mask set by hand with the wanted slopes
+    mask = baichuan13b._gen_alibi_mask(heads, 64)
+    ref.model.future_mask = torch.where(torch.isinf(mask), mask, mask / base[:, None, None] * want_slopes[:, None, None])
+    torch.testing.assert_close(got, logits(ref, x), rtol=1e-5, atol=1e-5)
+    assert torch.equal(torch.tensor(baichuan13b._get_interleave(heads)), base)  # module function restored
+    fresh = tiny_baichuan13b(heads=heads)
+    torch.testing.assert_close(logits(model, x), logits(fresh, x), rtol=0, atol=0)  # cache rebuilt on exit
+
+
+@pytest.mark.parametrize("method", ["ntk", "pi", "yarn", "dynamic-ntk", "logn"])
+@pytest.mark.parametrize("family", list(ALIBI_MODELS))
+def test_rope_method_on_alibi_model_is_refused(family, method):
+    with pytest.raises(EvalkitError, match="methods for alibi: none, ntk-alibi, alibi-pi"):
+        with patched(ALIBI_MODELS[family](), method, trained_len=16):
+            pass
+
+
+@pytest.mark.parametrize("family", list(ROPE_MODELS))
+def test_alibi_method_on_rope_model_is_refused(family):
+    with pytest.raises(EvalkitError, match="methods for rope: none, pi, ntk"):
+        with patched(ROPE_MODELS[family](), "ntk-alibi", trained_len=16):
+            pass
+
+
+def test_unknown_method_suggests_a_close_name():
+    with pytest.raises(EvalkitError, match="did you mean 'dynamic-ntk'"):
+        with patched(tiny_llama(), "dynamic_ntk"):
+            pass
+
+
+def test_scale_below_one_is_refused():
+    with pytest.raises(EvalkitError, match="scale must be >= 1"):
+        with patched(tiny_llama(), "pi", scale=0.5, trained_len=16):
+            pass
+
+
+def test_default_scale_is_target_over_trained_never_below_one():
+    model = tiny_llama()
+    with patched(model, "pi", target_len=64, trained_len=16) as p:
+        assert (p.scale, p.alpha) == (4.0, 4.0)
+    with patched(model, "pi", target_len=8, trained_len=16) as p:
+        assert p.scale == 1.0
+
+
+def test_patch_is_restored_after_an_error_inside_the_block():
+    model, x = tiny_llama(), ids(40)
+    before = logits(model, x)
+    with pytest.raises(RuntimeError):
+        with patched(model, "yarn", scale=4.0, trained_len=16):
+            raise RuntimeError("boom")
+    assert torch.equal(logits(model, x), before)
+
+
+def test_patching_after_half_precision_recomputes_frequencies_in_fp32():
+    model = tiny_llama().to(torch.bfloat16)
+    with patched(model, "ntk", alpha=2.0, trained_len=16):
+        inv = model.model.rotary_emb.current[0]
+        assert inv.dtype == torch.float32
