@@ -1,0 +1,182 @@
+"""The ``evalkit`` command line. It only builds values (RunConfig, ...) and calls the runner.
+
+User mistakes (EvalkitError) print one line and exit with code 2.
+"""
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
+                  help="Context-length extrapolation evaluation: RoPE/ALiBi scaling methods × passkey / perplexity.")
+
+
+def fail(message: str, code: int = 2):
+    typer.echo(f"evalkit: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def user_errors(fn):
+    """One line and exit code 2 for an EvalkitError; a hint to resume on Ctrl-C."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from evalkit.errors import EvalkitError
+
+        try:
+            return fn(*args, **kwargs)
+        except EvalkitError as e:
+            fail(str(e))
+        except KeyboardInterrupt:
+            fail("interrupted: the rows written so far are kept; run the same command again to resume", 130)
+
+    return wrapper
+
+
+def split_list(values: Optional[List[str]], cast=str, what="value") -> tuple:
+    """Repeated options and comma lists alike: --len 4096,8192 --len 16384."""
+    out = []
+    for v in values or []:
+        for part in str(v).split(","):
+            if part.strip():
+                try:
+                    out.append(cast(part.strip()))
+                except ValueError:
+                    from evalkit.errors import EvalkitError
+                    raise EvalkitError(f"bad {what} {part.strip()!r}", f"expected {cast.__name__} values") from None
+    return tuple(out)
+
+
+def parse_length(text: str) -> int:
+    """4096, 4k, 16K, 128k -> tokens."""
+    t = text.lower()
+    return int(float(t[:-1]) * 1024) if t.endswith("k") else int(t)
+
+
+parse_length.__name__ = "token count (e.g. 8192 or 8k)"
+
+
+def _progress(total: int):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+        TimeRemainingColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("eta"), TimeRemainingColumn(), console=Console(stderr=True))
+    bar.start()
+    task = bar.add_task("cells", total=total)
+
+    def advance(n: int, description: str | None):
+        if description:
+            bar.update(task, description=description)
+        bar.advance(task, n)
+        if bar.finished:
+            bar.stop()
+
+    if total == 0:
+        bar.stop()
+    return advance
+
+
+@app.command()
+@user_errors
+def run(
+    model: Optional[str] = typer.Option(None, help="Alias (evalkit models), Hugging Face id or local checkpoint "
+                                                   "folder. Default: the embedded smollm2-135m."),
+    method: Optional[List[str]] = typer.Option(None, "--method", "-m", help="Scaling method(s), comma list or "
+                                               "repeated (evalkit methods). Default: none,ntk."),
+    length: Optional[List[str]] = typer.Option(None, "--len", "-l", help="Context length(s) in the model's tokens "
+                                               "(8192 or 8k), comma list or repeated. Default: 4096,12288."),
+    task: Optional[List[str]] = typer.Option(None, "--task", "-t", help="passkey and/or ppl. Default: both."),
+    samples: int = typer.Option(1, help="Passkey trials per depth / documents per length."),
+    depths: Optional[List[str]] = typer.Option(None, help="Passkey needle depths, fractions 0..1 of the context. "
+                                               "Default: 0.5."),
+    scale: Optional[float] = typer.Option(None, help="Fixed scale s for pi/yarn/alibi-pi. Default: length / "
+                                          "trained length, per length (never below 1)."),
+    alpha: Optional[float] = typer.Option(None, help="Fixed alpha for ntk/dynamic-ntk/ntk-alibi. Default: the scale."),
+    trained_len: Optional[int] = typer.Option(None, help="Override the trained context length (tokens) read "
+                                              "from the registry / config."),
+    data: str = typer.Option("stdlib", help="Perplexity documents: stdlib (built in), a .txt/.jsonl/.parquet "
+                             "file, a folder of .txt, or hf:NAME[:CONFIG]:SPLIT."),
+    text_field: str = typer.Option("text", help="Text field of .jsonl/.parquet/hf records."),
+    stride: int = typer.Option(0, help="Sliding-window stride in tokens for ppl (0 = off)."),
+    bucket: int = typer.Option(256, help="Positions per bucket of the per-position loss profile."),
+    out: Path = typer.Option(Path("results"), help="Folder for results.csv and positions.csv."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N (auto: GPU if there is one)."),
+    dtype: str = typer.Option("auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16."),
+    seed: int = typer.Option(0, help="Seed of passkey keys; part of each cell's identity."),
+    trust_remote_code: bool = typer.Option(False, help="Allow checkpoints that ship their own Python code (Baichuan)."),
+    force: bool = typer.Option(False, help="Redo cells already in the results (their old rows are replaced)."),
+    no_prefix: bool = typer.Option(False, help="Separate forwards per length even where one forward serves all."),
+):
+    """Sweep methods × lengths × tasks on one model; rows go to OUT/results.csv as each cell finishes.
+
+    A re-run with the same settings skips cells already recorded.
+    """
+    from evalkit.sweep import DEMO_LENGTHS, RunConfig, run as run_sweep
+
+    cfg = RunConfig(
+        model=model, methods=split_list(method, what="method") or ("none", "ntk"),
+        lengths=split_list(length, parse_length, "length") or DEMO_LENGTHS,
+        tasks=split_list(task, what="task") or ("passkey", "ppl"), samples=samples,
+        depths=split_list(depths, float, "depth") or (0.5,), scale=scale, alpha=alpha, trained_len=trained_len,
+        data=data, text_field=text_field, stride=stride, bucket=bucket, out=str(out), device=device, dtype=dtype,
+        seed=seed, trust_remote_code=trust_remote_code, force=force, prefix=not no_prefix)
+    log = functools.partial(typer.echo, err=True)
+    summary = run_sweep(cfg, log=log, progress=_progress)
+    log(f"{summary.written} row(s) written to {summary.results}"
+        + (f", {summary.skipped_done} cell(s) already there" if summary.skipped_done else "")
+        + (f", {summary.oom} out of memory" if summary.oom else ""))
+    from evalkit.compare import load_results, render_tables
+
+    frame = load_results([summary.results])
+    typer.echo(render_tables(frame[frame["model"] == summary.model], fmt="table"))
+
+
+@app.command()
+@user_errors
+def models():
+    """List model aliases (built in and from ./evalkit.toml)."""
+    from evalkit.models import all_models
+
+    rows = [(s.name, s.family, s.encoding, str(s.trained_len), "yes" if s.remote_code else "", s.source)
+            for s in all_models().values()]
+    _table(["alias", "family", "encoding", "trained", "remote code", "source"], rows)
+
+
+@app.command()
+@user_errors
+def methods():
+    """List scaling methods, the encoding each applies to, and its formula."""
+    from evalkit.patches import METHODS
+
+    _table(["method", "encoding", "reads", "one forward for all lengths", "what it does"],
+           [(m.name, m.encoding, ",".join(m.reads) or "-", "yes (fixed factors)" if m.static else "no",
+             m.summary) for m in (METHODS.get(n) for n in METHODS)])
+
+
+@app.command()
+@user_errors
+def tasks():
+    """List tasks."""
+    from evalkit.tasks import TASKS
+
+    _table(["task", "what it measures"], [(n, t.summary) for n, t in TASKS.items()])
+
+
+def _table(header, rows):
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    for r in [header, *rows]:
+        typer.echo("  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip())
+
+
+def main():
+    app()
+
+
+if __name__ == "__main__":
+    main()

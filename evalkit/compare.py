@@ -1,0 +1,192 @@
+"""Compare methods from result CSVs alone: pivot tables of method × length.
+
+ppl: token-weighted perplexity over documents, exp(Σ nll·tokens / Σ tokens).
+passkey: accuracy (optionally per depth). Each cell shows its sample count;
+cells that ran out of memory or were skipped say so. Inconsistent inputs (the
+same cell from several seeds, evalkit versions or runs) are refused, not averaged.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from evalkit.errors import EvalkitError
+from evalkit.results import COLUMNS, read_rows
+
+FORMATS = ("table", "markdown", "csv", "latex")
+METRICS = {"ppl": "perplexity (token-weighted)", "nll": "mean NLL (nats, token-weighted)",
+           "passkey": "passkey accuracy"}
+
+
+def find_csvs(paths) -> list[Path]:
+    files = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(q for q in p.rglob("*.csv") if q.name != "positions.csv")
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise EvalkitError(f"{p} does not exist", "give result CSV files or folders that hold them")
+    if not files:
+        raise EvalkitError(f"no CSV files in {', '.join(map(str, paths))}", "run evalkit run first, or check --out")
+    return files
+
+
+def load_results(paths):
+    """All rows of the given CSVs / folders as a DataFrame (with the file in ``_file``)."""
+    import pandas as pd
+
+    frames = []
+    for f in find_csvs(paths):
+        rows = read_rows(f)  # one-line error for a non-evalkit CSV
+        frame = pd.DataFrame(rows, columns=COLUMNS)
+        frame["_file"] = str(f)
+        frames.append(frame)
+    df = pd.concat(frames, ignore_index=True)
+    for col in ("length", "tokens", "sample", "trained_len", "seed"):
+        df[col] = pd.to_numeric(df[col], errors="coerce")
+    for col in ("ppl", "nll", "correct", "depth", "scale", "alpha", "seconds", "peak_mem_mb"):
+        df[col] = pd.to_numeric(df[col], errors="coerce")
+    return df
+
+
+def check_consistent(df) -> None:
+    """Refuse to pool rows that should not be pooled."""
+    cell = ["model", "method", "scale", "alpha", "task", "length", "depth", "data", "stride"]
+    keyed = df.fillna({c: "" for c in ("scale", "alpha", "depth")}).astype({"scale": str, "alpha": str, "depth": str})
+    for what, col, hint in (("seeds", "seed", "filter with --seed"),
+                            ("evalkit versions", "evalkit_version", "compare one version at a time")):
+        mixed = keyed.groupby(cell, dropna=False)[col].nunique()
+        mixed = mixed[mixed > 1]
+        if len(mixed):
+            m = mixed.index[0]
+            raise EvalkitError(f"cell {m[1]} {m[4]} at {m[5]} of {m[0]} mixes {what} "
+                               f"({', '.join(map(str, sorted(keyed.set_index(cell).loc[m][col].unique())))})", hint)
+    twice = keyed[keyed["status"] == "ok"].duplicated(cell + ["sample", "seed"], keep=False)
+    if twice.any():
+        r = keyed[twice].iloc[0]
+        files = sorted(keyed[twice]["_file"].unique())
+        raise EvalkitError(f"the same cell ({r['method']} {r['task']} at {r['length']}, sample {r['sample']}) "
+                           f"is measured more than once ({', '.join(files)})", "compare the runs separately")
+
+
+def summarise(df, metric: str, per_depth: bool = False):
+    """Long table: one row per (model, method label, [depth], length) with value, n and status."""
+    import pandas as pd
+
+    task = "passkey" if metric == "passkey" else "ppl"
+    sub = df[df["task"] == task]
+    if sub.empty:
+        return pd.DataFrame(columns=["model", "method", "depth", "length", "value", "n", "status"])
+    check_consistent(sub)
+    out = []
+    for (model, method), g in sub.groupby(["model", "method"], sort=False):
+        label = _label(g)
+        keys = ["depth", "length"] if per_depth else ["length"]
+        for k, cell in g.groupby(keys, sort=True):
+            ok = cell[cell["status"] == "ok"]
+            value, status = math.nan, "ok"
+            if len(ok):
+                if task == "ppl":
+                    mean_nll = (ok["nll"] * ok["tokens"]).sum() / ok["tokens"].sum()
+                    value = math.exp(mean_nll) if metric == "ppl" else mean_nll
+                else:
+                    value = ok["correct"].mean()
+            elif (cell["status"] == "oom").any():
+                status = "oom"
+            else:
+                status = "skipped"
+            k = k if isinstance(k, tuple) else (k,)
+            out.append(dict(model=model, method=label, depth=k[0] if per_depth else None, length=int(k[-1]),
+                            value=value, n=len(ok), status=status))
+    return pd.DataFrame(out)
+
+
+def _label(g) -> str:
+    parts = [g["method"].iloc[0]]
+    for col, sym in (("scale", "s"), ("alpha", "alpha")):
+        values = g[col].dropna().unique()
+        if len(values) == 1 and g["length"].nunique() > 1:
+            parts.append(f"{sym}={values[0]:g}")
+    return " ".join(parts)
+
+
+def apply_baseline(long, baseline: str, metric: str):
+    """ppl: ratio to the baseline method; passkey: difference in accuracy."""
+    base = long[long["method"].str.split().str[0] == baseline]
+    if base.empty:
+        raise EvalkitError(f"baseline method {baseline!r} is not in the results",
+                           f"methods: {', '.join(sorted(long['method'].unique()))}")
+    keys = ["model", "length"] + (["depth"] if long["depth"].notna().any() else [])
+    merged = long.merge(base[keys + ["value"]].rename(columns={"value": "base"}), on=keys, how="left")
+    merged["value"] = merged["value"] / merged["base"] if metric != "passkey" else merged["value"] - merged["base"]
+    return merged.drop(columns="base")
+
+
+def format_value(row, metric: str, relative: bool) -> str:
+    if row["status"] != "ok":
+        return row["status"].upper() if row["status"] == "oom" else "skipped"
+    v = row["value"]
+    if math.isnan(v):
+        return "-"
+    if relative:
+        text = f"{v:+.1%}" if metric == "passkey" else f"×{v:.3f}"
+    elif metric == "passkey":
+        text = f"{v:.0%}"
+    else:
+        text = f"{v:.3f}" if v < 1000 else f"{v:.3g}"
+    return f"{text} ({int(row['n'])})"
+
+
+def pivot(long, metric: str, relative: bool = False):
+    """Wide table: methods (and depth) as rows, lengths as columns, formatted cells."""
+    long = long.copy()
+    long["cell"] = [format_value(r, metric, relative) for _, r in long.iterrows()]
+    index = ["model", "method"] + (["depth"] if long["depth"].notna().any() else [])
+    order = {m: i for i, m in enumerate(dict.fromkeys(long["method"]))}
+    wide = long.pivot_table(index=index, columns="length", values="cell", aggfunc="first", sort=False)
+    wide = wide.reset_index()
+    wide = wide.sort_values(["model", "method"] + index[2:], key=lambda s: s.map(order) if s.name == "method" else s)
+    wide.columns = [str(c) for c in wide.columns]
+    return wide.fillna("")
+
+
+def render(wide, fmt: str, title: str = "") -> str:
+    cols = list(wide.columns)
+    rows = [[str(v) for v in r] for r in wide.itertuples(index=False)]
+    if fmt == "csv":
+        return wide.to_csv(index=False)
+    if fmt == "markdown":
+        lines = ["| " + " | ".join(cols) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(cols) - 2)) + "|"]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        return (f"**{title}**\n\n" if title else "") + "\n".join(lines)
+    if fmt == "latex":
+        esc = lambda s: s.replace("%", r"\%").replace("_", r"\_").replace("×", r"$\times$").replace("α", r"$\alpha$")
+        lines = [r"\begin{tabular}{" + "l" * 2 + "r" * (len(cols) - 2) + "}", r"\toprule",
+                 " & ".join(esc(c) for c in cols) + r" \\", r"\midrule"]
+        lines += [" & ".join(esc(v) for v in r) + r" \\" for r in rows]
+        lines += [r"\bottomrule", r"\end{tabular}"]
+        return (f"% {title}\n" if title else "") + "\n".join(lines)
+    widths = [max(len(x) for x in col) for col in zip(cols, *rows)]
+    fmt_row = lambda r: "  ".join(x.rjust(w) if i >= 2 else x.ljust(w) for i, (x, w) in enumerate(zip(r, widths)))
+    body = [fmt_row(cols), "  ".join("-" * w for w in widths)] + [fmt_row(r) for r in rows]
+    return (f"{title}\n" if title else "") + "\n".join(body)
+
+
+def render_tables(df, fmt: str = "table", metrics=None, baseline: str | None = None,
+                  per_depth: bool = False) -> str:
+    """Every requested metric present in ``df`` as a titled table."""
+    if fmt not in FORMATS:
+        raise EvalkitError(f"unknown format {fmt!r}", f"use one of {', '.join(FORMATS)}")
+    out = []
+    for metric in metrics or ("ppl", "passkey"):
+        if metric not in METRICS:
+            raise EvalkitError(f"unknown metric {metric!r}", f"use one of {', '.join(METRICS)}")
+        long = summarise(df, metric, per_depth and metric == "passkey")
+        if long.empty:
+            continue
+        if baseline:
+            long = apply_baseline(long, baseline, metric)
+        title = METRICS[metric] + (f" vs {baseline}" if baseline else "") + "; (n) = samples; columns: tokens"
+        out.append(render(pivot(long, metric, relative=bool(baseline)), fmt, title))
+    return "\n\n".join(out) if out else "no results to show"

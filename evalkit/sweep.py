@@ -1,0 +1,273 @@
+"""The one sweep loop: model × method × task × length × depth × sample.
+
+It owns ordering (methods, then tasks, then groups by length), seeding, resume
+(cells already in ``results.csv`` are skipped), OOM handling and the progress
+bar. Tasks only turn settings into cells and measure groups of cells.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import evalkit
+from evalkit.errors import EvalkitError
+from evalkit.results import COLUMNS, PROFILE, PROFILE_COLUMNS, RESULTS, CsvAppender, drop_rows, read_rows, row_key
+
+DEMO_LENGTHS = (4096, 12288)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a run; validated on construction."""
+
+    model: str | None = None
+    methods: tuple[str, ...] = ("none",)
+    lengths: tuple[int, ...] = DEMO_LENGTHS
+    tasks: tuple[str, ...] = ("passkey", "ppl")
+    samples: int = 1
+    depths: tuple[float, ...] = (0.5,)
+    scale: float | None = None
+    alpha: float | None = None
+    trained_len: int | None = None
+    data: str = "stdlib"
+    text_field: str = "text"
+    stride: int = 0
+    bucket: int = 256
+    out: str = "results"
+    device: str = "auto"
+    dtype: str = "auto"
+    seed: int = 0
+    trust_remote_code: bool = False
+    force: bool = False
+    prefix: bool = True
+
+    def __post_init__(self):
+        from evalkit.patches import METHODS
+        from evalkit.tasks import TASKS
+
+        for m in self.methods:
+            METHODS.get(m)
+        for t in self.tasks:
+            TASKS.get(t)
+        if not self.methods or not self.lengths or not self.tasks:
+            raise EvalkitError("nothing to run", "give at least one --method, --len and --task")
+        bad = [n for n in self.lengths if n <= 0]
+        if bad:
+            raise EvalkitError(f"length must be a positive number of tokens, got {bad[0]}", "e.g. --len 8192")
+        if self.samples < 1:
+            raise EvalkitError(f"--samples must be >= 1, got {self.samples}", "e.g. --samples 5")
+        if any(not 0 <= d <= 1 for d in self.depths):
+            raise EvalkitError("--depths are fractions of the context between 0 and 1", "e.g. --depths 0,0.5,1")
+        for name in ("scale", "alpha"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise EvalkitError(f"--{name} must be >= 1, got {v}", "omit it for the default (length / trained)")
+        if self.stride < 0 or (self.stride and self.stride >= min(self.lengths)):
+            raise EvalkitError(f"--stride {self.stride} must be between 1 and the shortest length - 1",
+                               "e.g. --stride 256; 0 turns sliding windows off")
+        if self.bucket < 1:
+            raise EvalkitError("--bucket must be >= 1 tokens", "e.g. --bucket 256")
+        if self.trained_len is not None and self.trained_len <= 0:
+            raise EvalkitError("--trained-len must be positive", "e.g. --trained-len 4096")
+
+
+class RunContext:
+    """What tasks see: the settings, the loaded model, a per-run cache and notes."""
+
+    def __init__(self, cfg: RunConfig, loaded, log):
+        self.cfg, self.loaded, self.log = cfg, loaded, log
+        self.model, self.tokenizer = loaded.model, loaded.tokenizer
+        self.input_device = loaded.model.get_input_embeddings().weight.device
+        self.notes: list[str] = []
+        self._cache: dict = {}
+
+    def cached(self, key, make):
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    def note(self, message: str) -> None:
+        if message not in self.notes:
+            self.notes.append(message)
+            self.log(message)
+
+
+@dataclass
+class Group:
+    method: str
+    task: object
+    cells: list
+    keys: list[dict]  # the identifying fields of each cell's row
+
+
+@dataclass
+class Summary:
+    written: int = 0
+    skipped_done: int = 0
+    oom: int = 0
+    notes: list[str] = field(default_factory=list)
+    results: Path | None = None
+    model: str = ""
+
+
+def prefix_mode(cfg: RunConfig, method: str) -> bool:
+    """One forward serves every length when position i's output cannot depend on the length."""
+    from evalkit.patches import METHODS
+
+    m = METHODS.get(method)
+    return cfg.prefix and cfg.stride == 0 and m.static and all(getattr(cfg, p) is not None for p in m.reads)
+
+
+def cell_fields(cfg, spec, method: str, cell) -> dict:
+    """The identifying fields of a cell's row (the resume key), factors the method does not read left empty."""
+    from evalkit.patches import METHODS, resolve_params
+
+    p = resolve_params(spec.trained_len, cell.length, cfg.scale, cfg.alpha)
+    reads = METHODS.get(method).reads
+    return dict(model=spec.name, method=method, scale=p.scale if "scale" in reads else None,
+                alpha=p.alpha if "alpha" in reads else None, trained_len=spec.trained_len, task=cell.task,
+                length=cell.length, depth=cell.depth, sample=cell.sample, seed=cfg.seed,
+                data=cfg.data if cell.task == "ppl" else None, stride=cfg.stride if cell.task == "ppl" else None)
+
+
+def plan(cfg, spec, ctx) -> list[Group]:
+    from evalkit.tasks import TASKS
+
+    groups = []
+    for task_name in cfg.tasks:
+        task = TASKS.get(task_name)
+        cells = ctx.cached(("cells", task_name), lambda: task.cells(ctx, sorted(cfg.lengths)))
+        for method in cfg.methods:
+            by_group: dict = {}
+            for cell in cells:
+                by_group.setdefault(task.group(cell, prefix_mode(cfg, method)), []).append(cell)
+            for members in by_group.values():
+                groups.append(Group(method, task, members, [cell_fields(cfg, spec, method, c) for c in members]))
+    order = {m: i for i, m in enumerate(cfg.methods)}
+    groups.sort(key=lambda g: (order[g.method], max(c.length for c in g.cells)))
+    return groups
+
+
+def _is_oom(error: BaseException) -> bool:
+    import torch
+
+    if isinstance(error, (MemoryError, torch.cuda.OutOfMemoryError)):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def _peak_mb(device: str) -> float:
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS (Linux: KiB)
+
+
+def _reset_peak(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def ensure_length(model, length: int) -> None:
+    """MPT refuses inputs longer than ``config.max_seq_len``: raise it (its ALiBi needs no table)."""
+    if getattr(model.config, "model_type", "") == "mpt" and model.config.max_seq_len < length:
+        model.config.max_seq_len = length
+
+
+def measure_group(ctx, group: Group, spec, oom_at: dict) -> list[dict]:
+    """Rows for one group: measured, or status oom / skipped."""
+    import torch
+
+    from evalkit.patches import patched
+
+    cfg, device = ctx.cfg, ctx.loaded.device
+    longest = max(c.length for c in group.cells)
+    if group.method in oom_at and min(c.length for c in group.cells) >= oom_at[group.method]:
+        return [dict(status="skipped", error=f"a length <= {oom_at[group.method]} ran out of memory")
+                for _ in group.cells]
+    _reset_peak(device)
+    t0 = time.perf_counter()
+    try:
+        with patched(ctx.model, group.method, trained_len=spec.trained_len, target_len=longest,
+                     scale=cfg.scale, alpha=cfg.alpha):
+            rows = group.task.measure(ctx, group.cells)
+        status, error = "ok", ""
+    except Exception as e:  # noqa: BLE001 (only memory errors are caught; others re-raise)
+        if not _is_oom(e):
+            raise
+        oom_at[group.method] = min(oom_at.get(group.method, longest), longest)
+        rows, status, error = [{} for _ in group.cells], "oom", f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        gc.collect()
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+    seconds = (time.perf_counter() - t0) / len(group.cells)
+    peak = _peak_mb(device)
+    return [dict(r, status=status, error=error, seconds=round(seconds, 3), peak_mem_mb=round(peak, 1))
+            for r in rows]
+
+
+def run(cfg: RunConfig, log=print, progress=None) -> Summary:
+    """Run the sweep described by ``cfg``; returns what was written."""
+    import torch
+    import transformers
+
+    from evalkit.models import load_model, resolve_model
+    from evalkit.patches import check_applicable
+
+    spec = resolve_model(cfg.model, cfg.trained_len)
+    for m in cfg.methods:
+        check_applicable(m, spec.encoding)
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise EvalkitError(f"--out {out} is a file", "give a folder for the CSV files")
+    done = {row_key(r) for r in read_rows(out / RESULTS)}  # also rejects a foreign CSV before any work
+    loaded = load_model(spec, cfg.device, cfg.dtype, cfg.trust_remote_code, log=log)
+    ensure_length(loaded.model, max(cfg.lengths) + 16)
+    ctx = RunContext(cfg, loaded, log)
+    groups = plan(cfg, spec, ctx)
+    if cfg.force:
+        planned = {row_key(k) for g in groups for k in g.keys}
+        drop_rows(out / RESULTS, planned)
+        done = set()
+    summary = Summary(results=out / RESULTS, model=spec.name)
+    pending = []
+    for g in groups:
+        keep = [i for i, k in enumerate(g.keys) if row_key(k) not in done]
+        summary.skipped_done += len(g.cells) - len(keep)
+        if keep:
+            pending.append(Group(g.method, g.task, [g.cells[i] for i in keep], [g.keys[i] for i in keep]))
+    common = dict(device=loaded.device, dtype=loaded.dtype, evalkit_version=evalkit.__version__,
+                  source=spec.source, transformers_version=transformers.__version__,
+                  torch_version=torch.__version__.split("+")[0])
+    results, profile = CsvAppender(out / RESULTS, COLUMNS), CsvAppender(out / PROFILE, PROFILE_COLUMNS)
+    oom_at: dict = {}
+    total = sum(len(g.cells) for g in pending)
+    advance = progress(total) if progress else (lambda n, desc: None)
+    try:
+        for g in pending:
+            advance(0, f"{g.method} {g.task.name} {max(c.length for c in g.cells)}")
+            measured = measure_group(ctx, g, spec, oom_at)
+            now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+            rows = [dict(common, **key, **row, prefix_mode=int(len(g.cells) > 1), created_at=now)
+                    for key, row in zip(g.keys, measured)]
+            profile.write([dict(r, position_start=s, position_end=e, nll=v)
+                           for r in rows for (s, e, v) in r.pop("_profile", [])])
+            results.write(rows)
+            summary.written += len(rows)
+            summary.oom += sum(r["status"] == "oom" for r in rows)
+            advance(len(rows), None)
+    finally:
+        results.close()
+        profile.close()
+    summary.notes = ctx.notes
+    return summary
+

@@ -1,0 +1,129 @@
+"""Long-document perplexity.
+
+Each document is truncated to the length and every predicted token is scored
+once (NLL in nats, token-weighted means; the model's own BOS handling: a BOS
+token, when the tokenizer adds one, counts towards the length and is not
+scored). Documents shorter than the length are skipped and counted, never
+padded. The LM head and the loss run in chunks of positions
+(:func:`evalkit.forward.token_nll`).
+
+``--stride S`` (sliding window): windows of ``length`` tokens move by S over
+the first ``2 × length`` tokens of each document; each window scores only its
+new tokens, so every token is scored once, with at least ``length - S`` tokens
+of context after the first window.
+
+Prefix mode: for a static method with fixed factors (``none``, ``logn``, or
+``pi``/``ntk``/``yarn``/ALiBi methods with ``--scale``/``--alpha`` given) the
+output at position i does not depend on the total length, so the NLL at every
+shorter length is a prefix of the per-token NLL at the longest: one forward per
+document serves every length.
+"""
+from __future__ import annotations
+
+import torch
+
+from evalkit.errors import EvalkitError
+from evalkit.forward import token_nll
+from evalkit.tasks import Cell, register
+from evalkit.tasks.data import documents
+
+
+class DocumentPool:
+    """Documents of ``--data`` tokenised lazily, once each."""
+
+    def __init__(self, tokenizer, data: str, field: str):
+        self.tokenizer, self.source = tokenizer, documents(data, field)
+        self.docs: list[tuple[str, list[int]]] = []
+        self.exhausted = False
+
+    def __iter__(self):
+        i = 0
+        while True:
+            if i == len(self.docs):
+                if self.exhausted:
+                    return
+                doc = next(self.source, None)
+                if doc is None:
+                    self.exhausted = True
+                    return
+                self.docs.append((doc.doc_id, self.tokenizer(doc.text).input_ids))
+            yield self.docs[i]
+            i += 1
+
+    def pick(self, needed_tokens: int, n: int) -> tuple[list[tuple[str, list[int]]], int]:
+        """The first ``n`` documents with at least ``needed_tokens`` tokens, and how many were skipped."""
+        chosen, skipped = [], 0
+        for doc_id, ids in self:
+            if len(chosen) == n:
+                break
+            if len(ids) >= needed_tokens:
+                chosen.append((doc_id, ids))
+            else:
+                skipped += 1
+        return chosen, skipped
+
+
+def bucket_profile(nll: torch.Tensor, bucket: int) -> list[tuple[int, int, float]]:
+    """(first position, last position + 1, mean NLL) per bucket of predicted positions.
+    Position p is the token predicted at index p+1 of the sequence."""
+    return [(s, min(s + bucket, nll.numel()), float(nll[s:s + bucket].mean()))
+            for s in range(0, nll.numel(), bucket)]
+
+
+def strided_nll(model, ids: torch.Tensor, window: int, stride: int) -> torch.Tensor:
+    """Per-token NLL of ``ids`` (1, N) with windows of ``window`` tokens every ``stride``."""
+    n, parts, done = ids.shape[1], [], 1  # tokens [0, done) are scored (token 0 never is)
+    end = window
+    while done < n:
+        end = min(end, n)
+        start = max(0, end - window)
+        nll = token_nll(model, ids[:, start:end])  # predictions of tokens start+1 .. end-1
+        parts.append(nll[done - start - 1:])
+        done, end = end, end + stride
+    return torch.cat(parts)
+
+
+class Perplexity:
+    name = "ppl"
+    summary = "long-document perplexity: token-weighted NLL over every predicted token, per-position profile"
+
+    def pool(self, ctx) -> DocumentPool:
+        return ctx.cached("ppl-pool", lambda: DocumentPool(ctx.tokenizer, ctx.cfg.data, ctx.cfg.text_field))
+
+    def cells(self, ctx, lengths) -> list[Cell]:
+        cells = []
+        for length in lengths:
+            need = 2 * length if ctx.cfg.stride else length
+            chosen, skipped = self.pool(ctx).pick(need, ctx.cfg.samples)
+            if not chosen:
+                longest = max((len(ids) for _, ids in self.pool(ctx)), default=0)
+                raise EvalkitError(f"length {length} is longer than the data: no document of {ctx.cfg.data!r} "
+                                   f"has {need} tokens (longest: {longest})",
+                                   "use shorter --len or longer documents (--data)")
+            if skipped:
+                ctx.note(f"ppl at {length}: skipped {skipped} document(s) shorter than {need} tokens")
+            if len(chosen) < ctx.cfg.samples:
+                ctx.note(f"ppl at {length}: only {len(chosen)} document(s) long enough (asked {ctx.cfg.samples})")
+            cells += [Cell(self.name, length, i, None, doc_id) for i, (doc_id, _) in enumerate(chosen)]
+        return cells
+
+    def group(self, cell: Cell, prefix_mode: bool):
+        return ("doc", cell.doc) if prefix_mode else cell
+
+    def measure(self, ctx, cells: list[Cell]) -> list[dict]:
+        tokens = dict(self.pool(ctx).docs)[cells[0].doc]
+        longest = max(c.length for c in cells)
+        stride = ctx.cfg.stride
+        span = 2 * longest if stride else longest
+        ids = torch.tensor([tokens[:span]], device=ctx.input_device)
+        nll = strided_nll(ctx.model, ids, longest, stride) if stride else token_nll(ctx.model, ids)
+        rows = []
+        for cell in cells:
+            part = nll[: (2 * cell.length if stride else cell.length) - 1]
+            mean = float(part.mean())
+            rows.append(dict(nll=mean, ppl=float(torch.exp(torch.tensor(mean))), tokens=part.numel(),
+                             doc=cell.doc, _profile=bucket_profile(part, ctx.cfg.bucket)))
+        return rows
+
+
+register(Perplexity())
