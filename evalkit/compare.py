@@ -53,7 +53,9 @@ def load_results(paths):
 def check_consistent(df) -> None:
     """Refuse to pool rows that should not be pooled."""
     cell = ["model", "method", "scale", "alpha", "task", "length", "depth", "data", "stride"]
-    keyed = df.fillna({c: "" for c in ("scale", "alpha", "depth")}).astype({"scale": str, "alpha": str, "depth": str})
+    keyed = df.copy()
+    for c in ("scale", "alpha", "depth"):
+        keyed[c] = keyed[c].astype(object).where(keyed[c].notna(), "").astype(str)
     for what, col, hint in (("seeds", "seed", "filter with --seed"),
                             ("evalkit versions", "evalkit_version", "compare one version at a time")):
         mixed = keyed.groupby(cell, dropna=False)[col].nunique()

@@ -36,7 +36,8 @@ def fmt(value) -> str:
         return str(int(value))
     if isinstance(value, float):
         return f"{value:.8g}"
-    return str(value)
+    # a lone carriage return would end an unquoted CSV field: keep it visible instead
+    return str(value).replace("\r", "\\r")
 
 
 def row_key(row: dict) -> tuple:
@@ -66,7 +67,7 @@ def read_rows(path: Path, columns=COLUMNS) -> list[dict]:
     text = path.read_bytes().decode("utf-8", errors="replace")
     if text and not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]
-    reader = csv.DictReader(io.StringIO(text))
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     if reader.fieldnames is None and not text:
         return []
     if reader.fieldnames != columns:

@@ -1,0 +1,213 @@
+"""The CLI end to end on a tiny random-init LLaMA: schema, resume, OOM, bad input."""
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from evalkit.cli import app
+from evalkit.results import COLUMNS
+
+runner = CliRunner()
+
+
+def evalkit(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def rows(out: Path):
+    with open(out / "results.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture
+def tiny_run(tiny_model_dir, tmp_path):
+    def go(*extra, out=None):
+        out = out or tmp_path / "res"
+        result = evalkit("run", "--model", tiny_model_dir, "--out", out, *extra)
+        return result, out
+    return go
+
+
+def test_schema_of_both_tasks(tiny_run):
+    result, out = tiny_run("--method", "none,pi", "--len", "160,320", "--depths", "0,1", "--samples", "2")
+    assert result.exit_code == 0, result.output
+    with open(out / "results.csv", newline="") as f:
+        assert next(csv.reader(f)) == COLUMNS
+    got = rows(out)
+    passkey = [r for r in got if r["task"] == "passkey"]
+    ppl = [r for r in got if r["task"] == "ppl"]
+    assert len(passkey) == 2 * 2 * 2 * 2  # methods × lengths × depths × samples
+    assert len(ppl) == 2 * 2 * 2  # methods × lengths × documents
+    for r in passkey:
+        assert r["tokens"] == r["length"] and len(r["passkey"]) == 5 and r["correct"] in ("0", "1")
+        assert r["ppl"] == r["nll"] == "" and r["status"] == "ok"
+    for r in ppl:
+        assert int(r["tokens"]) == int(r["length"]) - 1 and float(r["ppl"]) > 1 and r["doc"].startswith("stdlib-")
+        assert r["passkey"] == r["answer"] == r["depth"] == ""
+    for r in got:
+        for col in ("model", "method", "trained_len", "seconds", "peak_mem_mb", "device", "dtype", "seed",
+                    "evalkit_version", "created_at"):
+            assert r[col] != "", col
+        assert (r["scale"] != "") == (r["method"] == "pi") and r["alpha"] == ""
+    # the same key and depth for a sample at every length and method
+    keys = {(r["depth"], r["sample"]): set() for r in passkey}
+    for r in passkey:
+        keys[(r["depth"], r["sample"])].add(r["passkey"])
+    assert all(len(v) == 1 for v in keys.values())
+    assert "perplexity" in result.output and "passkey accuracy" in result.output
+    assert (out / "positions.csv").stat().st_size > 0
+
+
+def test_rerun_skips_recorded_cells_and_force_redoes_them(tiny_run):
+    args = ("--method", "none", "--len", "160", "--task", "passkey")
+    tiny_run(*args)
+    result, out = tiny_run(*args)
+    assert result.exit_code == 0 and "0 row(s) written" in result.output and "1 cell(s) already there" in result.output
+    assert len(rows(out)) == 1
+    first = rows(out)[0]["created_at"]
+    time.sleep(1.1)
+    result, out = tiny_run(*args, "--force")
+    assert len(rows(out)) == 1 and rows(out)[0]["created_at"] != first
+
+
+def test_killed_sweep_resumes_without_lost_or_duplicated_rows(tiny_model_dir, tmp_path):
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "evalkit.cli", "run", "--model", str(tiny_model_dir), "--out", str(out),
+           "--method", "none,ntk,yarn", "--len", "160,480,960", "--task", "passkey", "--depths", "0,0.5,1",
+           "--samples", "3"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = out / "results.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not results.exists() or results.read_text().count("\n") < 6):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = results.read_text().count("\n") - 1
+    assert 5 <= before < 81, "the kill should land mid-sweep"
+    with open(results, "a") as f:
+        f.write("/tmp/x,none,,,256,passkey,16")  # a torn last line, as a kill mid-write leaves
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    got = rows(out)
+    keys = [(r["method"], r["length"], r["depth"], r["sample"]) for r in got]
+    assert len(keys) == 3 * 3 * 3 * 3 and len(set(keys)) == len(keys)
+
+
+def test_out_of_memory_is_recorded_and_longer_lengths_skipped(tiny_run, monkeypatch):
+    import evalkit.tasks.perplexity as ppl
+
+    real = ppl.token_nll
+
+    def token_nll(model, ids, *a, **k):
+        if ids.shape[1] > 300:
+            raise MemoryError("simulated")
+        return real(model, ids, *a, **k)
+
+    monkeypatch.setattr(ppl, "token_nll", token_nll)
+    result, out = tiny_run("--method", "none,ntk", "--len", "160,320,640", "--task", "ppl", "--no-prefix")
+    assert result.exit_code == 0, result.output
+    status = {(r["method"], r["length"]): r["status"] for r in rows(out)}
+    for m in ("none", "ntk"):
+        assert status[(m, "160")] == "ok" and status[(m, "320")] == "oom" and status[(m, "640")] == "skipped"
+    assert "OOM" in result.output
+
+
+def test_prefix_mode_equals_separate_forwards(tiny_run, tmp_path):
+    args = ("--method", "none,pi", "--scale", "2", "--len", "160,320,480", "--task", "ppl", "--samples", "2")
+    _, a = tiny_run(*args, out=tmp_path / "prefix")
+    _, b = tiny_run(*args, "--no-prefix", out=tmp_path / "separate")
+    ra = {(r["method"], r["length"], r["doc"]): r for r in rows(a)}
+    rb = {(r["method"], r["length"], r["doc"]): r for r in rows(b)}
+    assert ra.keys() == rb.keys() and len(ra) == 12
+    for k in ra:
+        assert ra[k]["prefix_mode"] == "1" and rb[k]["prefix_mode"] == "0"
+        assert float(ra[k]["nll"]) == pytest.approx(float(rb[k]["nll"]), rel=1e-5)
+
+
+def _one_line_error(result, needle):
+    assert result.exit_code == 2, result.output
+    text = result.output.strip()
+    assert "Traceback" not in text and text.count("\n") == 0, text
+    assert text.startswith("evalkit: error:") and needle in text, text
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("--model", "lama-7b"), "did you mean 'llama-7b'"),
+    (("--method", "ntkk"), "did you mean 'ntk'"),
+    (("--task", "pass-key"), "did you mean 'passkey'"),
+    (("--method", "ntk-alibi"), "methods for rope: none, pi, ntk"),
+    (("--len", "0"), "positive number of tokens"),
+    (("--len", "-5"), "positive number of tokens"),
+    (("--len", "abc"), "bad length 'abc'"),
+    (("--scale", "0.5", "--method", "pi"), "--scale must be >= 1"),
+    (("--data", "/nonexistent/file.txt", "--task", "ppl"), "does not exist"),
+    (("--model", "/nonexistent/checkpoint"), "cannot read the config"),
+])
+def test_bad_input_is_one_line_with_exit_code_2(args, needle, tiny_model_dir, tmp_path):
+    out = tmp_path / "res"
+    base = ["run", "--out", str(out), "--len", "160", "--model", str(tiny_model_dir)]
+    _one_line_error(evalkit(*base, *args), needle)
+    assert not (out / "results.csv").exists()
+
+
+def test_length_longer_than_the_data(tiny_run, tmp_path):
+    doc = tmp_path / "short.txt"
+    doc.write_text("just a few words " * 10)
+    result, _ = tiny_run("--task", "ppl", "--data", doc, "--len", "4096")
+    _one_line_error(result, "longer than the data")
+
+
+def test_unreadable_jsonl_and_missing_field(tiny_run, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{not json\n')
+    _one_line_error(tiny_run("--task", "ppl", "--data", bad)[0], "is not valid JSON")
+    nofield = tmp_path / "nofield.jsonl"
+    nofield.write_text('{"body": "x"}\n')
+    _one_line_error(tiny_run("--task", "ppl", "--data", nofield)[0], "has no 'text' field")
+
+
+def test_foreign_results_file_is_refused_and_left_alone(tiny_run, tmp_path):
+    out = tmp_path / "foreign"
+    out.mkdir()
+    (out / "results.csv").write_text("a,b\n1,2\n")
+    result, _ = tiny_run("--len", "160", out=out)
+    _one_line_error(result, "not an evalkit results file")
+    assert (out / "results.csv").read_text() == "a,b\n1,2\n"
+
+
+def test_remote_code_needs_the_flag(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "evalkit.toml").write_text(
+        f'[models.my-baichuan]\nsource = "{tiny_model_dir}"\nfamily = "baichuan"\nencoding = "rope"\n'
+        'trained_len = 256\nremote_code = true\n')
+    _one_line_error(evalkit("run", "--model", "my-baichuan", "--len", "160"), "--trust-remote-code")
+
+
+def test_user_file_aliases_are_listed_and_usable(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "evalkit.toml").write_text(f'[models.tiny]\nsource = "{tiny_model_dir}"\ntrained_len = 200\n'
+                                           f'[models.llama-7b]\nsource = "/data/llama-7b"\n')
+    listing = evalkit("models").output
+    assert "tiny" in listing and "/data/llama-7b" in listing
+    result = evalkit("run", "--model", "tiny", "--len", "160", "--task", "passkey", "--out", tmp_path / "o")
+    assert result.exit_code == 0, result.output
+    assert rows(tmp_path / "o")[0]["trained_len"] == "200"
+
+
+def test_trained_len_override_changes_the_default_scale(tiny_run):
+    result, out = tiny_run("--method", "pi", "--len", "320", "--task", "passkey", "--trained-len", "80")
+    assert result.exit_code == 0, result.output
+    r = rows(out)[0]
+    assert (r["trained_len"], r["scale"]) == ("80", "4")
+
+
+def test_listings():
+    assert "dynamic-ntk" in evalkit("methods").output
+    assert "smollm2-135m" in evalkit("models").output and "baichuan-13b" in evalkit("models").output
+    assert "passkey" in evalkit("tasks").output

