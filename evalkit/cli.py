@@ -168,6 +168,48 @@ def tasks():
     _table(["task", "what it measures"], [(n, t.summary) for n, t in TASKS.items()])
 
 
+@app.command()
+@user_errors
+def compare(
+    paths: List[Path] = typer.Argument(..., help="Result CSV files or folders of them."),
+    metric: Optional[List[str]] = typer.Option(None, help="ppl, nll and/or passkey (default: ppl and passkey)."),
+    model: Optional[List[str]] = typer.Option(None, help="Only these models (as in the model column)."),
+    method: Optional[List[str]] = typer.Option(None, "--method", "-m", help="Only these methods."),
+    seed: Optional[int] = typer.Option(None, help="Only rows of this seed."),
+    baseline: Optional[str] = typer.Option(None, help="Show ratios (ppl) or differences (passkey) against "
+                                           "this method."),
+    per_depth: bool = typer.Option(False, help="Passkey accuracy per needle depth."),
+    fmt: str = typer.Option("table", "--format", "-f", help="table, markdown, csv or latex."),
+):
+    """Pivot tables from results: methods as rows, context lengths (tokens) as columns."""
+    from evalkit.compare import load_results, render_tables
+
+    df = load_results(paths)
+    for col, keep in (("model", split_list(model)), ("method", split_list(method))):
+        if keep:
+            missing = set(keep) - set(df[col])
+            if missing:
+                fail(f"no rows for {col} {', '.join(sorted(missing))} (have: {', '.join(sorted(set(df[col])))})")
+            df = df[df[col].isin(keep)]
+    if seed is not None:
+        df = df[df["seed"] == seed]
+    typer.echo(render_tables(df, fmt, split_list(metric) or None, baseline, per_depth))
+
+
+@app.command()
+@user_errors
+def plot(
+    paths: List[Path] = typer.Argument(..., help="Result CSV files or folders of them (positions.csv beside)."),
+    out: Path = typer.Option(Path("figures"), help="Folder for the figures."),
+    fmt: str = typer.Option("png", "--format", "-f", help="png, pdf or svg."),
+):
+    """Figures from results: perplexity and passkey vs length, passkey heatmap, loss by position."""
+    from evalkit.plots import plot_all
+
+    for path in plot_all(paths, out, fmt):
+        typer.echo(str(path))
+
+
 def _table(header, rows):
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     for r in [header, *rows]:

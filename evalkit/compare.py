@@ -64,10 +64,11 @@ def check_consistent(df) -> None:
             m = mixed.index[0]
             raise EvalkitError(f"cell {m[1]} {m[4]} at {m[5]} of {m[0]} mixes {what} "
                                f"({', '.join(map(str, sorted(keyed.set_index(cell).loc[m][col].unique())))})", hint)
-    twice = keyed[keyed["status"] == "ok"].duplicated(cell + ["sample", "seed"], keep=False)
-    if twice.any():
-        r = keyed[twice].iloc[0]
-        files = sorted(keyed[twice]["_file"].unique())
+    ok = keyed[keyed["status"] == "ok"]
+    twice = ok[ok.duplicated(cell + ["sample", "seed"], keep=False)]
+    if len(twice):
+        r = twice.iloc[0]
+        files = sorted(twice["_file"].unique())
         raise EvalkitError(f"the same cell ({r['method']} {r['task']} at {r['length']}, sample {r['sample']}) "
                            f"is measured more than once ({', '.join(files)})", "compare the runs separately")
 
@@ -132,7 +133,7 @@ def format_value(row, metric: str, relative: bool) -> str:
     if math.isnan(v):
         return "-"
     if relative:
-        text = f"{v:+.1%}" if metric == "passkey" else f"×{v:.3f}"
+        text = f"{100 * v:+.0f} pp" if metric == "passkey" else f"×{v:.3f}"
     elif metric == "passkey":
         text = f"{v:.0%}"
     else:
@@ -155,22 +156,23 @@ def pivot(long, metric: str, relative: bool = False):
 
 def render(wide, fmt: str, title: str = "") -> str:
     cols = list(wide.columns)
+    n_index = sum(c in ("model", "method", "depth") for c in cols)
     rows = [[str(v) for v in r] for r in wide.itertuples(index=False)]
     if fmt == "csv":
         return wide.to_csv(index=False)
     if fmt == "markdown":
-        lines = ["| " + " | ".join(cols) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(cols) - 2)) + "|"]
+        lines = ["| " + " | ".join(cols) + " |", "|" + "|".join(["---"] * n_index + ["---:"] * (len(cols) - n_index)) + "|"]
         lines += ["| " + " | ".join(r) + " |" for r in rows]
         return (f"**{title}**\n\n" if title else "") + "\n".join(lines)
     if fmt == "latex":
         esc = lambda s: s.replace("%", r"\%").replace("_", r"\_").replace("×", r"$\times$").replace("α", r"$\alpha$")
-        lines = [r"\begin{tabular}{" + "l" * 2 + "r" * (len(cols) - 2) + "}", r"\toprule",
+        lines = [r"\begin{tabular}{" + "l" * n_index + "r" * (len(cols) - n_index) + "}", r"\toprule",
                  " & ".join(esc(c) for c in cols) + r" \\", r"\midrule"]
         lines += [" & ".join(esc(v) for v in r) + r" \\" for r in rows]
         lines += [r"\bottomrule", r"\end{tabular}"]
         return (f"% {title}\n" if title else "") + "\n".join(lines)
     widths = [max(len(x) for x in col) for col in zip(cols, *rows)]
-    fmt_row = lambda r: "  ".join(x.rjust(w) if i >= 2 else x.ljust(w) for i, (x, w) in enumerate(zip(r, widths)))
+    fmt_row = lambda r: "  ".join(x.rjust(w) if i >= n_index else x.ljust(w) for i, (x, w) in enumerate(zip(r, widths)))
     body = [fmt_row(cols), "  ".join("-" * w for w in widths)] + [fmt_row(r) for r in rows]
     return (f"{title}\n" if title else "") + "\n".join(body)
 

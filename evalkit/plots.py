@@ -1,0 +1,189 @@
+"""Figures from result CSVs alone, the same bytes for the same CSVs.
+
+- ``<model>_ppl``: perplexity vs context length per method (log scales), trained length marked;
+- ``<model>_passkey``: passkey accuracy vs length per method;
+- ``<model>_passkey_heatmap``: accuracy by needle depth × length, one panel per method;
+- ``<model>_positions``: mean NLL vs token position at the longest length (positions.csv).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from evalkit.compare import _label, load_results, summarise
+from evalkit.errors import EvalkitError
+
+FORMATS = ("png", "pdf", "svg")
+# no timestamps or software versions inside the files: same CSV, same bytes
+METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None, "Producer": None, "Creator": None},
+            "svg": {"Date": None, "Creator": None}}
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-") or "model"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"svg.hashsalt": "evalkit", "font.size": 11, "axes.titlesize": 12})
+    return plt
+
+
+def _figure(width=6.4, height=4.2):
+    return _pyplot().subplots(figsize=(width, height), dpi=150)
+
+
+def _save(fig, out: Path, name: str, fmt: str) -> Path:
+    import matplotlib.pyplot as plt
+
+    path = out / f"{name}.{fmt}"
+    fig.tight_layout()
+    fig.savefig(path, format=fmt, metadata=METADATA[fmt])
+    plt.close(fig)
+    return path
+
+
+def _trained_line(ax, trained: int) -> None:
+    ax.axvline(trained, color="grey", linestyle="--", linewidth=1)
+    ax.text(trained, 0.98, f" trained {trained}", transform=ax.get_xaxis_transform(), va="top", fontsize=9,
+            color="grey")
+
+
+def _length_axis(ax, lengths) -> None:
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted(lengths))
+    ax.set_xticklabels([f"{n // 1024}k" if n % 1024 == 0 else str(n) for n in sorted(lengths)])
+    ax.minorticks_off()
+
+
+def plot_ppl(df, model, out, fmt) -> tuple[Path, dict]:
+    long = summarise(df, "ppl")
+    fig, ax = _figure()
+    series = {}
+    for label, g in long.groupby("method", sort=False):
+        ok = g[g["status"] == "ok"].sort_values("length")
+        series[label] = (ok["length"].tolist(), ok["value"].tolist())
+        ax.plot(*series[label], marker="o", label=label)
+    ax.set_yscale("log")
+    _length_axis(ax, long["length"].unique())
+    _trained_line(ax, int(df["trained_len"].iloc[0]))
+    ax.set_xlabel("context length (tokens)")
+    ax.set_ylabel("perplexity (token-weighted, log scale)")
+    ax.set_title(f"{model}: perplexity on {', '.join(sorted(df.loc[df.task == 'ppl', 'data'].unique()))}")
+    ax.legend(fontsize=9)
+    return _save(fig, out, f"{_slug(model)}_ppl", fmt), series
+
+
+def plot_passkey(df, model, out, fmt) -> tuple[Path, dict]:
+    long = summarise(df, "passkey")
+    fig, ax = _figure()
+    series = {}
+    for label, g in long.groupby("method", sort=False):
+        ok = g[g["status"] == "ok"].sort_values("length")
+        series[label] = (ok["length"].tolist(), (100 * ok["value"]).tolist())
+        ax.plot(*series[label], marker="o", label=label)
+    _length_axis(ax, long["length"].unique())
+    _trained_line(ax, int(df["trained_len"].iloc[0]))
+    ax.set_ylim(-5, 105)
+    ax.set_xlabel("context length (tokens)")
+    ax.set_ylabel("passkey accuracy (%)")
+    ax.set_title(f"{model}: passkey retrieval")
+    ax.legend(fontsize=9)
+    return _save(fig, out, f"{_slug(model)}_passkey", fmt), series
+
+
+def plot_heatmap(df, model, out, fmt) -> tuple[Path, dict]:
+    long = summarise(df, "passkey", per_depth=True)
+    labels = list(dict.fromkeys(long["method"]))
+    lengths, depths = sorted(long["length"].unique()), sorted(long["depth"].unique())
+    import numpy as np
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(labels), figsize=(1.6 + 2.1 * len(labels), 1.6 + 0.4 * len(depths)), dpi=150,
+                             squeeze=False, sharey=True)
+    series = {}
+    for ax, label in zip(axes[0], labels):
+        g = long[long["method"] == label]
+        grid = np.full((len(depths), len(lengths)), np.nan)
+        for _, r in g.iterrows():
+            if r["status"] == "ok":
+                grid[depths.index(r["depth"]), lengths.index(r["length"])] = 100 * r["value"]
+        series[label] = grid
+        im = ax.imshow(grid, vmin=0, vmax=100, cmap="RdYlGn", aspect="auto", origin="upper")
+        for (i, j), v in np.ndenumerate(grid):
+            ax.text(j, i, "n/a" if np.isnan(v) else f"{v:.0f}", ha="center", va="center", fontsize=8)
+        ax.set_xticks(range(len(lengths)), [f"{n // 1024}k" if n % 1024 == 0 else str(n) for n in lengths])
+        ax.set_yticks(range(len(depths)), [f"{d:.0%}" for d in depths])
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("length")
+    axes[0][0].set_ylabel("needle depth")
+    fig.colorbar(im, ax=axes[0].tolist(), label="accuracy (%)", shrink=0.9)
+    fig.suptitle(f"{model}: passkey accuracy by depth and length", fontsize=11, y=1.04)
+    path = out / f"{_slug(model)}_passkey_heatmap.{fmt}"
+    fig.savefig(path, format=fmt, metadata=METADATA[fmt], bbox_inches="tight")
+    plt.close(fig)
+    return path, series
+
+
+def plot_positions(profile, df, model, out, fmt) -> tuple[Path, dict]:
+    longest = int(profile["length"].max())
+    p = profile[profile["length"] == longest]
+    fig, ax = _figure()
+    series = {}
+    methods = df[(df["task"] == "ppl") & (df["length"] == longest)]
+    for method, g in p.groupby("method", sort=False):
+        label = _label(methods[methods["method"] == method]) if (methods["method"] == method).any() else method
+        # token-weighted mean over documents per bucket
+        g = g.assign(w=g["position_end"] - g["position_start"])
+        per = g.groupby("position_start").apply(lambda b: (b["nll"] * b["w"]).sum() / b["w"].sum(),
+                                                include_groups=False)
+        mid = (per.index + (g.groupby("position_start")["position_end"].first() - per.index) / 2).tolist()
+        series[label] = (mid, per.tolist())
+        ax.plot(*series[label], label=label, linewidth=1.2)
+    _trained_line(ax, int(df["trained_len"].iloc[0]))
+    ax.set_xlabel("token position")
+    ax.set_ylabel("mean NLL per bucket (nats)")
+    ax.set_title(f"{model}: loss by position at {longest} tokens")
+    ax.legend(fontsize=9)
+    return _save(fig, out, f"{_slug(model)}_positions", fmt), series
+
+
+def load_profiles(paths):
+    import pandas as pd
+
+    from evalkit.results import PROFILE_COLUMNS, read_rows
+
+    frames = []
+    for p in map(Path, paths):
+        for f in ([p] if p.is_file() and p.name == "positions.csv" else sorted(p.rglob("positions.csv"))
+                  if p.is_dir() else []):
+            frames.append(pd.DataFrame(read_rows(f, PROFILE_COLUMNS), columns=PROFILE_COLUMNS))
+    if not frames:
+        return None
+    prof = pd.concat(frames, ignore_index=True)
+    for c in ("length", "position_start", "position_end", "nll"):
+        prof[c] = pd.to_numeric(prof[c])
+    return prof
+
+
+def plot_all(paths, out: Path, fmt: str = "png") -> dict[Path, dict]:
+    """Every figure the results allow, per model; returns {file: plotted series}."""
+    if fmt not in FORMATS:
+        raise EvalkitError(f"unknown figure format {fmt!r}", f"use one of {', '.join(FORMATS)}")
+    df = load_results(paths)
+    profile = load_profiles(paths)
+    out.mkdir(parents=True, exist_ok=True)
+    made = {}
+    for model, g in df.groupby("model", sort=True):
+        if (g["task"] == "ppl").any():
+            made.update([plot_ppl(g, model, out, fmt)])
+        if (g["task"] == "passkey").any():
+            made.update([plot_passkey(g, model, out, fmt)])
+            made.update([plot_heatmap(g, model, out, fmt)])
+        if profile is not None and (profile["model"] == model).any():
+            made.update([plot_positions(profile[profile["model"] == model], g, model, out, fmt)])
+    return made

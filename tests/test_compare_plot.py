@@ -1,0 +1,141 @@
+"""compare and plot on small hand-made CSVs, expected values computed by hand."""
+import csv
+import math
+
+import pytest
+from typer.testing import CliRunner
+
+from evalkit.cli import app
+from evalkit.compare import load_results, pivot, summarise
+from evalkit.errors import EvalkitError
+from evalkit.plots import plot_all
+from evalkit.results import COLUMNS, PROFILE_COLUMNS
+
+runner = CliRunner()
+BASE = dict(model="m", trained_len="4096", seed="0", evalkit_version="0.1.0", status="ok", data="stdlib",
+            stride="0", device="cpu", dtype="float32", created_at="2026-01-01T00:00:00+00:00")
+
+
+def ppl_row(method, length, sample, nll, tokens, scale="", **kw):
+    return dict(BASE, method=method, task="ppl", length=length, sample=sample, nll=nll, tokens=tokens,
+                ppl=math.exp(nll) if nll != "" else "", scale=scale, doc=f"d{sample}", **kw)
+
+
+def pk_row(method, length, depth, sample, correct, **kw):
+    return dict(BASE, method=method, task="passkey", length=length, depth=depth, sample=sample, correct=correct,
+                data="", stride="", tokens=length, **kw)
+
+
+def write(path, rows, columns=COLUMNS):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns)
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+@pytest.fixture
+def results(tmp_path):
+    rows = [
+        ppl_row("none", 4096, 0, 2.0, 4095), ppl_row("none", 4096, 1, 3.0, 1000),
+        ppl_row("none", 8192, 0, 4.0, 8191),
+        ppl_row("pi", 4096, 0, 2.5, 4095, scale="2"), ppl_row("pi", 8192, 0, 2.2, 8191, scale="2"),
+        dict(ppl_row("ntk", 8192, 0, "", ""), status="oom", ppl=""),
+        pk_row("none", 4096, 0.0, 0, 1), pk_row("none", 4096, 0.0, 1, 0), pk_row("none", 4096, 1.0, 0, 1),
+        pk_row("none", 8192, 0.0, 0, 0), pk_row("none", 8192, 1.0, 0, 0),
+        pk_row("pi", 4096, 0.0, 0, 1, scale="2"), pk_row("pi", 8192, 0.0, 0, 1, scale="2"),
+    ]
+    return write(tmp_path / "run" / "results.csv", rows)
+
+
+def test_token_weighted_perplexity_and_counts(results):
+    long = summarise(load_results([results]), "ppl").set_index(["method", "length"])
+    expected = math.exp((2.0 * 4095 + 3.0 * 1000) / 5095)  # not the mean of per-document ppl
+    assert long.loc[("none", 4096), "value"] == pytest.approx(expected)
+    assert long.loc[("none", 4096), "n"] == 2
+    assert long.loc[("pi s=2", 8192), "value"] == pytest.approx(math.exp(2.2))
+    assert long.loc[("ntk", 8192), "status"] == "oom" and long.loc[("ntk", 8192), "n"] == 0
+
+
+def test_passkey_accuracy_overall_and_per_depth(results):
+    df = load_results([results])
+    overall = summarise(df, "passkey").set_index(["method", "length"])
+    assert overall.loc[("none", 4096), "value"] == pytest.approx(2 / 3) and overall.loc[("none", 4096), "n"] == 3
+    depth = summarise(df, "passkey", per_depth=True).set_index(["method", "depth", "length"])
+    assert depth.loc[("none", 0.0, 4096), "value"] == 0.5 and depth.loc[("none", 1.0, 4096), "value"] == 1.0
+
+
+def test_pivot_shows_failed_cells_as_such(results):
+    wide = pivot(summarise(load_results([results]), "ppl"), "ppl")
+    row = wide[wide["method"] == "ntk"].iloc[0]
+    assert row["8192"] == "OOM" and list(wide.columns) == ["model", "method", "4096", "8192"]
+
+
+def test_cli_formats_and_baseline(results):
+    md = runner.invoke(app, ["compare", str(results), "--metric", "ppl", "--format", "markdown"]).output
+    assert "| m | none | 8.991 (2) | 54.598 (1) |" in md  # exp((2·4095 + 3·1000) / 5095), exp(4)
+    rel = runner.invoke(app, ["compare", str(results.parent), "--metric", "ppl", "--baseline", "none"]).output
+    assert "×1.000 (2)" in rel and f"×{math.exp(2.2) / math.exp(4.0):.3f} (1)" in rel
+    pk = runner.invoke(app, ["compare", str(results), "--metric", "passkey", "--baseline", "none"]).output
+    assert "+100 pp (1)" in pk
+    tex = runner.invoke(app, ["compare", str(results), "--format", "latex", "--metric", "passkey"]).output
+    assert r"\begin{tabular}{llrr}" in tex and r"67\% (3)" in tex
+    flat = runner.invoke(app, ["compare", str(results), "--format", "csv", "--method", "pi"]).output
+    assert flat.splitlines()[0] == "model,method,4096,8192" and "none" not in flat
+
+
+def test_mixed_seeds_are_refused_not_averaged(results, tmp_path):
+    other = write(tmp_path / "other" / "results.csv", [dict(ppl_row("none", 4096, 0, 9.0, 4095), seed="1")])
+    with pytest.raises(EvalkitError, match="mixes seeds"):
+        summarise(load_results([results, other]), "ppl")
+    ok = runner.invoke(app, ["compare", str(results), str(other), "--seed", "0", "--metric", "ppl"])
+    assert ok.exit_code == 0, ok.output
+
+
+def test_mixed_versions_and_duplicates_are_refused(results, tmp_path):
+    newer = write(tmp_path / "v2" / "results.csv", [dict(ppl_row("none", 4096, 0, 9.0, 4095), evalkit_version="0.2.0")])
+    result = runner.invoke(app, ["compare", str(results), str(newer)])
+    assert result.exit_code == 2 and "mixes evalkit versions" in result.output
+    again = write(tmp_path / "again" / "results.csv", [ppl_row("none", 8192, 0, 4.1, 8191)])
+    result = runner.invoke(app, ["compare", str(results), str(again)])
+    assert result.exit_code == 2 and "measured more than once" in result.output
+
+
+def test_non_evalkit_csv_is_refused(tmp_path):
+    bad = tmp_path / "x.csv"
+    bad.write_text("a,b\n1,2\n")
+    result = runner.invoke(app, ["compare", str(bad)])
+    assert result.exit_code == 2 and "not an evalkit results file" in result.output
+
+
+def test_figures_hold_the_expected_series_and_are_reproducible(results, tmp_path):
+    write(results.parent / "positions.csv", [
+        dict(model="m", method=m, scale=s, alpha="", trained_len="4096", length="8192", sample="0", doc="d0",
+             data="stdlib", stride="0", seed="0", position_start=a, position_end=a + 4096, nll=v)
+        for m, s, a, v in [("none", "", 0, 2.0), ("none", "", 4096, 5.0), ("pi", "2", 0, 2.1),
+                           ("pi", "2", 4096, 2.3)]], PROFILE_COLUMNS)
+    made = plot_all([results.parent], tmp_path / "a")
+    names = sorted(p.name for p in made)
+    assert names == ["m_passkey.png", "m_passkey_heatmap.png", "m_positions.png", "m_ppl.png"]
+    series = {p.name: s for p, s in made.items()}
+    assert series["m_ppl.png"]["pi s=2"] == ([4096, 8192], [pytest.approx(math.exp(2.5)), pytest.approx(math.exp(2.2))])
+    assert series["m_ppl.png"]["none"][0] == [4096, 8192]
+    assert "ntk" in series["m_ppl.png"] and series["m_ppl.png"]["ntk"] == ([], [])  # OOM: no point drawn
+    assert series["m_passkey.png"]["none"][1] == [pytest.approx(200 / 3), 0.0]
+    assert series["m_passkey_heatmap.png"]["none"].tolist() == [[50.0, 0.0], [100.0, 0.0]]
+    assert series["m_positions.png"]["none"] == ([2048.0, 6144.0], [2.0, 5.0])
+    for p in made:
+        assert p.stat().st_size > 5000
+    again = plot_all([results.parent], tmp_path / "b")
+    for p in made:
+        assert (tmp_path / "b" / p.name).read_bytes() == p.read_bytes()
+
+
+@pytest.mark.parametrize("fmt", ["pdf", "svg"])
+def test_vector_formats_are_reproducible(results, tmp_path, fmt):
+    a = plot_all([results], tmp_path / "a", fmt)
+    b = plot_all([results], tmp_path / "b", fmt)
+    assert sorted(p.suffix for p in a) == [f".{fmt}"] * 3
+    for p in a:
+        assert (tmp_path / "b" / p.name).read_bytes() == p.read_bytes()
