@@ -115,11 +115,13 @@ class Summary:
 
 
 def prefix_mode(cfg: RunConfig, method: str) -> bool:
-    """One forward serves every length when position i's output cannot depend on the length."""
+    """One forward serves every length when position i's output cannot depend on the length:
+    a static method whose factors are fixed (alpha defaults to the scale, so --scale fixes both)."""
     from evalkit.patches import METHODS
 
     m = METHODS.get(method)
-    return cfg.prefix and cfg.stride == 0 and m.static and all(getattr(cfg, p) is not None for p in m.reads)
+    fixed = {"scale": cfg.scale is not None, "alpha": cfg.alpha is not None or cfg.scale is not None}
+    return cfg.prefix and cfg.stride == 0 and m.static and all(fixed[p] for p in m.reads)
 
 
 def cell_fields(cfg, spec, method: str, cell) -> dict:

@@ -18,15 +18,15 @@ HF5 = int(transformers.__version__.split(".")[0]) >= 5
 VOCAB = 96
 
 
-def llama_config(theta=10000.0, max_pos=64, rope=None, heads=4, hidden=64, **kw):
-    """A LlamaConfig with ``rope`` ({"rope_type": ..., ...}) in either transformers line."""
+def llama_config(theta=10000.0, max_pos=64, rope=None, heads=4, hidden=64, cls=None, **kw):
+    """A LlamaConfig (or ``cls``) with ``rope`` ({"rope_type": ..., ...}) in either transformers line."""
     kw = dict(vocab_size=VOCAB, hidden_size=hidden, intermediate_size=128, num_hidden_layers=2,
               num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=max_pos, **kw)
     if HF5:
         kw["rope_parameters"] = {"rope_type": "default", "rope_theta": theta, **(rope or {})}
     else:
         kw.update(rope_theta=theta, rope_scaling=rope)
-    cfg = transformers.LlamaConfig(**kw)
+    cfg = (cls or transformers.LlamaConfig)(**kw)
     cfg._attn_implementation = "eager"
     return cfg
 
@@ -34,6 +34,16 @@ def llama_config(theta=10000.0, max_pos=64, rope=None, heads=4, hidden=64, **kw)
 def tiny_llama(seed=0, **kw):
     torch.manual_seed(seed)
     return transformers.LlamaForCausalLM(llama_config(**kw)).eval()
+
+
+def tiny_mistral(seed=0, **kw):
+    torch.manual_seed(seed)
+    return transformers.MistralForCausalLM(llama_config(cls=transformers.MistralConfig, **kw)).eval()
+
+
+def tiny_qwen2(seed=0, **kw):
+    torch.manual_seed(seed)
+    return transformers.Qwen2ForCausalLM(llama_config(cls=transformers.Qwen2Config, **kw)).eval()
 
 
 def tiny_bloom(heads=4, seed=0):
@@ -62,7 +72,7 @@ def tiny_baichuan13b(seed=0, heads=5):
         baichuan13b.make_config(vocab_size=VOCAB, num_attention_heads=heads, hidden_size=16 * heads)).eval()
 
 
-ROPE_MODELS = {"llama": tiny_llama, "baichuan7b": tiny_baichuan7b}
+ROPE_MODELS = {"llama": tiny_llama, "mistral": tiny_mistral, "qwen2": tiny_qwen2, "baichuan7b": tiny_baichuan7b}
 ALIBI_MODELS = {"bloom": tiny_bloom, "mpt": tiny_mpt, "baichuan13b": tiny_baichuan13b}
 
 

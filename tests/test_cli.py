@@ -211,3 +211,15 @@ def test_listings():
     assert "dynamic-ntk" in evalkit("methods").output
     assert "smollm2-135m" in evalkit("models").output and "baichuan-13b" in evalkit("models").output
     assert "passkey" in evalkit("tasks").output
+
+
+def test_prefix_mode_only_where_the_output_cannot_depend_on_the_length():
+    from evalkit.sweep import RunConfig, prefix_mode
+
+    free, scaled, alpha = RunConfig(), RunConfig(scale=2.0), RunConfig(alpha=2.0)
+    assert prefix_mode(free, "none") and prefix_mode(free, "logn")
+    assert not prefix_mode(free, "pi") and not prefix_mode(free, "ntk")  # factor derived per length
+    assert prefix_mode(scaled, "pi") and prefix_mode(scaled, "ntk") and prefix_mode(scaled, "yarn")
+    assert prefix_mode(alpha, "ntk") and not prefix_mode(alpha, "pi")
+    assert not prefix_mode(scaled, "dynamic-ntk")
+    assert not prefix_mode(RunConfig(scale=2.0, stride=64, lengths=(128,)), "pi")
