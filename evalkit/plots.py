@@ -60,40 +60,38 @@ def _length_axis(ax, lengths) -> None:
     ax.minorticks_off()
 
 
-def plot_ppl(df, model, out, fmt) -> tuple[Path, dict]:
-    long = summarise(df, "ppl")
+def _versus_length(df, metric: str, ylabel: str, title: str, name: str, out, fmt) -> tuple[Path, dict]:
+    """One line per method over context length, the trained length marked."""
+    long = summarise(df, metric)
     fig, ax = _figure()
     series = {}
+    percent = 100 if metric == "passkey" else 1
     for label, g in long.groupby("method", sort=False):
         ok = g[g["status"] == "ok"].sort_values("length")
-        series[label] = (ok["length"].tolist(), ok["value"].tolist())
+        series[label] = (ok["length"].tolist(), (percent * ok["value"]).tolist())
         ax.plot(*series[label], marker="o", label=label)
-    ax.set_yscale("log")
+    if metric == "passkey":
+        ax.set_ylim(-5, 105)
+    else:
+        ax.set_yscale("log")
     _length_axis(ax, long["length"].unique())
     _trained_line(ax, int(df["trained_len"].iloc[0]))
     ax.set_xlabel("context length (tokens)")
-    ax.set_ylabel("perplexity (token-weighted, log scale)")
-    ax.set_title(f"{model}: perplexity on {', '.join(sorted(df.loc[df.task == 'ppl', 'data'].unique()))}")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.legend(fontsize=9)
-    return _save(fig, out, f"{_slug(model)}_ppl", fmt), series
+    return _save(fig, out, name, fmt), series
+
+
+def plot_ppl(df, model, out, fmt) -> tuple[Path, dict]:
+    data = ", ".join(sorted(df.loc[df.task == "ppl", "data"].unique()))
+    return _versus_length(df, "ppl", "perplexity (token-weighted, log scale)", f"{model}: perplexity on {data}",
+                          f"{_slug(model)}_ppl", out, fmt)
 
 
 def plot_passkey(df, model, out, fmt) -> tuple[Path, dict]:
-    long = summarise(df, "passkey")
-    fig, ax = _figure()
-    series = {}
-    for label, g in long.groupby("method", sort=False):
-        ok = g[g["status"] == "ok"].sort_values("length")
-        series[label] = (ok["length"].tolist(), (100 * ok["value"]).tolist())
-        ax.plot(*series[label], marker="o", label=label)
-    _length_axis(ax, long["length"].unique())
-    _trained_line(ax, int(df["trained_len"].iloc[0]))
-    ax.set_ylim(-5, 105)
-    ax.set_xlabel("context length (tokens)")
-    ax.set_ylabel("passkey accuracy (%)")
-    ax.set_title(f"{model}: passkey retrieval")
-    ax.legend(fontsize=9)
-    return _save(fig, out, f"{_slug(model)}_passkey", fmt), series
+    return _versus_length(df, "passkey", "passkey accuracy (%)", f"{model}: passkey retrieval",
+                          f"{_slug(model)}_passkey", out, fmt)
 
 
 def plot_heatmap(df, model, out, fmt) -> tuple[Path, dict]:
