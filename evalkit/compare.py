@@ -109,7 +109,7 @@ def _label(g) -> str:
     parts = [g["method"].iloc[0]]
     for col, sym in (("scale", "s"), ("alpha", "alpha")):
         values = g[col].dropna().unique()
-        if len(values) == 1 and g["length"].nunique() > 1:
+        if len(values) == 1 and g[col].notna().all():  # one fixed factor (not derived per length)
             parts.append(f"{sym}={values[0]:g}")
     return " ".join(parts)
 

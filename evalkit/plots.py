@@ -73,7 +73,12 @@ def _versus_length(df, metric: str, ylabel: str, title: str, name: str, out, fmt
     if metric == "passkey":
         ax.set_ylim(-5, 105)
     else:
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
         ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
     _length_axis(ax, long["length"].unique())
     _trained_line(ax, int(df["trained_len"].iloc[0]))
     ax.set_xlabel("context length (tokens)")
