@@ -92,7 +92,6 @@ def measure(way: str, model: str, length: int, device: str) -> dict:
 
 
 def measure_prefix(model: str, lengths: list[int], device: str) -> dict:
-    import torch
 
     from evalkit.forward import token_nll
 
@@ -186,7 +185,7 @@ def main():
     a = p.parse_args()
     from evalkit.models import pick_device
     device = pick_device(a.device)
-    lines = [f"# evalkit benchmark\n", f"Command: `python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`  ",
+    lines = ["# evalkit benchmark\n", f"Command: `python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`  ",
              f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, device {device}, Python "
              f"{platform.python_version()}; model {a.model}; date {time.strftime('%Y-%m-%d')}\n"]
 

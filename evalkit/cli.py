@@ -5,7 +5,6 @@ User mistakes (EvalkitError) print one line and exit with code 2.
 from __future__ import annotations
 
 import functools
-import sys
 from pathlib import Path
 from typing import List, Optional
 

@@ -93,8 +93,11 @@ def user_models(path: Path | None = None) -> dict[str, ModelSpec]:
             missing = {"source"} - set(fields)
             if missing:
                 raise EvalkitError(f"{path}: [models.{name}] needs a source", 'e.g. source = "/data/llama-7b"')
-            out[name] = spec_from_config(name, fields["source"], trust_remote_code=True, **{
-                k: v for k, v in fields.items() if k != "source"})
+            given = {k: v for k, v in fields.items() if k != "source"}
+            if {"encoding", "trained_len"} <= set(given):  # all stated: no need to read the config
+                out[name] = ModelSpec(name, fields["source"], given.pop("family", "custom"), **given)
+            else:
+                out[name] = spec_from_config(name, fields["source"], **given)
     return out
 
 
@@ -116,7 +119,7 @@ def resolve_model(name: str | None, trained_len: int | None = None) -> ModelSpec
     return dataclasses.replace(spec, trained_len=trained_len) if trained_len else spec
 
 
-def spec_from_config(name: str, source: str, trust_remote_code: bool = False, **given) -> ModelSpec:
+def spec_from_config(name: str, source: str, **given) -> ModelSpec:
     """Family, encoding and trained length read from a checkpoint's config.json."""
     config = _read_config(source)
     model_type = config.get("model_type", "")

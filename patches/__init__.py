@@ -90,8 +90,6 @@ def patched(model, method: str, *, trained_len: int | None = None, target_len: i
             scale: float | None = None, alpha: float | None = None) -> Iterator[ScalingParams]:
     """Apply ``method`` to ``model`` for the duration of the block; restore the
     originals exactly on exit (also on error). Yields the resolved parameters."""
-    from evalkit.patches import alibi_models, rope_models
-
     adapter = find_adapter(model)
     m = check_applicable(method, adapter.encoding)
     if trained_len is None:

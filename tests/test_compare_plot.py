@@ -127,7 +127,7 @@ def test_figures_hold_the_expected_series_and_are_reproducible(results, tmp_path
     assert series["m_positions.png"]["none"] == ([2048.0, 6144.0], [2.0, 5.0])
     for p in made:
         assert p.stat().st_size > 5000
-    again = plot_all([results.parent], tmp_path / "b")
+    plot_all([results.parent], tmp_path / "b")
     for p in made:
         assert (tmp_path / "b" / p.name).read_bytes() == p.read_bytes()
 
@@ -135,7 +135,7 @@ def test_figures_hold_the_expected_series_and_are_reproducible(results, tmp_path
 @pytest.mark.parametrize("fmt", ["pdf", "svg"])
 def test_vector_formats_are_reproducible(results, tmp_path, fmt):
     a = plot_all([results], tmp_path / "a", fmt)
-    b = plot_all([results], tmp_path / "b", fmt)
+    plot_all([results], tmp_path / "b", fmt)
     assert sorted(p.suffix for p in a) == [f".{fmt}"] * 3
     for p in a:
         assert (tmp_path / "b" / p.name).read_bytes() == p.read_bytes()

@@ -5,7 +5,7 @@ import sys
 import pytest
 import torch
 
-from conftest import ALIBI_MODELS, HF5, ROPE_MODELS, ids, llama_config, logits, tiny_llama
+from conftest import ALIBI_MODELS, ROPE_MODELS, ids, logits, tiny_llama
 from evalkit.errors import EvalkitError
 from evalkit.patches import METHODS, alibi, methods_for, patched
 

@@ -11,7 +11,6 @@ Baichuan's code and its weights are random.
 """
 from __future__ import annotations
 
-import math
 from types import SimpleNamespace
 
 import torch
