@@ -192,9 +192,11 @@ def test_remote_code_needs_the_flag(tiny_model_dir, tmp_path, monkeypatch):
 def test_user_file_aliases_are_listed_and_usable(tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "evalkit.toml").write_text(f'[models.tiny]\nsource = "{tiny_model_dir}"\ntrained_len = 200\n'
-                                           f'[models.llama-7b]\nsource = "/data/llama-7b"\n')
+                                           f'[models.llama-7b]\nsource = "/data/llama-7b"\n'
+                                           '[models.elsewhere]\nsource = "/mnt/x"\nencoding = "alibi"\n'
+                                           'trained_len = 4096\n')
     listing = evalkit("models").output
-    assert "tiny" in listing and "/data/llama-7b" in listing
+    assert "tiny" in listing and "/data/llama-7b" in listing and "/mnt/x" in listing
     result = evalkit("run", "--model", "tiny", "--len", "160", "--task", "passkey", "--out", tmp_path / "o")
     assert result.exit_code == 0, result.output
     assert rows(tmp_path / "o")[0]["trained_len"] == "200"
