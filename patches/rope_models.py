@@ -198,6 +198,9 @@ def _install_baichuan(model, method, params, stack) -> None:
         swap(stack, layer.self_attn, "rotary_emb", scaled)
     if method == "logn":
         def record_positions(_module, _args, kwargs):  # W_pack runs before the rotary module
+            if kwargs.get("position_ids") is None:
+                raise EvalkitError("logn on Baichuan needs position_ids passed to the attention by keyword",
+                                   "this modeling code does not; use another method")
             scaled.positions = kwargs["position_ids"]
 
         for layer in layers:

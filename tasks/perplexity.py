@@ -34,6 +34,7 @@ class DocumentPool:
     def __init__(self, tokenizer, data: str, field: str):
         self.tokenizer, self.source = tokenizer, documents(data, field)
         self.docs: list[tuple[str, list[int]]] = []
+        self.by_id: dict[str, list[int]] = {}
         self.exhausted = False
 
     def __iter__(self):
@@ -47,6 +48,7 @@ class DocumentPool:
                     self.exhausted = True
                     return
                 self.docs.append((doc.doc_id, self.tokenizer(doc.text).input_ids))
+                self.by_id[doc.doc_id] = self.docs[-1][1]
             yield self.docs[i]
             i += 1
 
@@ -111,7 +113,7 @@ class Perplexity:
         return ("doc", cell.doc) if prefix_mode else cell
 
     def measure(self, ctx, cells: list[Cell]) -> list[dict]:
-        tokens = dict(self.pool(ctx).docs)[cells[0].doc]
+        tokens = self.pool(ctx).by_id[cells[0].doc]
         longest = max(c.length for c in cells)
         stride = ctx.cfg.stride
         span = 2 * longest if stride else longest
