@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
+from tests.standins import baichuan7b
 from tests.standins.baichuan7b import RMSNorm
 
 
@@ -115,17 +116,7 @@ class BaichuanModel(nn.Module):
         return self.norm(h), tuple(presents)
 
 
-class BaichuanForCausalLM(nn.Module):
-    def __init__(self, config):
-        super().__init__()
-        self.config = config
-        self.model = BaichuanModel(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+class BaichuanForCausalLM(baichuan7b.BaichuanForCausalLM):
+    """Same head and output as the 7B stand-in; the ALiBi base model above."""
 
-    def get_output_embeddings(self):
-        return self.lm_head
-
-    def forward(self, input_ids, past_key_values=None, use_cache=False, **_):
-        h, presents = self.model(input_ids, past_key_values)
-        return SimpleNamespace(logits=self.lm_head(h), past_key_values=presents if use_cache else None,
-                               hidden_states=(h,))
+    base_model_class = BaichuanModel

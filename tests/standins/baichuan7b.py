@@ -126,10 +126,12 @@ class BaichuanModel(nn.Module):
 
 
 class BaichuanForCausalLM(nn.Module):
+    base_model_class = BaichuanModel
+
     def __init__(self, config):
         super().__init__()
         self.config = config
-        self.model = BaichuanModel(config)
+        self.model = self.base_model_class(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
 
     def get_output_embeddings(self):
