@@ -25,6 +25,7 @@ PROFILE_COLUMNS = ["model", "method", "scale", "alpha", "trained_len", "length",
 # what makes two rows the same cell (resume and --force)
 KEY = ["model", "method", "scale", "alpha", "trained_len", "task", "length", "depth", "sample", "seed",
        "data", "stride"]
+PROFILE_KEY = ["model", "method", "scale", "alpha", "trained_len", "length", "sample", "seed", "data", "stride"]
 RESULTS, PROFILE = "results.csv", "positions.csv"
 
 
@@ -42,6 +43,11 @@ def fmt(value) -> str:
 
 def row_key(row: dict) -> tuple:
     return tuple(fmt(row.get(k)) for k in KEY)
+
+
+def profile_key(row: dict) -> tuple:
+    """The cell a positions.csv row belongs to (perplexity cells only have profiles)."""
+    return tuple(fmt(row.get(k)) for k in PROFILE_KEY)
 
 
 def _repair_torn_tail(path: Path) -> None:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import evalkit
 from evalkit.errors import EvalkitError
-from evalkit.results import COLUMNS, PROFILE, PROFILE_COLUMNS, RESULTS, CsvAppender, drop_rows, read_rows, row_key
+from evalkit.results import (COLUMNS, PROFILE, PROFILE_COLUMNS, RESULTS, CsvAppender, drop_rows, profile_key,
+                             read_rows, row_key)
 
 DEMO_LENGTHS = (4096, 12288)
 
@@ -237,8 +238,10 @@ def run(cfg: RunConfig, log=print, progress=None) -> Summary:
     ctx = RunContext(cfg, loaded, log)
     groups = plan(cfg, spec, ctx)
     if cfg.force:
-        planned = {row_key(k) for g in groups for k in g.keys}
-        drop_rows(out / RESULTS, planned)
+        planned = [k for g in groups for k in g.keys]
+        drop_rows(out / RESULTS, {row_key(k) for k in planned})
+        drop_rows(out / PROFILE, {profile_key(k) for k in planned if k["task"] == "ppl"},
+                  PROFILE_COLUMNS, profile_key)
         done = set()
     summary = Summary(results=out / RESULTS, model=spec.name)
     pending = []

@@ -65,15 +65,17 @@ def test_schema_of_both_tasks(tiny_run):
 
 
 def test_rerun_skips_recorded_cells_and_force_redoes_them(tiny_run):
-    args = ("--method", "none", "--len", "160", "--task", "passkey")
+    args = ("--method", "none", "--len", "160", "--task", "passkey,ppl", "--bucket", "64")
     tiny_run(*args)
     result, out = tiny_run(*args)
-    assert result.exit_code == 0 and "0 row(s) written" in result.output and "1 cell(s) already there" in result.output
-    assert len(rows(out)) == 1
-    first = rows(out)[0]["created_at"]
+    assert result.exit_code == 0 and "0 row(s) written" in result.output and "2 cell(s) already there" in result.output
+    assert len(rows(out)) == 2
+    profile = (out / "positions.csv").read_text()
+    first = {r["created_at"] for r in rows(out)}
     time.sleep(1.1)
     result, out = tiny_run(*args, "--force")
-    assert len(rows(out)) == 1 and rows(out)[0]["created_at"] != first
+    assert len(rows(out)) == 2 and not first & {r["created_at"] for r in rows(out)}
+    assert (out / "positions.csv").read_text() == profile  # replaced, not appended twice
 
 
 def test_killed_sweep_resumes_without_lost_or_duplicated_rows(tiny_model_dir, tmp_path):
