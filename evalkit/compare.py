@@ -43,9 +43,9 @@ def load_results(paths):
         frame["_file"] = str(f)
         frames.append(frame)
     df = pd.concat(frames, ignore_index=True)
-    for col in ("length", "tokens", "sample", "trained_len", "seed"):
-        df[col] = pd.to_numeric(df[col], errors="coerce")
-    for col in ("ppl", "nll", "correct", "depth", "scale", "alpha", "seconds", "peak_mem_mb"):
+    numeric = ("length", "tokens", "sample", "trained_len", "seed", "ppl", "nll", "correct", "depth", "scale",
+               "alpha", "seconds", "peak_mem_mb")
+    for col in numeric:
         df[col] = pd.to_numeric(df[col], errors="coerce")
     return df
 
@@ -84,7 +84,7 @@ def summarise(df, metric: str, per_depth: bool = False):
     check_consistent(sub)
     out = []
     for (model, method), g in sub.groupby(["model", "method"], sort=False):
-        label = _label(g)
+        label = method_label(g)
         keys = ["depth", "length"] if per_depth else ["length"]
         for k, cell in g.groupby(keys, sort=True):
             ok = cell[cell["status"] == "ok"]
@@ -105,7 +105,7 @@ def summarise(df, metric: str, per_depth: bool = False):
     return pd.DataFrame(out)
 
 
-def _label(g) -> str:
+def method_label(g) -> str:
     parts = [g["method"].iloc[0]]
     for col, sym in (("scale", "s"), ("alpha", "alpha")):
         values = g[col].dropna().unique()

@@ -339,3 +339,9 @@ def load_model(spec: ModelSpec | str | None = None, device: str = "auto", dtype:
         model.to(device)
     model.eval()
     return Loaded(model, tokenizer, spec, device, dtype, time.perf_counter() - t0)
+
+
+def ensure_length(model, length: int) -> None:
+    """MPT refuses inputs longer than ``config.max_seq_len``: raise it (its ALiBi needs no table)."""
+    if getattr(model.config, "model_type", "") == "mpt" and model.config.max_seq_len < length:
+        model.config.max_seq_len = length

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from evalkit.compare import _label, load_results, summarise
+from evalkit.compare import method_label, load_results, summarise
 from evalkit.errors import EvalkitError
 
 FORMATS = ("png", "pdf", "svg")
@@ -139,7 +139,7 @@ def plot_positions(profile, df, model, out, fmt) -> tuple[Path, dict]:
     series = {}
     methods = df[(df["task"] == "ppl") & (df["length"] == longest)]
     for method, g in p.groupby("method", sort=False):
-        label = _label(methods[methods["method"] == method]) if (methods["method"] == method).any() else method
+        label = method_label(methods[methods["method"] == method]) if (methods["method"] == method).any() else method
         # token-weighted mean over documents per bucket
         g = g.assign(w=g["position_end"] - g["position_start"])
         per = g.groupby("position_start").apply(lambda b: (b["nll"] * b["w"]).sum() / b["w"].sum(),

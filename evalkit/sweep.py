@@ -180,12 +180,6 @@ def _reset_peak(device: str) -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-def ensure_length(model, length: int) -> None:
-    """MPT refuses inputs longer than ``config.max_seq_len``: raise it (its ALiBi needs no table)."""
-    if getattr(model.config, "model_type", "") == "mpt" and model.config.max_seq_len < length:
-        model.config.max_seq_len = length
-
-
 def measure_group(ctx, group: Group, spec, oom_at: dict) -> list[dict]:
     """Rows for one group: measured, or status oom / skipped."""
     import torch
@@ -223,7 +217,7 @@ def run(cfg: RunConfig, log=print, progress=None) -> Summary:
     import torch
     import transformers
 
-    from evalkit.models import load_model, resolve_model
+    from evalkit.models import ensure_length, load_model, resolve_model
     from evalkit.patches import check_applicable
 
     spec = resolve_model(cfg.model, cfg.trained_len)

@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 from tests.standins import baichuan7b
-from tests.standins.baichuan7b import RMSNorm
 
 
 def make_config(**overrides):
@@ -58,8 +57,7 @@ class BaichuanAttention(nn.Module):
 
     def forward(self, hidden_states, attention_mask, past_key_value=None):
         bsz, q_len, _ = hidden_states.shape
-        q, k, v = (t.view(bsz, q_len, self.num_heads, self.head_dim).transpose(1, 2)
-                   for t in self.W_pack(hidden_states).split(self.hidden_size, dim=-1))
+        q, k, v = baichuan7b.split_packed(self.W_pack(hidden_states), self.num_heads, self.head_dim)
         if past_key_value is not None:
             k = torch.cat([past_key_value[0], k], dim=2)
             v = torch.cat([past_key_value[1], v], dim=2)
@@ -69,19 +67,8 @@ class BaichuanAttention(nn.Module):
         return self.o_proj(out.transpose(1, 2).reshape(bsz, q_len, -1)), (k, v)
 
 
-class BaichuanLayer(nn.Module):
-    def __init__(self, config):
-        super().__init__()
-        self.self_attn = BaichuanAttention(config)
-        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.mlp = nn.Sequential(nn.Linear(config.hidden_size, config.intermediate_size, bias=False), nn.SiLU(),
-                                 nn.Linear(config.intermediate_size, config.hidden_size, bias=False))
-
-    def forward(self, h, mask, past_key_value=None):
-        attn, present = self.self_attn(self.input_layernorm(h), mask, past_key_value)
-        h = h + attn
-        return h + self.mlp(self.post_attention_layernorm(h)), present
+class BaichuanLayer(baichuan7b.DecoderLayer):
+    attention_class = BaichuanAttention
 
 
 class BaichuanModel(nn.Module):
@@ -92,7 +79,7 @@ class BaichuanModel(nn.Module):
         self.first_run = True
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(BaichuanLayer(config) for _ in range(config.num_hidden_layers))
-        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.norm = baichuan7b.RMSNorm(config.hidden_size, config.rms_norm_eps)
 
     def get_alibi_mask(self, tensor, seq_length_with_past):
         if self.first_run:
@@ -111,7 +98,7 @@ class BaichuanModel(nn.Module):
         mask = self.get_alibi_mask(h, past + input_ids.shape[1])
         presents = []
         for i, layer in enumerate(self.layers):
-            h, present = layer(h, mask, past_key_values[i] if past_key_values else None)
+            h, present = layer(h, past_key_values[i] if past_key_values else None, attention_mask=mask)
             presents.append(present)
         return self.norm(h), tuple(presents)
 

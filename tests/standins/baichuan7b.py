@@ -67,6 +67,12 @@ def apply_rotary_pos_emb(q, k, cos, sin, position_ids):
     return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
 
 
+def split_packed(proj, num_heads, head_dim):
+    """(B, T, 3·H·D) from ``W_pack`` -> q, k, v each (B, H, T, D)."""
+    bsz, q_len, _ = proj.shape
+    return (t.view(bsz, q_len, num_heads, head_dim).transpose(1, 2) for t in proj.chunk(3, dim=-1))
+
+
 class Attention(nn.Module):
     def __init__(self, config):
         super().__init__()
@@ -78,9 +84,7 @@ class Attention(nn.Module):
 
     def forward(self, hidden_states, position_ids, past_key_value=None):
         bsz, q_len, _ = hidden_states.shape
-        proj = self.W_pack(hidden_states)
-        q, k, v = (t.view(bsz, q_len, self.num_heads, self.head_dim).transpose(1, 2)
-                   for t in proj.split(self.hidden_size, dim=-1))
+        q, k, v = split_packed(self.W_pack(hidden_states), self.num_heads, self.head_dim)
         kv_seq_len = q_len + (past_key_value[0].shape[-2] if past_key_value is not None else 0)
         cos, sin = self.rotary_emb(v, seq_len=kv_seq_len)
         q, k = apply_rotary_pos_emb(q, k, cos, sin, position_ids)
@@ -93,17 +97,19 @@ class Attention(nn.Module):
 
 
 class DecoderLayer(nn.Module):
+    attention_class = Attention
+
     def __init__(self, config):
         super().__init__()
-        self.self_attn = Attention(config)
+        self.self_attn = self.attention_class(config)
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = nn.Sequential(nn.Linear(config.hidden_size, config.intermediate_size, bias=False), nn.SiLU(),
                                  nn.Linear(config.intermediate_size, config.hidden_size, bias=False))
 
-    def forward(self, h, position_ids, past_key_value=None):
-        attn, present = self.self_attn(hidden_states=self.input_layernorm(h), position_ids=position_ids,
-                                       past_key_value=past_key_value)
+    def forward(self, h, past_key_value=None, **attention_inputs):
+        attn, present = self.self_attn(hidden_states=self.input_layernorm(h), past_key_value=past_key_value,
+                                       **attention_inputs)
         h = h + attn
         return h + self.mlp(self.post_attention_layernorm(h)), present
 
@@ -120,7 +126,7 @@ class BaichuanModel(nn.Module):
         position_ids = torch.arange(past, past + input_ids.shape[1], device=input_ids.device)[None]
         h, presents = self.embed_tokens(input_ids), []
         for i, layer in enumerate(self.layers):
-            h, present = layer(h, position_ids, past_key_values[i] if past_key_values else None)
+            h, present = layer(h, past_key_values[i] if past_key_values else None, position_ids=position_ids)
             presents.append(present)
         return self.norm(h), tuple(presents)
 
