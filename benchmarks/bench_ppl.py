@@ -1,7 +1,8 @@
 """Benchmark evalkit's perplexity evaluation against the plain transformers way.
 
     python benchmarks/bench_ppl.py                      # CPU: SmolLM2-135M, 4k and 16k tokens
-    python benchmarks/bench_ppl.py --lengths 8192,16384,32768 --llama7b   # on a GPU
+    python benchmarks/bench_ppl.py --prefix-llama7b-layers 1,2     # + section 2b (about 12 min on CPU)
+    python benchmarks/bench_ppl.py --device cuda --skip 1,2,3,4 --llama7b 8192,16384,32768   # a GPU
 
 Each measurement of time and peak memory runs in a fresh child process, so
 peaks do not leak between them (peak RSS on CPU; torch.cuda.max_memory_allocated
@@ -10,10 +11,15 @@ on GPU). Writes a markdown report (default benchmarks/RESULTS.md).
 Sections:
 1. chunked LM head + loss (evalkit) vs ``model(ids, labels=ids)`` at each length;
 2. one forward for many lengths (prefix mode) vs a forward per length;
+2b. (--prefix-llama7b-layers) the same on LLaMA-7B-shaped random-init models with
+   a few decoder layers: every layer costs the same, so the per-layer cost and the
+   rest (embedding, norm, LM head) are fitted from two layer counts and the ratio
+   of the 32-layer model is projected from them;
 3. one process for a 5-method sweep vs 5 ``evalkit run`` processes;
 4. passkey prompt building at 32k tokens;
 5. (GPU, --llama7b) a LLaMA-7B-shaped random-init model in bf16: tokens/s, % of
-   bf16 matmul peak, peak memory, longest length that fits.
+   bf16 matmul peak, peak memory, and the longest length that fits (doubling
+   from the last given length until out of memory, up to --llama7b-cap).
 """
 from __future__ import annotations
 
@@ -91,21 +97,79 @@ def measure(way: str, model: str, length: int, device: str) -> dict:
                 before_mb=before, loss=loss)
 
 
-def measure_prefix(model: str, lengths: list[int], device: str) -> dict:
-
+def _prefix_times(model, ids, lengths: list[int], repeats: int) -> dict:
+    """Prefix mode's cost (one forward at the longest length; slicing its NLL is free) against a
+    forward per length. Each length is timed ``repeats`` times, interleaved, and the fastest time
+    of each is kept, so a slow spell of the machine does not land on one side only."""
     from evalkit.forward import token_nll
 
+    sync = _synchronizer(ids.device)
+    token_nll(model, ids[:, :256])  # warm-up
+    best: dict[int, float] = {}
+    means: dict[int, float] = {}
+    for _ in range(repeats):
+        for n in lengths:
+            sync()
+            t0 = time.perf_counter()
+            nll = token_nll(model, ids[:, :n])
+            sync()
+            best[n] = min(best.get(n, float("inf")), time.perf_counter() - t0)
+            means[n] = float(nll.mean())
+            if n == max(lengths):
+                full = nll
+    worst = max(abs(float(full[: n - 1].mean()) / means[n] - 1) for n in lengths)
+    return dict(one_forward=best[max(lengths)], separate=sum(best.values()), max_rel_diff=worst, repeats=repeats)
+
+
+def _synchronizer(device):
+    import torch
+    return torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
+
+
+def measure_prefix(model: str, lengths: list[int], device: str, repeats: int) -> dict:
     loaded = _load(model, device)
     ids = _document_ids(loaded.tokenizer, max(lengths)).to(loaded.device)
-    token_nll(loaded.model, ids[:, :256])  # warm-up
-    t0 = time.perf_counter()
-    full = token_nll(loaded.model, ids)
-    one = time.perf_counter() - t0
-    t0, worst = time.perf_counter(), 0.0
-    for n in lengths:
-        sep = token_nll(loaded.model, ids[:, :n]).mean()
-        worst = max(worst, abs(float(full[: n - 1].mean() / sep) - 1))
-    return dict(one_forward=one, separate=time.perf_counter() - t0, max_rel_diff=worst)
+    return _prefix_times(loaded.model, ids, lengths, repeats)
+
+
+LLAMA7B = dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+               num_attention_heads=32, max_position_embeddings=4096)
+
+
+def llama7b_shaped(layers: int, device: str):
+    """A random-init LLaMA-7B-shaped model with ``layers`` decoder layers; bf16 on a GPU, fp32 on CPU
+    (speed does not depend on the weights)."""
+    import torch
+    import transformers
+
+    config = transformers.LlamaConfig(**dict(LLAMA7B, num_hidden_layers=layers))
+    config._attn_implementation = "sdpa"
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    torch.manual_seed(0)
+    with torch.device(device):
+        return transformers.LlamaForCausalLM(config).to(dtype).eval()
+
+
+def measure_prefix_llama7b(layers: int, lengths: list[int], device: str, repeats: int) -> dict:
+    import torch
+
+    torch.manual_seed(1)
+    ids = torch.randint(0, LLAMA7B["vocab_size"], (1, max(lengths)), device=device)
+    return dict(_prefix_times(llama7b_shaped(layers, device), ids, lengths, repeats), layers=layers)
+
+
+def project_layers(measured: list[dict], layers: int) -> dict | None:
+    """Fit time = rest + n·per_layer to two layer counts (each decoder layer costs the same) and
+    project both ways of section 2b to ``layers`` layers."""
+    if len(measured) < 2:
+        return None
+    a, b = measured[0], measured[-1]
+    out = {}
+    for way in ("one_forward", "separate"):
+        per_layer = (b[way] - a[way]) / (b["layers"] - a["layers"])
+        out[way] = a[way] - a["layers"] * per_layer + layers * per_layer
+        out[way + "_per_layer"] = per_layer
+    return out
 
 
 def measure_prompt(model: str) -> dict:
@@ -120,24 +184,31 @@ def measure_prompt(model: str) -> dict:
     return dict(seconds=time.perf_counter() - t0, tokens=len(prompt))
 
 
-def measure_llama7b(lengths: list[int]) -> list[dict]:
-    """A LLaMA-7B-shaped random-init model in bf16 on the GPU (speed does not depend on weights)."""
+BF16_PEAK_TFLOPS = {"H100 PCIe": 756, "H100": 989, "H200": 989, "A100": 312, "L40S": 362, "A10": 125}
+
+
+def bf16_peak_tflops(name: str) -> float | None:
+    """The card's dense bf16 matmul peak from its name ($BF16_PEAK_TFLOPS overrides); None if unknown."""
+    if os.environ.get("BF16_PEAK_TFLOPS"):
+        return float(os.environ["BF16_PEAK_TFLOPS"])
+    return next((v for k, v in BF16_PEAK_TFLOPS.items() if k in name), None)
+
+
+def measure_llama7b(lengths: list[int], cap: int) -> list[dict]:
+    """A LLaMA-7B-shaped random-init model in bf16 on the GPU: the given lengths, then doubling
+    the last one until out of memory or past ``cap``."""
     import torch
-    import transformers
 
     from evalkit.forward import token_nll
 
-    cfg = dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-               num_attention_heads=32, max_position_embeddings=4096)
-    config = transformers.LlamaConfig(**cfg)
-    config._attn_implementation = "sdpa"
-    with torch.device("cuda"):
-        model = transformers.LlamaForCausalLM(config).to(torch.bfloat16).eval()
+    model = llama7b_shaped(LLAMA7B["num_hidden_layers"], "cuda")
     n_params = sum(p.numel() for p in model.parameters())
-    peak_tflops = float(os.environ.get("BF16_PEAK_TFLOPS", "989"))  # H100 SXM dense bf16
-    rows = []
-    for n in lengths:
-        ids = torch.randint(0, 32000, (1, n), device="cuda")
+    n_embed = model.get_input_embeddings().weight.numel()  # a lookup, not a matmul
+    peak = bf16_peak_tflops(torch.cuda.get_device_name())
+    rows, todo = [], list(lengths)
+    while todo:
+        n = todo.pop(0)
+        ids = torch.randint(0, LLAMA7B["vocab_size"], (1, n), device="cuda")
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
         try:
@@ -150,10 +221,15 @@ def measure_llama7b(lengths: list[int]) -> list[dict]:
         except torch.cuda.OutOfMemoryError:
             rows.append(dict(length=n, status="oom"))
             break
-        # forward FLOPs: 2·params·n for the matmuls + causal attention 2·2·L·n²·d / 2
-        flops = 2 * n_params * n + 2 * cfg["num_hidden_layers"] * n * n * cfg["hidden_size"]
-        rows.append(dict(length=n, seconds=s, tok_s=n / s, mfu=flops / s / (peak_tflops * 1e12),
+        finally:
+            del ids
+        # forward FLOPs: 2·(matmul params)·n + causal attention (QKᵀ and AV: 2·2·n²·d per layer, halved)
+        flops = 2 * (n_params - n_embed) * n + 2 * LLAMA7B["num_hidden_layers"] * n * n * LLAMA7B["hidden_size"]
+        rows.append(dict(length=n, seconds=s, tok_s=n / s, tflops=flops / s / 1e12,
+                         mfu=flops / s / (peak * 1e12) if peak else None,
                          peak_gb=torch.cuda.max_memory_allocated() / 2**30, status="ok"))
+        if not todo and 2 * n <= cap:
+            todo.append(2 * n)
     return rows
 
 
@@ -169,7 +245,10 @@ def main():
         if kind == "forward":
             print(json.dumps(measure(rest[0], rest[1], int(rest[2]), rest[3])))
         elif kind == "prefix":
-            print(json.dumps(measure_prefix(rest[0], [int(x) for x in rest[1].split(",")], rest[2])))
+            print(json.dumps(measure_prefix(rest[0], [int(x) for x in rest[1].split(",")], rest[2], int(rest[3]))))
+        elif kind == "prefix7b":
+            lengths = [int(x) for x in rest[1].split(",")]
+            print(json.dumps(measure_prefix_llama7b(int(rest[0]), lengths, rest[2], int(rest[3]))))
         elif kind == "prompt":
             print(json.dumps(measure_prompt(rest[0])))
         return
@@ -179,7 +258,11 @@ def main():
     p.add_argument("--prefix-lengths", default="2048,4096,8192,16384")
     p.add_argument("--methods", default="none,pi,ntk,yarn,logn", help="section 3")
     p.add_argument("--device", default="auto")
+    p.add_argument("--repeats", type=int, default=2, help="sections 2 and 2b: timings per length (fastest kept)")
+    p.add_argument("--prefix-llama7b-layers", default="",
+                   help="section 2b: decoder-layer counts of the LLaMA-7B-shaped models, e.g. 1,2 (32 on a GPU)")
     p.add_argument("--llama7b", default="", help="lengths for section 5 (GPU only), e.g. 8192,16384,32768")
+    p.add_argument("--llama7b-cap", type=int, default=262144, help="section 5: stop doubling past this length")
     p.add_argument("--skip", default="", help="sections to skip, e.g. 2,3")
     p.add_argument("--report", default=str(ROOT / "benchmarks" / "RESULTS.md"))
     a = p.parse_args()
@@ -210,7 +293,7 @@ def main():
                      f"{tr:.2f}× | {mr:.2f}× | {r['loss']:.5f} |")
         emit("\nPeak memory on CPU is the child process's peak RSS, model weights included.\n")
     if "2" not in a.skip:
-        r = child(["prefix", a.model, a.prefix_lengths, device])
+        r = child(["prefix", a.model, a.prefix_lengths, device, a.repeats])
         emit(f"## 2. One forward for lengths {{{a.prefix_lengths}}} vs a forward per length\n")
         if "error" in r:
             emit(f"error: {r['error']}\n")
@@ -218,6 +301,33 @@ def main():
             emit(f"one forward at the longest: {r['one_forward']:.1f} s; separate forwards: {r['separate']:.1f} s; "
                  f"ratio {r['one_forward'] / r['separate']:.2f}×; largest relative difference of mean NLL: "
                  f"{r['max_rel_diff']:.1e}\n")
+            emit(f"Prefix mode costs the forward at the longest length (slicing its per-token NLL is free). Each "
+                 f"length was timed {a.repeats}× in turn; the fastest time of each is kept.\n")
+    if a.prefix_llama7b_layers:
+        counts = sorted({int(x) for x in a.prefix_llama7b_layers.split(",")})
+        emit(f"## 2b. The same on LLaMA-7B-shaped random-init models "
+             f"({'bf16' if device.startswith('cuda') else 'fp32'}, decoder layers: {','.join(map(str, counts))})\n")
+        emit("| decoder layers | one forward s | separate forwards s | ratio | largest relative NLL difference |")
+        emit("|---:|---:|---:|---:|---:|")
+        measured = []
+        for n in counts:
+            r = child(["prefix7b", n, a.prefix_lengths, device, a.repeats])
+            if "error" in r:
+                emit(f"| {n} | error: {r['error']} | | | |")
+                continue
+            measured.append(r)
+            emit(f"| {n} | {r['one_forward']:.1f} | {r['separate']:.1f} | {r['one_forward'] / r['separate']:.2f}× | "
+                 f"{r['max_rel_diff']:.1e} |")
+        full = LLAMA7B["num_hidden_layers"]
+        proj = None if full in counts else project_layers(measured, full)
+        if proj:
+            emit(f"| {full} (projected) | {proj['one_forward']:.1f} | {proj['separate']:.1f} | "
+                 f"{proj['one_forward'] / proj['separate']:.2f}× | |")
+            emit(f"\nPer decoder layer: one forward {proj['one_forward_per_layer']:.1f} s, separate forwards "
+                 f"{proj['separate_per_layer']:.1f} s (ratio "
+                 f"{proj['one_forward_per_layer'] / proj['separate_per_layer']:.2f}×). The {full}-layer row is "
+                 f"fitted from the measured rows (time = rest + layers × per layer), not measured.")
+        emit("")
     if "3" not in a.skip:
         methods = a.methods.split(",")
         with tempfile.TemporaryDirectory() as tmp:
@@ -237,15 +347,23 @@ def main():
             emit("skipped: needs a GPU\n")
         else:
             import torch
-            emit(f"GPU: {torch.cuda.get_device_name()}\n")
-            emit("| tokens | seconds | tokens/s | % of bf16 peak | peak GB | status |")
-            emit("|---:|---:|---:|---:|---:|---|")
-            for r in measure_llama7b([int(x) for x in a.llama7b.split(",")]):
+            name = torch.cuda.get_device_name()
+            peak = bf16_peak_tflops(name)
+            emit(f"GPU: {name}; bf16 dense matmul peak taken as "
+                 f"{f'{peak:.0f} TFLOP/s' if peak else 'unknown (set BF16_PEAK_TFLOPS)'}\n")
+            emit("| tokens | seconds | tokens/s | TFLOP/s | % of bf16 peak | peak GB | status |")
+            emit("|---:|---:|---:|---:|---:|---:|---|")
+            rows = measure_llama7b([int(x) for x in a.llama7b.split(",")], a.llama7b_cap)
+            for r in rows:
                 if r["status"] == "ok":
-                    emit(f"| {r['length']} | {r['seconds']:.2f} | {r['tok_s']:.0f} | {100 * r['mfu']:.1f} | "
+                    mfu = f"{100 * r['mfu']:.1f}" if r["mfu"] is not None else "?"
+                    emit(f"| {r['length']} | {r['seconds']:.2f} | {r['tok_s']:.0f} | {r['tflops']:.0f} | {mfu} | "
                          f"{r['peak_gb']:.1f} | ok |")
                 else:
-                    emit(f"| {r['length']} | | | | | out of memory |")
+                    emit(f"| {r['length']} | | | | | | out of memory |")
+            fits = [r["length"] for r in rows if r["status"] == "ok"]
+            emit(f"\nLongest length that fits: {max(fits) if fits else 'none'}"
+                 f"{'' if rows and rows[-1]['status'] == 'oom' else f' (stopped at the cap, {a.llama7b_cap})'}.\n")
     Path(a.report).write_text("\n".join(lines) + "\n")
     print(f"report written to {a.report}")
 

@@ -3,10 +3,11 @@ import json
 
 import pytest
 import torch
+import transformers
 
-from conftest import ids, tiny_llama
+from conftest import ids, llama_config, tiny_llama
 from evalkit.errors import EvalkitError
-from evalkit.forward import token_nll
+from evalkit.forward import next_token_logits, token_nll
 from evalkit.tasks import passkey
 from evalkit.tasks.data import documents
 from evalkit.tasks.perplexity import bucket_profile, strided_nll
@@ -90,3 +91,37 @@ def test_local_sources(tmp_path):
     (tmp_path / "x.csv").write_text("text\nz\n")
     with pytest.raises(EvalkitError, match="unsupported data file type"):
         list(documents(str(tmp_path / "x.csv")))
+
+
+def _tiny_family(family: str, **extra):
+    """A tiny model of a family whose logits are not the plain LM head output."""
+    torch.manual_seed(0)
+    cfg = llama_config(cls=getattr(transformers, f"{family}Config"), head_dim=16, **extra)
+    return getattr(transformers, f"{family}ForCausalLM")(cfg).eval()
+
+
+@pytest.mark.parametrize("family, extra", [("Gemma2", {"final_logit_softcapping": 0.05}),
+                                           ("Cohere", {"logit_scale": 0.5}),
+                                           ("Granite", {"logits_scaling": 4.0})])
+def test_chunked_nll_applies_what_the_model_does_after_its_head(family, extra):
+    model, x = _tiny_family(family, **extra), ids(40)
+    with torch.no_grad():
+        out = model(input_ids=x, labels=x)
+    assert token_nll(model, x, chunk=7).mean().item() == pytest.approx(out.loss.item(), rel=1e-5)
+    last, _ = next_token_logits(model, x)
+    torch.testing.assert_close(last, out.logits[:, -1].float())
+    plain = llama_config(cls=getattr(transformers, f"{family}Config"), head_dim=16)
+    assert all(getattr(plain, k) != v for k, v in extra.items())  # the setting under test is not the default
+
+
+def test_a_model_that_changes_its_logits_unknowably_is_refused():
+    class Doubled(transformers.LlamaForCausalLM):
+        def forward(self, *args, **kwargs):
+            out = super().forward(*args, **kwargs)
+            out.logits = out.logits * 2
+            return out
+
+    torch.manual_seed(0)
+    model = Doubled(llama_config()).eval()
+    with pytest.raises(EvalkitError, match="changes its logits after the LM head"):
+        token_nll(model, ids(20))
