@@ -194,21 +194,21 @@ def bf16_peak_tflops(name: str) -> float | None:
     return next((v for k, v in BF16_PEAK_TFLOPS.items() if k in name), None)
 
 
-def measure_llama7b(lengths: list[int], cap: int) -> list[dict]:
+def measure_llama7b(lengths: list[int], cap: int, device: str = "cuda") -> list[dict]:
     """A LLaMA-7B-shaped random-init model in bf16 on the GPU: the given lengths, then doubling
     the last one until out of memory or past ``cap``."""
     import torch
 
     from evalkit.forward import token_nll
 
-    model = llama7b_shaped(LLAMA7B["num_hidden_layers"], "cuda")
+    model = llama7b_shaped(LLAMA7B["num_hidden_layers"], device)
     n_params = sum(p.numel() for p in model.parameters())
     n_embed = model.get_input_embeddings().weight.numel()  # a lookup, not a matmul
     peak = bf16_peak_tflops(torch.cuda.get_device_name())
     rows, todo = [], list(lengths)
     while todo:
         n = todo.pop(0)
-        ids = torch.randint(0, LLAMA7B["vocab_size"], (1, n), device="cuda")
+        ids = torch.randint(0, LLAMA7B["vocab_size"], (1, n), device=device)
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
         try:
