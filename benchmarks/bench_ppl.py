@@ -1,7 +1,7 @@
 """Benchmark evalkit's perplexity evaluation against the plain transformers way.
 
     python benchmarks/bench_ppl.py                      # CPU: SmolLM2-135M, 4k and 16k tokens
-    python benchmarks/bench_ppl.py --prefix-llama7b-layers 1,2     # + section 2b (about 12 min on CPU)
+    python benchmarks/bench_ppl.py --prefix-llama7b-layers 1,2     # + section 2b (about 15 min on CPU)
     python benchmarks/bench_ppl.py --device cuda --skip 1,2,3,4 --llama7b 8192,16384,32768   # a GPU
 
 Each measurement of time and peak memory runs in a fresh child process, so
@@ -184,7 +184,7 @@ def measure_prompt(model: str) -> dict:
     return dict(seconds=time.perf_counter() - t0, tokens=len(prompt))
 
 
-BF16_PEAK_TFLOPS = {"H100 PCIe": 756, "H100": 989, "H200": 989, "A100": 312, "L40S": 362, "A10": 125}
+BF16_PEAK_TFLOPS = {"H100 PCIe": 756, "H100 NVL": 835, "H100": 989, "H200": 989, "A100": 312}  # first match wins
 
 
 def bf16_peak_tflops(name: str) -> float | None:
