@@ -128,6 +128,26 @@ def check_frequencies(inv_freq: torch.Tensor, base: float, where: str) -> int:
     return dim
 
 
+def check_layout(rotary: nn.Module, where: str, positions: int = 64) -> None:
+    """Refuse a rotary module whose cos/sin are not the rotate-half layout that :class:`ScaledRotary`
+    produces (Cohere interleaves its frequencies, for one): replacing it would rotate every query
+    and key wrongly without any error."""
+    inv_freq = rotary.inv_freq.detach().float()
+    pos = torch.arange(positions, device=inv_freq.device)[None]
+    try:
+        cos, sin = rotary(torch.zeros(1, 1, device=inv_freq.device), pos)
+    except TypeError as e:  # a signature other than forward(x, position_ids)
+        raise EvalkitError(f"{where} of {type(rotary).__name__} is not called as forward(x, position_ids)",
+                           "evalkit patches rotate-half RoPE as in Llama, Mistral and Qwen2") from e
+    freqs = pos[..., None].float() * inv_freq
+    emb = torch.cat((freqs, freqs), dim=-1)
+    if cos.shape != emb.shape or not (torch.allclose(cos.float(), emb.cos(), atol=1e-4)
+                                      and torch.allclose(sin.float(), emb.sin(), atol=1e-4)):
+        raise EvalkitError(f"{where} ({type(rotary).__name__}) lays out its cos/sin differently from "
+                           "rotate-half RoPE (interleaved, as in Cohere?); evalkit's replacement would be wrong",
+                           "evalkit patches rotate-half RoPE as in Llama, Mistral and Qwen2")
+
+
 def rope_theta(config) -> float | None:
     """The RoPE base in transformers 5.x (``rope_parameters``) or 4.x (``rope_theta``)."""
     params = getattr(config, "rope_parameters", None)
@@ -170,6 +190,7 @@ def _install_hf(model, method, params, stack) -> None:
     original = getattr(rotary, "original_inv_freq", rotary.inv_freq)
     base = rope_theta(model.config) or 10000.0
     dim = check_frequencies(original, base, "model.rotary_emb")
+    check_layout(rotary, "model.rotary_emb")
     scaled = ScaledRotary(RopeSchedule(method, dim, base, params, original))
     swap(stack, owner, "rotary_emb", scaled)
     if method == "logn":

@@ -271,3 +271,29 @@ def test_patching_after_half_precision_recomputes_frequencies_in_fp32():
     with patched(model, "ntk", alpha=2.0, trained_len=16):
         inv = model.model.rotary_emb.current[0]
         assert inv.dtype == torch.float32
+
+
+@pytest.mark.parametrize("method", ["pi", "ntk", "yarn"])
+def test_interleaved_rope_is_refused_not_patched_wrongly(method):
+    """Cohere interleaves its cos/sin; a rotate-half replacement would silently rotate it wrongly."""
+    import transformers
+
+    from conftest import llama_config
+    torch.manual_seed(0)
+    model = transformers.CohereForCausalLM(llama_config(cls=transformers.CohereConfig)).eval()
+    x = ids(20)
+    before = logits(model, x)
+    with pytest.raises(EvalkitError, match="lays out its cos/sin differently"):
+        with patched(model, method, scale=2.0, trained_len=16):
+            pass
+    assert torch.equal(logits(model, x), before)
+
+
+def test_rotate_half_rope_of_other_families_passes_the_layout_check():
+    import transformers
+
+    from conftest import llama_config
+    from evalkit.patches.rope_models import check_layout
+    for family in ("Gemma2", "Granite", "Llama"):
+        cfg = llama_config(cls=getattr(transformers, f"{family}Config"), head_dim=16)
+        check_layout(getattr(transformers, f"{family}ForCausalLM")(cfg).model.rotary_emb, "model.rotary_emb")
