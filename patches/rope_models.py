@@ -136,7 +136,7 @@ def check_layout(rotary: nn.Module, where: str, positions: int = 64) -> None:
     pos = torch.arange(positions, device=inv_freq.device)[None]
     try:
         cos, sin = rotary(torch.zeros(1, 1, device=inv_freq.device), pos)
-    except TypeError as e:  # a signature other than forward(x, position_ids)
+    except (TypeError, ValueError, RuntimeError, IndexError) as e:  # not forward(x, position_ids) with (B, T)
         raise EvalkitError(f"{where} of {type(rotary).__name__} is not called as forward(x, position_ids)",
                            "evalkit patches rotate-half RoPE as in Llama, Mistral and Qwen2") from e
     freqs = pos[..., None].float() * inv_freq
@@ -192,10 +192,14 @@ def _install_hf(model, method, params, stack) -> None:
     dim = check_frequencies(original, base, "model.rotary_emb")
     check_layout(rotary, "model.rotary_emb")
     scaled = ScaledRotary(RopeSchedule(method, dim, base, params, original))
+    if method == "logn":
+        attentions = [layer.self_attn for layer in owner.layers]
+        if not all(isinstance(getattr(a, "q_proj", None), nn.Module) for a in attentions):
+            raise EvalkitError(f"logn scales the queries through q_proj, which {type(model).__name__}'s attention "
+                               "does not have (a fused qkv projection?)", "use another method for this model")
     swap(stack, owner, "rotary_emb", scaled)
     if method == "logn":
-        add_logn_hooks(stack, [layer.self_attn.q_proj for layer in owner.layers], scaled, None,
-                       params.trained_len)
+        add_logn_hooks(stack, [a.q_proj for a in attentions], scaled, None, params.trained_len)
 
 
 # --- Baichuan-7B / Baichuan2-7B remote code (a RotaryEmbedding per layer) ---

@@ -297,3 +297,18 @@ def test_rotate_half_rope_of_other_families_passes_the_layout_check():
     for family in ("Gemma2", "Granite", "Llama"):
         cfg = llama_config(cls=getattr(transformers, f"{family}Config"), head_dim=16)
         check_layout(getattr(transformers, f"{family}ForCausalLM")(cfg).model.rotary_emb, "model.rotary_emb")
+
+
+def test_logn_on_a_fused_qkv_projection_is_refused_before_anything_is_patched():
+    import transformers
+
+    from conftest import llama_config
+    torch.manual_seed(0)
+    model = transformers.Phi3ForCausalLM(llama_config(cls=transformers.Phi3Config, pad_token_id=0)).eval()
+    rotary = model.model.rotary_emb
+    with pytest.raises(EvalkitError, match="through q_proj"):
+        with patched(model, "logn", trained_len=16):
+            pass
+    assert model.model.rotary_emb is rotary
+    with patched(model, "ntk", scale=2.0, trained_len=16):  # the other methods work on it
+        assert model.model.rotary_emb is not rotary
