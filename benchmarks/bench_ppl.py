@@ -69,6 +69,11 @@ def _peak_mb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _synchronizer(device):
+    import torch
+    return torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
+
+
 def measure(way: str, model: str, length: int, device: str) -> dict:
     """One forward+loss of ``length`` tokens, the evalkit way or the plain way."""
     import torch
@@ -80,8 +85,9 @@ def measure(way: str, model: str, length: int, device: str) -> dict:
     with torch.no_grad():  # warm-up on a short slice, the same way
         short = ids[:, :128]
         loaded.model(input_ids=short, labels=short) if way == "plain" else token_nll(loaded.model, short)
+    sync = _synchronizer(device)
+    sync()
     if device.startswith("cuda"):
-        torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     before = _peak_mb(device)
     t0 = time.perf_counter()
@@ -90,8 +96,7 @@ def measure(way: str, model: str, length: int, device: str) -> dict:
             loss = float(loaded.model(input_ids=ids, labels=ids).loss)
         else:
             loss = float(token_nll(loaded.model, ids).mean())
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+    sync()
     seconds = time.perf_counter() - t0
     return dict(way=way, length=length, seconds=seconds, tok_s=length / seconds, peak_mb=_peak_mb(device),
                 before_mb=before, loss=loss)
@@ -119,11 +124,6 @@ def _prefix_times(model, ids, lengths: list[int], repeats: int) -> dict:
                 full = nll
     worst = max(abs(float(full[: n - 1].mean()) / means[n] - 1) for n in lengths)
     return dict(one_forward=best[max(lengths)], separate=sum(best.values()), max_rel_diff=worst, repeats=repeats)
-
-
-def _synchronizer(device):
-    import torch
-    return torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
 
 
 def measure_prefix(model: str, lengths: list[int], device: str, repeats: int) -> dict:
@@ -205,6 +205,7 @@ def measure_llama7b(lengths: list[int], cap: int, device: str = "cuda") -> list[
     n_params = sum(p.numel() for p in model.parameters())
     n_embed = model.get_input_embeddings().weight.numel()  # a lookup, not a matmul
     peak = bf16_peak_tflops(torch.cuda.get_device_name())
+    sync = _synchronizer(device)
     rows, todo = [], list(lengths)
     while todo:
         n = todo.pop(0)
@@ -213,10 +214,10 @@ def measure_llama7b(lengths: list[int], cap: int, device: str = "cuda") -> list[
         torch.cuda.reset_peak_memory_stats()
         try:
             token_nll(model, ids[:, :512])
-            torch.cuda.synchronize()
+            sync()
             t0 = time.perf_counter()
             token_nll(model, ids)
-            torch.cuda.synchronize()
+            sync()
             s = time.perf_counter() - t0
         except torch.cuda.OutOfMemoryError:
             rows.append(dict(length=n, status="oom"))
