@@ -123,9 +123,8 @@ def spec_from_config(name: str, source: str, **given) -> ModelSpec:
     """Family, encoding and trained length read from a checkpoint's config.json."""
     config = _read_config(source)
     model_type = config.get("model_type", "")
-    if model_type == "baichuan":
-        # Baichuan-7B / Baichuan2-7B use RoPE, the 13B models ALiBi; only their width tells them apart
-        encoding = "alibi" if config.get("hidden_size", 0) >= 5120 else "rope"
+    if model_type == "baichuan" and not given.get("encoding"):
+        encoding = encoding_from_code(source, config)  # 7B releases: RoPE, 13B: ALiBi, same model_type
     elif model_type in ALIBI_TYPES or (model_type == "falcon" and config.get("alibi")):
         encoding = "alibi"
     elif model_type in ROPE_TYPES:
@@ -141,6 +140,22 @@ def spec_from_config(name: str, source: str, **given) -> ModelSpec:
                   remote_code=bool(config.get("auto_map")))
     fields.update(given)
     return ModelSpec(name, source, **fields)
+
+
+def encoding_from_code(source: str, config: dict) -> str:
+    """RoPE or ALiBi, read from the checkpoint's own modeling file (``auto_map``): the ALiBi
+    releases define ``_get_interleave`` / ``_gen_alibi_mask``, the RoPE ones a ``RotaryEmbedding``."""
+    from evalkit.remote_code import checkpoint_file
+
+    ref = (config.get("auto_map") or {}).get("AutoModelForCausalLM", "")
+    path = checkpoint_file(source, ref.split(".")[0] + ".py") if "." in ref else None
+    code = path.read_text(encoding="utf-8", errors="replace") if path else ""
+    if "_get_interleave" in code or "_gen_alibi_mask" in code:
+        return "alibi"
+    if "RotaryEmbedding" in code:
+        return "rope"
+    raise EvalkitError(f"{source}: cannot tell from its modeling code whether it uses RoPE or ALiBi",
+                       f'state it in {USER_FILE}: [models.NAME] source = "{source}", encoding = "rope" or "alibi"')
 
 
 def _read_config(source: str) -> dict:
@@ -307,7 +322,9 @@ def load_model(spec: ModelSpec | str | None = None, device: str = "auto", dtype:
                trust_remote_code: bool = False, log=print) -> Loaded:
     """Load model and tokenizer once; ``device_map="auto"`` (accelerate) on GPUs."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
+
+    from evalkit.remote_code import load_tokenizer, without_missing_imports
 
     spec = spec if isinstance(spec, ModelSpec) else resolve_model(spec)
     if spec.remote_code and not trust_remote_code:
@@ -326,19 +343,47 @@ def load_model(spec: ModelSpec | str | None = None, device: str = "auto", dtype:
     hf_logging.disable_progress_bar()  # evalkit shows one progress bar of its own
     t0 = time.perf_counter()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=spec.remote_code)
-        try:
-            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-        except TypeError:  # transformers 4.x calls it torch_dtype
-            kwargs["torch_dtype"] = kwargs.pop("dtype")
-            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        tokenizer = load_tokenizer(source, spec.remote_code, log)
+        model = without_missing_imports(lambda: _from_pretrained(AutoModelForCausalLM, source, kwargs), log)
     except OSError as e:
         raise EvalkitError(f"cannot load {spec.name} from {source}: {str(e).splitlines()[0]}",
                            "check the path / hub id, or point the alias to a local copy in evalkit.toml") from None
+    except ImportError as e:  # a missing package transformers did not name as such
+        raise EvalkitError(f"cannot load {spec.name}'s code: {str(e).splitlines()[0]}",
+                           "install the package it names") from None
     if "device_map" not in kwargs:
         model.to(device)
     model.eval()
+    prepare_loaded(model, spec, log)
     return Loaded(model, tokenizer, spec, device, dtype, time.perf_counter() - t0)
+
+
+def _from_pretrained(auto_class, source: str, kwargs: dict):
+    try:
+        return auto_class.from_pretrained(source, **kwargs)
+    except TypeError as e:  # transformers 4.x calls it torch_dtype
+        if "dtype" not in kwargs or "torch_dtype" in kwargs:
+            raise
+        renamed = {("torch_dtype" if k == "dtype" else k): v for k, v in kwargs.items()}
+        try:
+            return auto_class.from_pretrained(source, **renamed)
+        except TypeError:
+            raise e from None
+
+
+def prepare_loaded(model, spec: ModelSpec, log=print) -> None:
+    """Make a loaded model usable and check it is what the spec says: the family's adapter
+    repairs what it knows (tensors transformers 5 left on the meta device), anything still
+    on the meta device is refused, and the position encoding must match the spec's."""
+    from evalkit.patches import find_adapter
+    from evalkit.remote_code import refuse_meta_attributes
+
+    adapter = find_adapter(model)
+    adapter.after_load(model, log)
+    refuse_meta_attributes(model)
+    if adapter.encoding != spec.encoding:
+        raise EvalkitError(f"{spec.name} was described as {spec.encoding} but its code uses {adapter.encoding}",
+                           f"fix encoding = \"{adapter.encoding}\" for it in {USER_FILE}")
 
 
 def ensure_length(model, length: int) -> None:

@@ -37,7 +37,13 @@ for _m in [
     Method("yarn", "rope", ("scale",), True,
            "YaRN: NTK-by-parts ramp + attention temperature 0.1 ln s + 1 (Peng et al. 2023)"),
     Method("logn", "rope", (), True, "log-n scaling of queries past the trained length: q * max(1, ln n / ln L)"),
-    Method("ntk-alibi", "alibi", ("alpha",), True, "NTK-ALiBi: m_h / alpha^((h-1)/(H-1)), head 1 kept, head H / alpha"),
+    Method("ntk-alibi", "alibi", ("alpha",), True,
+           "NTK-ALiBi per slope: m_h / alpha^((ln m_max - ln m_h)/(ln m_max - ln m_min)); largest slope kept, "
+           "smallest / alpha"),
+    Method("ntk-alibi-index", "alibi", ("alpha",), True,
+           "NTK-ALiBi by head index: m_h / alpha^((h-1)/(H-1)) in head order (extra heads of non-power-of-two H / ~alpha)"),
+    Method("ntk-alibi-keezen", "alibi", ("alpha",), True,
+           "NTK-ALiBi as in keezen/ntk_alibi's code: first 2^floor(log2 H) heads by index, extra heads unscaled"),
     Method("alibi-pi", "alibi", ("scale",), True, "ALiBi interpolation: every slope / s"),
 ]:
     METHODS.add(_m.name, _m)
@@ -109,6 +115,7 @@ def find_adapter(model):
         if adapter.matches(model):
             return adapter
     raise EvalkitError(
-        f"evalkit cannot patch a {type(model).__name__}",
-        "supported: LLaMA-architecture models (Llama, Mistral, Qwen2), Baichuan, BLOOM, MPT",
+        f"evalkit cannot patch a {type(model).__name__}: its position encoding is not laid out as in any "
+        "supported family",
+        "supported: LLaMA-architecture models (Llama, Mistral, Qwen2), Baichuan (7B, 13B, Baichuan2), BLOOM, MPT",
     )

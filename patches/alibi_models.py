@@ -27,12 +27,13 @@ from evalkit.patches import alibi
 from evalkit.patches._swap import swap
 
 
-def scaled_slopes(method: str, base: torch.Tensor, params) -> torch.Tensor:
-    if method == "alibi-pi":
-        return alibi.alibi_interpolate(base, params.scale)
-    if method == "ntk-alibi":
-        return alibi.ntk_alibi(base, params.alpha)
-    raise AssertionError(method)
+# method -> (base slopes in head order, params) -> scaled slopes
+SLOPE_FORMULAS = {
+    "alibi-pi": lambda base, p: alibi.alibi_interpolate(base, p.scale),
+    "ntk-alibi": lambda base, p: alibi.ntk_alibi(base, p.alpha),
+    "ntk-alibi-index": lambda base, p: base / alibi.ntk_alibi_index_divisors(len(base), p.alpha),
+    "ntk-alibi-keezen": lambda base, p: base / alibi.ntk_alibi_keezen_divisors(len(base), p.alpha),
+}
 
 
 @dataclass(frozen=True)
@@ -44,11 +45,14 @@ class AlibiAdapter:
     trained_len_fn: Callable[[nn.Module], int]
     encoding: str = "alibi"
 
+    def after_load(self, model, log=print) -> None:
+        pass
+
     def trained_len(self, model) -> int:
         return int(self.trained_len_fn(model))
 
     def install(self, model, method, params, stack: contextlib.ExitStack) -> None:
-        slopes = scaled_slopes(method, self.base_slopes(model).float(), params)
+        slopes = SLOPE_FORMULAS[method](self.base_slopes(model).float(), params)
         self.install_slopes(model, slopes, stack)
 
 
@@ -121,7 +125,12 @@ def _baichuan_module(model):
 
 
 def _is_baichuan_alibi(model) -> bool:
-    return type(model).__name__.startswith("Baichuan") and hasattr(_baichuan_module(model), "_get_interleave")
+    """Built as Baichuan's ALiBi releases are (13B, Baichuan2-13B): module functions
+    ``_get_interleave`` and ``_gen_alibi_mask`` beside the model class, and a base model
+    that caches its mask (``get_alibi_mask``, ``first_run``, ``max_cache_pos``)."""
+    module, base = _baichuan_module(model), getattr(model, "model", None)
+    return (callable(getattr(module, "_get_interleave", None)) and callable(getattr(module, "_gen_alibi_mask", None))
+            and all(hasattr(base, a) for a in ("get_alibi_mask", "first_run", "max_cache_pos")))
 
 
 def _baichuan_base(model) -> torch.Tensor:
@@ -134,6 +143,8 @@ def _baichuan_reset_mask_cache(base_model, max_cache_pos) -> None:
     base_model.max_cache_pos = max_cache_pos
     base_model.__dict__.pop("future_mask", None)
     base_model._buffers.pop("future_mask", None)
+    if hasattr(base_model, "alibi_mask"):  # the per-length cache of training mode
+        base_model.alibi_mask = None
 
 
 def _baichuan_install(model, slopes, stack) -> None:

@@ -15,7 +15,7 @@ issue #25104.)
 from __future__ import annotations
 
 import contextlib
-import sys
+import inspect
 from dataclasses import dataclass
 from typing import Callable
 
@@ -162,6 +162,7 @@ class RopeAdapter:
     name: str
     matches: Callable[[nn.Module], bool]
     install_fn: Callable
+    after_load_fn: Callable | None = None
     encoding: str = "rope"
 
     def trained_len(self, model) -> int:
@@ -170,6 +171,10 @@ class RopeAdapter:
 
     def install(self, model, method, params, stack: contextlib.ExitStack) -> None:
         self.install_fn(model, method, params, stack)
+
+    def after_load(self, model, log=print) -> None:
+        if self.after_load_fn:
+            self.after_load_fn(model, log)
 
 
 # --- LLaMA architecture in transformers (one rotary module on the base model) ---
@@ -204,16 +209,63 @@ def _install_hf(model, method, params, stack) -> None:
 
 # --- Baichuan-7B / Baichuan2-7B remote code (a RotaryEmbedding per layer) ---
 
-def _is_baichuan(model) -> bool:
-    return type(model).__name__.startswith("Baichuan")
+def baichuan_rope_layers(model) -> nn.ModuleList | None:
+    """The decoder layers of a model built as Baichuan's RoPE releases are (whatever its class
+    is called: Baichuan-7B spells it ``BaiChuanForCausalLM``): no model-level rotary module,
+    a ``rotary_emb`` with its own ``inv_freq`` in every layer's attention, a fused ``W_pack``."""
+    base = getattr(model, "model", None)
+    layers = getattr(base, "layers", None)
+    if base is None or not layers or getattr(base, "rotary_emb", None) is not None:
+        return None
+    attn = getattr(layers[0], "self_attn", None)
+    rotary = getattr(attn, "rotary_emb", None)
+    return layers if hasattr(attn, "W_pack") and hasattr(rotary, "inv_freq") else None
 
 
-def _baichuan_rope(model) -> bool:
-    return _is_baichuan(model) and not hasattr(sys.modules[type(model).__module__], "_get_interleave")
+def _set_tensor(module: nn.Module, name: str, value: torch.Tensor) -> None:
+    """Replace a buffer (keeping it a buffer, persistent or not) or a plain tensor attribute."""
+    if name in module._buffers:
+        module._buffers[name] = value
+    else:
+        setattr(module, name, value)
+
+
+def _repair_baichuan_rotary(model, log) -> None:
+    """Make every layer's rotary caches what the module's own ``__init__`` computes.
+
+    Under transformers 5, ``from_pretrained`` builds the model on the meta device and
+    materialises only what the checkpoint holds: Baichuan2-7B's plain-attribute
+    ``inv_freq`` / ``cos_cached`` / ``sin_cached`` stay on the meta device (its forward
+    fails), and Baichuan-7B's non-persistent ``cos_cached`` / ``sin_cached`` buffers come
+    back as uninitialised memory (its forward runs and silently computes garbage). The
+    caches are rebuilt here from the RoPE formula with the module's own base (its
+    ``base`` default, or the config's rope_theta), in the dtype each had."""
+    repaired: set[str] = set()
+    layers = baichuan_rope_layers(model)
+    rotary = layers[0].self_attn.rotary_emb
+    default = inspect.signature(type(rotary).__init__).parameters.get("base")
+    base = rope_theta(model.config) or (default.default if default is not None else 10000.0)
+    inv = rope.default_inv_freq(2 * rotary.inv_freq.numel(), base)  # float32, as the module computes it
+    for layer in layers:
+        rot, device = layer.self_attn.rotary_emb, layer.self_attn.W_pack.weight.device
+        if rot.inv_freq.is_meta:
+            _set_tensor(rot, "inv_freq", inv.to(device))
+            repaired.add("inv_freq")
+        t = torch.arange(rot.max_seq_len_cached, dtype=torch.float32)
+        emb = torch.cat([torch.outer(t, inv)] * 2, dim=-1)[None, None]  # (1, 1, L, d)
+        for name, want in (("cos_cached", emb.cos()), ("sin_cached", emb.sin())):
+            have = getattr(rot, name)
+            if (have.is_meta or have.shape != want.shape
+                    or not torch.allclose(have.detach().float().cpu(), want, atol=1e-2)):
+                _set_tensor(rot, name, want.to(device=device, dtype=have.dtype))
+                repaired.add(name)
+    if repaired:
+        log(f"evalkit: rebuilt {', '.join(sorted(repaired))} of the layers' {type(rotary).__name__} (left on the "
+            "meta device or uninitialised after loading)")
 
 
 def _install_baichuan(model, method, params, stack) -> None:
-    layers = model.model.layers
+    layers = baichuan_rope_layers(model)
     original = layers[0].self_attn.rotary_emb.inv_freq
     # Baichuan-7B's RotaryEmbedding has base=10000 as a default argument; configs carry none.
     base = rope_theta(model.config) or 10000.0
@@ -235,6 +287,7 @@ def _install_baichuan(model, method, params, stack) -> None:
 
 
 ADAPTERS = (
-    RopeAdapter("baichuan-rope", _baichuan_rope, _install_baichuan),
-    RopeAdapter("hf-rope", lambda m: not _is_baichuan(m) and _hf_rotary_owner(m) is not None, _install_hf),
+    RopeAdapter("baichuan-rope", lambda m: baichuan_rope_layers(m) is not None, _install_baichuan,
+                _repair_baichuan_rotary),
+    RopeAdapter("hf-rope", lambda m: _hf_rotary_owner(m) is not None, _install_hf),
 )
