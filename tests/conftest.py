@@ -1,8 +1,12 @@
 """Tiny random-init models of every supported family, built in milliseconds."""
 from __future__ import annotations
 
+import atexit
+import functools
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -59,21 +63,26 @@ def tiny_mpt(heads=4, seed=0, max_seq_len=64):
     return transformers.MptForCausalLM(cfg).eval()
 
 
-def tiny_baichuan7b(seed=0):
-    from tests.standins import baichuan7b
-    torch.manual_seed(seed)
-    return baichuan7b.BaichuanForCausalLM(baichuan7b.make_config(vocab_size=VOCAB)).eval()
+@functools.cache
+def baichuan_checkpoint(release: str) -> Path:
+    """A tiny checkpoint of ``release`` from tests/standins (or $EVALKIT_BAICHUAN_TEMPLATES), made once."""
+    from tests.standins import make_checkpoint
+    folder = Path(tempfile.mkdtemp(prefix="evalkit-baichuan-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return make_checkpoint(release, folder / release)
 
 
-def tiny_baichuan13b(seed=0, heads=5):
-    from tests.standins import baichuan13b
-    torch.manual_seed(seed)
-    return baichuan13b.BaichuanForCausalLM(
-        baichuan13b.make_config(vocab_size=VOCAB, num_attention_heads=heads, hidden_size=16 * heads)).eval()
+def tiny_baichuan(release: str):
+    """The checkpoint loaded as evalkit loads it (remote code, repairs after loading)."""
+    from evalkit.models import load_model, spec_from_config
+    spec = spec_from_config(release, str(baichuan_checkpoint(release)))
+    return load_model(spec, device="cpu", dtype="float32", trust_remote_code=True, log=lambda _: None).model
 
 
-ROPE_MODELS = {"llama": tiny_llama, "mistral": tiny_mistral, "qwen2": tiny_qwen2, "baichuan7b": tiny_baichuan7b}
-ALIBI_MODELS = {"bloom": tiny_bloom, "mpt": tiny_mpt, "baichuan13b": tiny_baichuan13b}
+ROPE_MODELS = {"llama": tiny_llama, "mistral": tiny_mistral, "qwen2": tiny_qwen2,
+               **{r: functools.partial(tiny_baichuan, r) for r in ("baichuan-7b", "baichuan2-7b")}}
+ALIBI_MODELS = {"bloom": tiny_bloom, "mpt": tiny_mpt,
+                **{r: functools.partial(tiny_baichuan, r) for r in ("baichuan-13b", "baichuan2-13b")}}
 
 
 def ids(length, seed=1, batch=1):

@@ -1,5 +1,6 @@
 """Patches applied to tiny models of every family: equal to independent references,
 fully undone on exit, refused on the wrong encoding."""
+import math
 import sys
 
 import pytest
@@ -133,17 +134,16 @@ def test_logn_leaves_positions_inside_the_trained_window_unchanged():
     assert not torch.allclose(got[:, 16:], plain[:, 16:])
 
 
-def test_baichuan7b_patch_matches_the_llama_patch_on_the_same_frequencies():
-    """The per-layer Baichuan installer and the LLaMA one give the same rotation:
-    a Baichuan stand-in patched with ntk equals the stand-in built with the new base."""
-    from evalkit.patches.rope import ntk_base
-    from tests.standins import baichuan7b
-    torch.manual_seed(0)
-    model = baichuan7b.BaichuanForCausalLM(baichuan7b.make_config(vocab_size=96)).eval()
-    ref = baichuan7b.BaichuanForCausalLM(baichuan7b.make_config(vocab_size=96)).eval()
-    ref.load_state_dict(model.state_dict())
-    for layer in ref.model.layers:  # set by hand: a new RotaryEmbedding with the NTK base
-        layer.self_attn.rotary_emb = baichuan7b.RotaryEmbedding(16, 64, base=ntk_base(16, 1e4, 2.0))
+@pytest.mark.parametrize("release", ["baichuan-7b", "baichuan2-7b"])
+def test_baichuan_rope_ntk_equals_the_model_with_its_own_rotary_rebuilt_at_the_ntk_base(release):
+    """The per-layer Baichuan installer: patched with ntk, the model equals the same weights
+    with every layer's RotaryEmbedding (the module's own class) built with b·α^(d/(d-2))."""
+    from conftest import tiny_baichuan
+    model, ref = tiny_baichuan(release), tiny_baichuan(release)
+    rotary_class = type(ref.model.layers[0].self_attn.rotary_emb)
+    ntk = 1e4 * 2.0 ** (16 / 14)  # head dim 16, alpha 2: closed form, not evalkit's
+    for layer in ref.model.layers:
+        layer.self_attn.rotary_emb = rotary_class(16, max_position_embeddings=64, base=ntk)
     x = ids(50)
     with patched(model, "ntk", alpha=2.0, trained_len=16):
         torch.testing.assert_close(logits(model, x), logits(ref, x), rtol=1e-5, atol=1e-5)
@@ -157,7 +157,7 @@ def test_bloom_patch_equals_hand_set_slopes(monkeypatch, heads, method):
     from conftest import tiny_bloom
     bloom = sys.modules[type(tiny_bloom().transformer).__module__]
     base = alibi.alibi_slopes(heads)
-    want_slopes = alibi.ntk_alibi(base, 4.0) if method == "ntk-alibi" else base / 4.0
+    want_slopes = per_slope_ntk_alibi(base.tolist(), 4.0) if method == "ntk-alibi" else base / 4.0
     model, x = tiny_bloom(heads), ids(30)
     with patched(model, method, trained_len=8, scale=4.0):
         got = logits(model, x)
@@ -182,7 +182,7 @@ def test_mpt_patch_equals_hand_set_slopes(heads):
     from evalkit.patches.alibi import mpt_alibi_slopes
     model, ref, x = tiny_mpt(heads), tiny_mpt(heads), ids(30)
     base = mpt_alibi_slopes(heads)
-    want_slopes = alibi.ntk_alibi(base, 3.0)
+    want_slopes = per_slope_ntk_alibi(base.tolist(), 3.0)
     with patched(model, "ntk-alibi", trained_len=8, alpha=3.0):
         got = logits(model, x)
     # by hand: the model's own bias with every head rescaled
@@ -200,32 +200,41 @@ def test_mpt_base_slopes_are_read_from_the_model():
         torch.testing.assert_close(_mpt_base(tiny_mpt(heads)), mpt_alibi_slopes(heads))
 
 
-@pytest.mark.parametrize("heads", [4, 5, 40])
-def test_baichuan13b_patch_scales_every_head_once_and_resets_the_mask_cache(heads):
-    from conftest import tiny_baichuan13b
-    from tests.standins import baichuan13b
-    model, ref, x = tiny_baichuan13b(heads=heads), tiny_baichuan13b(heads=heads), ids(30)
+def per_slope_ntk_alibi(slopes, a):
+    """NTK-ALiBi per slope, written out independently: m / a^((ln m_max - ln m)/(ln m_max - ln m_min))."""
+    logs = [math.log(m) for m in slopes]
+    hi, lo = max(logs), min(logs)
+    return torch.tensor([m / a ** ((hi - lg) / (hi - lo)) for m, lg in zip(slopes, logs)], dtype=torch.float32)
+
+
+@pytest.mark.parametrize("release", ["baichuan-13b", "baichuan2-13b"])
+def test_baichuan_alibi_patch_scales_every_head_once_and_resets_the_mask_cache(release):
+    from conftest import tiny_baichuan
+    model, ref, x = tiny_baichuan(release), tiny_baichuan(release), ids(30)
+    module = sys.modules[type(model).__module__]
+    heads = model.config.num_attention_heads  # 5: not a power of two
     logits(model, x)  # fill the cached future_mask with the original slopes
-    base = torch.tensor(baichuan13b._get_interleave(heads))
-    want_slopes = alibi.ntk_alibi(base, 4.0)
+    base = module._get_interleave(heads)
+    want_slopes = per_slope_ntk_alibi(base, 4.0)
+    original_mask = model.model.future_mask.clone()
     with patched(model, "ntk-alibi", trained_len=8, alpha=4.0):
         got = logits(model, x)
         rebuilt = model.model.future_mask
-        torch.testing.assert_close(rebuilt[:, -1, :2], torch.stack([torch.zeros(heads), want_slopes], 1))
-    ref.model.register_buffer("future_mask", torch.zeros(0), persistent=False)
+    # the rebuilt mask is the original with each head's bias rescaled by want/base (once, not twice)
+    ratio = (want_slopes / torch.tensor(base))[:, None, None]
+    expected_mask = torch.where(torch.isinf(original_mask), original_mask, original_mask * ratio)
+    torch.testing.assert_close(rebuilt, expected_mask, rtol=1e-5, atol=1e-6)
     ref.model.first_run = False  # a mask set by hand with the wanted slopes
-    mask = baichuan13b._gen_alibi_mask(heads, 64)
-    ref.model.future_mask = torch.where(torch.isinf(mask), mask, mask / base[:, None, None] * want_slopes[:, None, None])
+    ref.model.register_buffer("future_mask", expected_mask.clone(), persistent=False)
     torch.testing.assert_close(got, logits(ref, x), rtol=1e-5, atol=1e-5)
-    assert torch.equal(torch.tensor(baichuan13b._get_interleave(heads)), base)  # module function restored
-    fresh = tiny_baichuan13b(heads=heads)
-    torch.testing.assert_close(logits(model, x), logits(fresh, x), rtol=0, atol=0)  # cache rebuilt on exit
+    assert module._get_interleave(heads) == base  # the module function is restored
+    torch.testing.assert_close(logits(model, x), logits(tiny_baichuan(release), x), rtol=0, atol=0)  # cache rebuilt
 
 
 @pytest.mark.parametrize("method", ["ntk", "pi", "yarn", "dynamic-ntk", "logn"])
 @pytest.mark.parametrize("family", list(ALIBI_MODELS))
 def test_rope_method_on_alibi_model_is_refused(family, method):
-    with pytest.raises(EvalkitError, match="methods for alibi: none, ntk-alibi, alibi-pi"):
+    with pytest.raises(EvalkitError, match="methods for alibi: none, ntk-alibi, ntk-alibi-index, ntk-alibi-keezen, alibi-pi"):
         with patched(ALIBI_MODELS[family](), method, trained_len=16):
             pass
 

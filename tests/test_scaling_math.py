@@ -89,15 +89,47 @@ def test_alibi_non_power_of_two_takes_every_other_slope_of_the_doubled_series():
     torch.testing.assert_close(twelve[8:], alibi.alibi_slopes(16)[0::2][:4])
 
 
-@pytest.mark.parametrize("heads", [8, 12, 40])
-def test_ntk_alibi_head_one_kept_head_h_divided_by_a(heads):
+@pytest.mark.parametrize("heads", [8, 16, 32])
+def test_ntk_alibi_per_slope_equals_the_head_index_formula_for_power_of_two_heads(heads):
     base = alibi.alibi_slopes(heads)
-    scaled = alibi.ntk_alibi(base, 4.0)
-    assert scaled[0] == base[0]
-    assert scaled[-1].item() == pytest.approx(base[-1].item() / 4)
-    assert torch.all(scaled[1:] < base[1:])  # every other head scaled, the extra heads included
-    h = torch.arange(heads, dtype=torch.float64)
-    torch.testing.assert_close(scaled.double(), base.double() / 4.0 ** (h / (heads - 1)), rtol=1e-6, atol=0)
+    h = torch.arange(heads, dtype=torch.float64)  # h - 1
+    want = base.double() / 4.0 ** (h / (heads - 1))  # m_h / a^((h-1)/(H-1)), the published formula
+    torch.testing.assert_close(alibi.ntk_alibi(base, 4.0).double(), want, rtol=1e-6, atol=0)
+    torch.testing.assert_close(alibi.ntk_alibi_index_divisors(heads, 4.0).double(), 4.0 ** (h / (heads - 1)))
+
+
+@pytest.mark.parametrize("heads", [12, 40])
+def test_ntk_alibi_divisors_follow_the_slope_for_other_head_counts(heads):
+    slopes = alibi.alibi_slopes(heads)
+    divisors = alibi.ntk_alibi_divisors(slopes, 4.0)
+    order = torch.argsort(slopes, descending=True)
+    assert torch.all(divisors[order][1:] >= divisors[order][:-1])  # smaller slope, larger divisor
+    assert divisors[slopes.argmax()] == 1.0 and divisors[slopes.argmin()].item() == pytest.approx(4.0)
+    # the extra heads (last in head order) carry the largest slopes: divided by little, not by ~a
+    closest = 2 ** int(math.log2(heads))
+    assert torch.all(divisors[closest:] < 4.0 ** 0.5)
+    assert torch.all(alibi.ntk_alibi_index_divisors(heads, 4.0)[closest:] > 4.0 ** 0.7)  # the literal reading
+
+
+@pytest.mark.parametrize("heads", [6, 12, 40])
+def test_ntk_alibi_per_slope_does_not_depend_on_head_order(heads):
+    bloom, mpt = alibi.alibi_slopes(heads), alibi.mpt_alibi_slopes(heads)
+    perm = torch.randperm(heads, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(alibi.ntk_alibi(bloom[perm], 3.0), alibi.ntk_alibi(bloom, 3.0)[perm])
+    for m, scaled in zip(mpt.tolist(), alibi.ntk_alibi(mpt, 3.0).tolist()):  # same slope, same result
+        i = min(range(heads), key=lambda j: abs(bloom[j].item() - m))
+        assert scaled == pytest.approx(alibi.ntk_alibi(bloom, 3.0)[i].item(), rel=1e-6)
+
+
+def test_ntk_alibi_keezen_variant_leaves_the_extra_heads_unscaled():
+    divisors = alibi.ntk_alibi_keezen_divisors(40, 2.0)
+    assert divisors[32:].tolist() == [1.0] * 8
+    torch.testing.assert_close(divisors[:32].double(), 2.0 ** (torch.arange(32, dtype=torch.float64) / 39))
+    torch.testing.assert_close(alibi.ntk_alibi_keezen_divisors(8, 2.0), alibi.ntk_alibi_index_divisors(8, 2.0))
+
+
+def test_ntk_alibi_one_head_is_plain_interpolation():
+    assert alibi.ntk_alibi(torch.tensor([0.5]), 3.0).item() == pytest.approx(0.5 / 3)
 
 
 def test_alibi_interpolation_divides_every_slope():
