@@ -133,6 +133,15 @@ class BaichuanModelBase(BaichuanPreTrainedBase):
         return self.norm(hidden), tuple(presents) if use_cache else None
 
 
+class RopeModelBase(BaichuanModelBase):
+    """The RoPE releases: each layer gets positions and an additive causal mask."""
+
+    def attention_inputs(self, hidden, past_len, position_ids):
+        if position_ids is None:
+            position_ids = torch.arange(past_len, past_len + hidden.shape[1], device=hidden.device)[None]
+        return dict(attention_mask=causal_mask(hidden, past_len), position_ids=position_ids)
+
+
 def causal_mask(hidden, past_len):
     """Additive (1, 1, T, S) mask: 0 where key j <= query i, the dtype's minimum elsewhere."""
     q_len = hidden.shape[1]

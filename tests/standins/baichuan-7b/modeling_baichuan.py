@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from xformers import ops as xops
 
-from .baichuan_common import (BaichuanCausalLMBase, BaichuanModelBase, PackedAttention, attend, causal_mask,
+from .baichuan_common import (BaichuanCausalLMBase, PackedAttention, RopeModelBase, attend,
                               rotate_half, split_packed)
 from .configuration_baichuan import BaiChuanConfig
 
@@ -62,14 +62,9 @@ class Attention(PackedAttention):
         return self.o_proj(attend(q, k, v, attention_mask)), ((k, v) if use_cache else None)
 
 
-class Model(BaichuanModelBase):
+class Model(RopeModelBase):
     config_class = BaiChuanConfig
     attention_class = Attention
-
-    def attention_inputs(self, hidden, past_len, position_ids):
-        if position_ids is None:
-            position_ids = torch.arange(past_len, past_len + hidden.shape[1], device=hidden.device)[None]
-        return dict(attention_mask=causal_mask(hidden, past_len), position_ids=position_ids)
 
 
 class BaiChuanForCausalLM(BaichuanCausalLMBase):

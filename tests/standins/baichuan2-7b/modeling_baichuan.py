@@ -10,8 +10,8 @@ fp32; the ``NormHead`` LM head.
 import torch
 from torch import nn
 
-from .baichuan_common import (BaichuanCausalLMBase, BaichuanModelBase, NormHead, PackedAttention, attend,
-                              causal_mask, rotate_half, split_packed)
+from .baichuan_common import (BaichuanCausalLMBase, NormHead, PackedAttention, RopeModelBase, attend,
+                              rotate_half, split_packed)
 from .configuration_baichuan import BaichuanConfig
 
 try:
@@ -64,14 +64,9 @@ class Attention(PackedAttention):
         return self.o_proj(attend(q, k, v, attention_mask)), ((k, v) if use_cache else None)
 
 
-class BaichuanModel(BaichuanModelBase):
+class BaichuanModel(RopeModelBase):
     config_class = BaichuanConfig
     attention_class = Attention
-
-    def attention_inputs(self, hidden, past_len, position_ids):
-        if position_ids is None:
-            position_ids = torch.arange(past_len, past_len + hidden.shape[1], device=hidden.device)[None]
-        return dict(attention_mask=causal_mask(hidden, past_len), position_ids=position_ids)
 
 
 class BaichuanForCausalLM(BaichuanCausalLMBase):
