@@ -111,12 +111,25 @@ def resolve_model(name: str | None, trained_len: int | None = None) -> ModelSpec
     models = all_models()
     if name in models:
         spec = models[name]
-    elif Path(name).expanduser().is_dir() or "/" in name:
-        spec = spec_from_config(name, str(Path(name).expanduser()) if Path(name).expanduser().is_dir() else name)
+    elif Path(name).expanduser().is_dir():
+        spec = spec_from_config(name, str(Path(name).expanduser()))
+    elif _looks_like_a_path(name):
+        raise EvalkitError(f"--model {name}: no such checkpoint folder",
+                           "give an existing folder with a config.json, an alias (evalkit models) or a hub id")
+    elif "/" in name:
+        spec = spec_from_config(name, name)
     else:
         MODELS.get(name)  # raises "unknown model ... did you mean"
         raise AssertionError
     return dataclasses.replace(spec, trained_len=trained_len) if trained_len else spec
+
+
+def _looks_like_a_path(name: str) -> bool:
+    """Not a hub id ("owner/name"): starts like a path, has more than one slash, or its
+    first part is a local folder."""
+    path = Path(name).expanduser()
+    return (name.startswith(("/", ".", "~")) or name.count("/") != 1
+            or (path.parent != Path(".") and path.parent.is_dir()))
 
 
 def spec_from_config(name: str, source: str, **given) -> ModelSpec:
@@ -149,6 +162,9 @@ def encoding_from_code(source: str, config: dict) -> str:
 
     ref = (config.get("auto_map") or {}).get("AutoModelForCausalLM", "")
     path = checkpoint_file(source, ref.split(".")[0] + ".py") if "." in ref else None
+    if "." in ref and path is None:
+        raise EvalkitError(f"{source}: its modeling file {ref.split('.')[0]}.py (named in config.json's auto_map) "
+                           "is missing", "copy the checkpoint's .py files into the folder")
     code = path.read_text(encoding="utf-8", errors="replace") if path else ""
     if "_get_interleave" in code or "_gen_alibi_mask" in code:
         return "alibi"
@@ -351,6 +367,13 @@ def load_model(spec: ModelSpec | str | None = None, device: str = "auto", dtype:
     except ImportError as e:  # a missing package transformers did not name as such
         raise EvalkitError(f"cannot load {spec.name}'s code: {str(e).splitlines()[0]}",
                            "install the package it names") from None
+    except Exception as e:  # noqa: BLE001 (the checkpoint's own Python code failing is not an evalkit bug)
+        if not spec.remote_code or isinstance(e, EvalkitError):
+            raise
+        import transformers
+        raise EvalkitError(f"{spec.name}'s own code fails to load under transformers {transformers.__version__}: "
+                           f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}",
+                           "check the checkpoint's .py files, or try transformers 4.57") from None
     if "device_map" not in kwargs:
         model.to(device)
     model.eval()
@@ -381,6 +404,13 @@ def prepare_loaded(model, spec: ModelSpec, log=print) -> None:
     adapter = find_adapter(model)
     adapter.after_load(model, log)
     refuse_meta_attributes(model)
+    try:
+        stated = adapter.trained_len(model)
+    except (AttributeError, TypeError, ValueError):  # the config states no length
+        stated = spec.trained_len
+    if stated != spec.trained_len:
+        log(f"evalkit: {spec.name}: using trained length {spec.trained_len} (the registry, evalkit.toml or "
+            f"--trained-len) although its config says {stated}; scaling factors derive from {spec.trained_len}")
     if adapter.encoding != spec.encoding:
         raise EvalkitError(f"{spec.name} was described as {spec.encoding} but its code uses {adapter.encoding}",
                            f"fix encoding = \"{adapter.encoding}\" for it in {USER_FILE}")

@@ -100,7 +100,8 @@ def without_missing_imports(load, log=print):
         if not packages:
             raise
     log(f"evalkit: the checkpoint's code imports {', '.join(packages)}, not installed here; loading it without "
-        "(its forward pass does not use them; any call into them stops with an error)")
+        "them (Baichuan uses them only for training / chat streaming; any call into them stops with an error "
+        "naming the package)")
     with _absent(packages):
         return load()
 
@@ -134,7 +135,8 @@ def load_tokenizer(source: str, remote_code: bool, log=print):
         reason = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]}"
         vocab = checkpoint_file(source, "tokenizer.model")
         if vocab is None:
-            raise EvalkitError(f"the tokenizer of {source} fails to load ({reason})",
+            raise EvalkitError(f"the tokenizer of {source} fails to load ({reason}), and the checkpoint has no "
+                               "SentencePiece tokenizer.model for evalkit's own tokenizer to use instead",
                                "check the checkpoint's tokenizer files") from None
     from evalkit.sp_tokenizer import SentencePieceTokenizer
 

@@ -6,6 +6,8 @@ Runs on the stand-ins in tests/standins; with $EVALKIT_BAICHUAN_TEMPLATES pointi
 the real upstream files, on Baichuan's own code.
 """
 import json
+import re
+import shutil
 import sys
 
 import pytest
@@ -146,3 +148,46 @@ def test_remote_code_without_the_flag_is_one_line(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, ["run", "--model", str(baichuan_checkpoint("baichuan-7b")), "--len", "160"])
     assert result.exit_code == 2 and "--trust-remote-code" in result.output
+
+
+def _broken_copy(tmp_path, release, edit, name):
+    folder = tmp_path / name  # a folder name of its own: transformers caches remote modules by folder name
+    shutil.copytree(baichuan_checkpoint(release), folder)
+    edit(folder)
+    return folder
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("syntax", "own code fails to load .* SyntaxError"),
+    ("raises", "own code fails to load .* RuntimeError: broken at import"),
+    ("no-modeling-file", r"modeling_baichuan\.py \(named in config\.json's auto_map\) is missing"),
+    ("no-tokenizer-model", "no SentencePiece tokenizer.model"),
+])
+def test_broken_remote_code_is_one_line_and_exit_code_2(tmp_path, monkeypatch, damage, message):
+    from evalkit.cli import app
+
+    def edit(folder):
+        code = folder / "modeling_baichuan.py"
+        if damage == "syntax":
+            code.write_text(code.read_text() + "\ndef broken(:\n")
+        elif damage == "raises":
+            code.write_text('raise RuntimeError("broken at import")\n' + code.read_text())
+        elif damage == "no-modeling-file":
+            code.unlink()
+        else:
+            (folder / "tokenizer.model").unlink()
+    folder = _broken_copy(tmp_path, "baichuan2-13b", edit, f"broken-{damage}")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["run", "--model", str(folder), "--trust-remote-code", "--method", "none",
+                                      "--len", "160", "--device", "cpu"])
+    assert result.exit_code == 2, result.output
+    assert re.search(message, result.output) and "Traceback" not in result.output
+
+
+def test_a_mistyped_local_path_is_not_sent_to_the_hub(tmp_path, monkeypatch):
+    from evalkit.cli import app
+    (tmp_path / "ckpt").mkdir()
+    monkeypatch.chdir(tmp_path)
+    for given in ("ckpt/nope", "./ckpt/nope", str(tmp_path / "nope")):
+        result = CliRunner().invoke(app, ["run", "--model", given, "--len", "160"])
+        assert result.exit_code == 2 and "no such checkpoint folder" in result.output, (given, result.output)
