@@ -130,10 +130,11 @@ def run(
     log(f"{summary.written} row(s) written to {summary.results}"
         + (f", {summary.skipped_done} cell(s) already there" if summary.skipped_done else "")
         + (f", {summary.oom} out of memory" if summary.oom else ""))
-    from evalkit.compare import load_results, render_tables
+    from evalkit.compare import frame_of, render_tables
+    from evalkit.results import read_rows, row_key
 
-    frame = load_results([summary.results])
-    typer.echo(render_tables(frame[frame["model"] == summary.model], fmt="table"))
+    ours = [dict(r, _file=str(summary.results)) for r in read_rows(summary.results) if row_key(r) in summary.keys]
+    typer.echo(render_tables(frame_of(ours), fmt="table"))  # this run's cells only
 
 
 @app.command()

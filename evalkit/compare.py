@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 
 from evalkit.errors import EvalkitError
-from evalkit.results import COLUMNS, read_rows
+from evalkit.results import COLUMNS, read_rows, row_key
 
 FORMATS = ("table", "markdown", "csv", "latex")
 METRICS = {"ppl": "perplexity (token-weighted)", "nll": "mean NLL (nats, token-weighted)",
@@ -34,43 +34,55 @@ def find_csvs(paths) -> list[Path]:
 
 def load_results(paths):
     """All rows of the given CSVs / folders as a DataFrame (with the file in ``_file``)."""
+    rows = []
+    for f in find_csvs(paths):
+        rows += [dict(r, _file=str(f)) for r in read_rows(f)]  # one-line error for a non-evalkit CSV
+    return frame_of(rows)
+
+
+def frame_of(rows: list[dict]):
+    """Result rows (as read from CSV) as a typed DataFrame, each with its identity in ``_key``.
+    A row marked ok whose loss is not a finite number is marked ``nan``: never pooled."""
     import pandas as pd
 
-    frames = []
-    for f in find_csvs(paths):
-        rows = read_rows(f)  # one-line error for a non-evalkit CSV
-        frame = pd.DataFrame(rows, columns=COLUMNS)
-        frame["_file"] = str(f)
-        frames.append(frame)
-    df = pd.concat(frames, ignore_index=True)
+    df = pd.DataFrame(rows, columns=COLUMNS + ["_file"])
+    df["_key"] = [row_key(r) for r in rows]
     numeric = ("length", "tokens", "sample", "trained_len", "seed", "ppl", "nll", "correct", "depth", "scale",
                "alpha", "seconds", "peak_mem_mb")
+    given = df[["nll", "ppl"]].fillna("").astype(str).apply(lambda c: c.str.strip() != "")
     for col in numeric:
         df[col] = pd.to_numeric(df[col], errors="coerce")
+    nonfinite = (given & ~df[["nll", "ppl"]].apply(lambda c: c.map(math.isfinite))).any(axis=1)
+    df.loc[nonfinite & (df["status"] == "ok"), "status"] = "nan"
     return df
 
 
 def check_consistent(df) -> None:
-    """Refuse to pool rows that should not be pooled."""
-    cell = ["model", "method", "scale", "alpha", "task", "length", "depth", "data", "stride"]
+    """Refuse to pool rows that should not be pooled: the same cell (identity) measured twice,
+    or one table cell made of different checkpoints, trained lengths, data, strides or
+    evalkit versions. Trials that differ only in sample or seed are pooled."""
+    ok = df[df["status"] == "ok"]
+    twice = ok[ok["_key"].duplicated(keep=False)]
+    if len(twice):
+        r = twice.iloc[0]
+        files = sorted(twice["_file"].dropna().unique())
+        raise EvalkitError(f"the same cell ({r['method']} {r['task']} at {r['length']}, sample {r['sample']}) "
+                           f"is measured more than once ({', '.join(files)})", "compare the runs separately")
+    cell = ["model", "method", "scale", "alpha", "task", "length"]
     keyed = df.copy()
-    for c in ("scale", "alpha", "depth"):
+    for c in ("scale", "alpha", "trained_len"):
         keyed[c] = keyed[c].astype(object).where(keyed[c].notna(), "").astype(str)
-    for what, col, hint in (("seeds", "seed", "filter with --seed"),
+    for what, col, hint in (("checkpoints", "source", "give one of them another alias in evalkit.toml"),
+                            ("trained lengths", "trained_len", "compare them separately"),
+                            ("data", "data", "compare them separately"),
+                            ("strides", "stride", "compare them separately"),
                             ("evalkit versions", "evalkit_version", "compare one version at a time")):
-        mixed = keyed.groupby(cell, dropna=False)[col].nunique()
+        mixed = keyed.groupby(cell, dropna=False)[col].nunique(dropna=False)
         mixed = mixed[mixed > 1]
         if len(mixed):
             m = mixed.index[0]
-            raise EvalkitError(f"cell {m[1]} {m[4]} at {m[5]} of {m[0]} mixes {what} "
-                               f"({', '.join(map(str, sorted(keyed.set_index(cell).loc[m][col].unique())))})", hint)
-    ok = keyed[keyed["status"] == "ok"]
-    twice = ok[ok.duplicated(cell + ["sample", "seed"], keep=False)]
-    if len(twice):
-        r = twice.iloc[0]
-        files = sorted(twice["_file"].unique())
-        raise EvalkitError(f"the same cell ({r['method']} {r['task']} at {r['length']}, sample {r['sample']}) "
-                           f"is measured more than once ({', '.join(files)})", "compare the runs separately")
+            values = sorted(map(str, keyed.set_index(cell).loc[m][col].unique()))
+            raise EvalkitError(f"cell {m[1]} {m[4]} at {m[5]} of {m[0]} mixes {what} ({', '.join(values)})", hint)
 
 
 def summarise(df, metric: str, per_depth: bool = False):
@@ -95,6 +107,8 @@ def summarise(df, metric: str, per_depth: bool = False):
                     value = math.exp(mean_nll) if metric == "ppl" else mean_nll
                 else:
                     value = ok["correct"].mean()
+            elif (cell["status"] == "nan").any():
+                status = "nan"  # a non-finite loss: shown, never pooled into a number
             elif (cell["status"] == "oom").any():
                 status = "oom"
             else:
@@ -128,7 +142,7 @@ def apply_baseline(long, baseline: str, metric: str):
 
 def format_value(row, metric: str, relative: bool) -> str:
     if row["status"] != "ok":
-        return row["status"].upper() if row["status"] == "oom" else "skipped"
+        return {"oom": "OOM", "nan": "NaN"}.get(row["status"], "skipped")
     v = row["value"]
     if math.isnan(v):
         return "-"

@@ -128,8 +128,8 @@ def _looks_like_a_path(name: str) -> bool:
     """Not a hub id ("owner/name"): starts like a path, has more than one slash, or its
     first part is a local folder."""
     path = Path(name).expanduser()
-    return (name.startswith(("/", ".", "~")) or name.count("/") != 1
-            or (path.parent != Path(".") and path.parent.is_dir()))
+    return "/" in name and (name.startswith(("/", ".", "~")) or name.count("/") > 1
+                            or (path.parent != Path(".") and path.parent.is_dir()))
 
 
 def spec_from_config(name: str, source: str, **given) -> ModelSpec:

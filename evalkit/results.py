@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
+import socket
 from pathlib import Path
 
 from evalkit.errors import EvalkitError
@@ -22,10 +24,12 @@ COLUMNS = [
 ]
 PROFILE_COLUMNS = ["model", "method", "scale", "alpha", "trained_len", "length", "sample", "doc", "data",
                    "stride", "seed", "position_start", "position_end", "nll"]
-# what makes two rows the same cell (resume and --force)
-KEY = ["model", "method", "scale", "alpha", "trained_len", "task", "length", "depth", "sample", "seed",
-       "data", "stride"]
-PROFILE_KEY = ["model", "method", "scale", "alpha", "trained_len", "length", "sample", "seed", "data", "stride"]
+# A cell's identity: everything that changes its result. Resume, --force, compare's pooling
+# and the run summary all use this one definition. Each task adds its own fields
+# (``identity`` on the task: passkey its depth and seed, perplexity its data and stride).
+IDENTITY = ["model", "source", "method", "scale", "alpha", "trained_len", "task", "length", "sample"]
+# the perplexity cell a positions.csv row belongs to (the profile file has no source column)
+PROFILE_KEY = ["model", "method", "scale", "alpha", "trained_len", "length", "sample", "data", "stride"]
 RESULTS, PROFILE = "results.csv", "positions.csv"
 
 
@@ -41,8 +45,16 @@ def fmt(value) -> str:
     return str(value).replace("\r", "\\r")
 
 
+def identity_fields(task: str | None) -> list[str]:
+    """The identity of a row of ``task`` (every task field, for a task this evalkit does not know)."""
+    from evalkit.tasks import TASKS
+
+    extra = TASKS.get(task).identity if task in TASKS else ("depth", "seed", "data", "stride")
+    return IDENTITY + list(extra)
+
+
 def row_key(row: dict) -> tuple:
-    return tuple(fmt(row.get(k)) for k in KEY)
+    return tuple((k, fmt(row.get(k))) for k in identity_fields(row.get("task")))
 
 
 def profile_key(row: dict) -> tuple:
@@ -50,51 +62,75 @@ def profile_key(row: dict) -> tuple:
     return tuple(fmt(row.get(k)) for k in PROFILE_KEY)
 
 
-def _repair_torn_tail(path: Path) -> None:
-    """Cut a last line that a kill left without its newline."""
-    with open(path, "rb+") as f:
-        f.seek(0, os.SEEK_END)
-        size = f.tell()
-        if size == 0:
-            return
-        f.seek(size - 1)
-        if f.read(1) == b"\n":
-            return
-        f.seek(0)
-        data = f.read()
-        f.seek(0)
-        f.truncate(data.rfind(b"\n") + 1)
+def _complete_end(data: bytes) -> int:
+    """Offset just past the last complete CSV record: the last newline outside quotes.
+    A field with a quoted newline (a passkey answer) does not end a record."""
+    in_quotes, end = False, 0
+    for m in re.finditer(rb'["\n]', data):
+        if m.group() == b'"':
+            in_quotes = not in_quotes  # an escaped "" toggles twice
+        elif not in_quotes:
+            end = m.end()
+    return end
+
+
+def _inspect(path: Path, columns: list[str]) -> tuple[str, bytes, int]:
+    """("absent" | "torn-header" | "evalkit", the file's bytes, end of its complete records).
+
+    A file is evalkit's only when its first line is exactly the header evalkit writes;
+    a non-empty file that is a prefix of that header line is evalkit's own torn header
+    (a kill while writing it). Anything else is refused before any byte is written."""
+    if path.is_dir():
+        raise EvalkitError(f"{path} is a folder, not a results file", "choose another --out folder")
+    if not path.is_file():
+        return "absent", b"", 0
+    data = path.read_bytes()
+    header = ",".join(columns).encode()
+    for line in (header + b"\n", header + b"\r\n"):  # evalkit writes \n; csv's default is \r\n
+        if data.startswith(line):
+            return "evalkit", data, len(line) + _complete_end(data[len(line):])
+    if (header + b"\n").startswith(data) or (header + b"\r\n").startswith(data):
+        return "torn-header", data, 0
+    raise EvalkitError(f"{path} is not an evalkit results file (unexpected header)",
+                       "choose another --out folder; evalkit never changes files it did not write")
 
 
 def read_rows(path: Path, columns=COLUMNS) -> list[dict]:
-    """Rows of an evalkit CSV (a torn last line is ignored); one-line error otherwise."""
-    if not path.is_file():
+    """Rows of an evalkit CSV (a torn last record is ignored); one-line error otherwise."""
+    kind, data, end = _inspect(path, columns)
+    if kind != "evalkit":
         return []
-    text = path.read_bytes().decode("utf-8", errors="replace")
-    if text and not text.endswith("\n"):
-        text = text[: text.rfind("\n") + 1]
+    try:
+        text = data[:end].decode("utf-8")
+    except UnicodeDecodeError:
+        raise EvalkitError(f"{path} is not valid UTF-8", "it was not written by evalkit; choose another --out") from None
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    if reader.fieldnames is None and not text:
-        return []
-    if reader.fieldnames != columns:
-        raise EvalkitError(f"{path} is not an evalkit results file (unexpected header)",
-                           "choose another --out folder; evalkit never overwrites foreign files")
-    return list(reader)
+    rows = list(reader)
+    bad = next((i for i, r in enumerate(rows) if None in r or None in r.values()), None)
+    if bad is not None:
+        raise EvalkitError(f"{path}: record {bad + 1} does not have the {len(columns)} columns of the header",
+                           "the file was edited by hand; restore it or choose another --out")
+    return rows
 
 
 class CsvAppender:
-    """Appends rows to one CSV, flushing and fsyncing each batch."""
+    """Appends rows to one CSV, flushing and fsyncing each batch.
+
+    Opening validates the file first (see :func:`_inspect`), then cuts a torn last
+    record (CSV-aware) or rewrites a torn header; only then is anything appended."""
 
     def __init__(self, path: Path, columns: list[str]):
         self.path, self.columns = path, columns
-        read_rows(path, columns)  # validates the header before anything is written
-        new = not path.is_file() or path.stat().st_size == 0
-        if not new:
-            _repair_torn_tail(path)
+        kind, data, end = _inspect(path, columns)
+        if kind == "evalkit":
+            read_rows(path, columns)  # every complete record well-formed, before changing anything
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.f = open(path, "a", newline="", encoding="utf-8")
+        if kind == "evalkit" and end < len(data):
+            with open(path, "rb+") as f:
+                f.truncate(end)
+        self.f = open(path, "a" if kind == "evalkit" else "w", newline="", encoding="utf-8")
         self.w = csv.DictWriter(self.f, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-        if new:
+        if kind != "evalkit":
             self.w.writeheader()
             self._sync()
 
@@ -114,13 +150,83 @@ def drop_rows(path: Path, keys: set, columns=COLUMNS, key_fn=row_key) -> None:
     """Rewrite ``path`` without the rows whose key is in ``keys`` (for --force), atomically."""
     rows = read_rows(path, columns)
     keep = [r for r in rows if key_fn(r) not in keys]
-    if len(keep) == len(rows):
-        return
+    if len(keep) != len(rows):
+        _rewrite(path, keep, columns)
+
+
+def _rewrite(path: Path, rows: list[dict], columns) -> None:
+    """Replace ``path`` by ``rows`` atomically (a temporary file, fsync, rename)."""
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
         w.writeheader()
-        w.writerows(keep)
+        w.writerows(rows)
         f.flush()
         os.fsync(f.fileno())
     tmp.replace(path)
+
+
+def tidy(out: Path, log=print) -> set:
+    """Make a results folder exactly-once again before a run writes to it; returns the
+    identities of the cells it holds.
+
+    A cell is committed by its results.csv row: its positions.csv rows are written (and
+    fsynced) first, so a kill between the two leaves profile rows without a results row.
+    Those orphans are removed here, and the cell is measured again. Rows that an older
+    evalkit (or two runs at once, before the folder lock) wrote twice keep their first copy."""
+    results, profile = out / RESULTS, out / PROFILE
+    rows = read_rows(results)
+    seen: set = set()
+    duplicates = set()
+    for r in rows:
+        (duplicates if row_key(r) in seen else seen).add(row_key(r))
+    if duplicates:
+        _rewrite(results, _first_of_each(rows, row_key), COLUMNS)
+        log(f"evalkit: {results}: removed the second copies of {len(duplicates)} cell(s) recorded twice")
+    committed = {profile_key(r) for r in rows}  # only perplexity rows can match a profile row
+    prof = read_rows(profile, PROFILE_COLUMNS)
+    keep = _first_of_each([p for p in prof if profile_key(p) in committed],
+                          lambda p: (profile_key(p), p["position_start"]))
+    if len(keep) != len(prof):
+        _rewrite(profile, keep, PROFILE_COLUMNS)
+        log(f"evalkit: {profile}: removed {len(prof) - len(keep)} row(s) of cells whose results row is missing "
+            "(a run stopped between the two writes) or written twice")
+    return seen
+
+
+def _first_of_each(rows, key_fn) -> list[dict]:
+    seen, out = set(), []
+    for r in rows:
+        k = key_fn(r)
+        if k not in seen:
+            seen.add(k)
+            out.append(r)
+    return out
+
+
+class FolderLock:
+    """An exclusive OS lock (flock) on ``OUT/.evalkit.lock`` for the duration of a run, so two
+    runs can never write one folder at once; the second stops with one line naming the first.
+    The lock file stays (removing it would let a third run lock a new file meanwhile)."""
+
+    def __init__(self, out: Path):
+        import fcntl
+
+        out.mkdir(parents=True, exist_ok=True)
+        self.f = open(out / ".evalkit.lock", "a+")
+        try:
+            fcntl.flock(self.f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.f.seek(0)
+            holder = self.f.read().strip() or "another process"
+            self.f.close()
+            raise EvalkitError(f"{out} is being written by another evalkit run ({holder})",
+                               "wait for it to finish, or give another --out") from None
+        self.f.seek(0)
+        self.f.truncate()
+        self.f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        self.f.flush()
+
+    def release(self) -> None:
+        if not self.f.closed:
+            self.f.close()  # closing releases the flock

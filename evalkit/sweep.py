@@ -15,8 +15,8 @@ from pathlib import Path
 
 import evalkit
 from evalkit.errors import EvalkitError
-from evalkit.results import (COLUMNS, PROFILE, PROFILE_COLUMNS, RESULTS, CsvAppender, drop_rows, profile_key,
-                             read_rows, row_key)
+from evalkit.results import (COLUMNS, PROFILE, PROFILE_COLUMNS, RESULTS, CsvAppender, FolderLock, drop_rows,
+                             profile_key, read_rows, row_key, tidy)
 
 DEMO_LENGTHS = (4096, 12288)
 
@@ -113,6 +113,7 @@ class Summary:
     notes: list[str] = field(default_factory=list)
     results: Path | None = None
     model: str = ""
+    keys: set = field(default_factory=set)  # identities of every cell this run covers (measured or resumed)
 
 
 def prefix_mode(cfg: RunConfig, method: str) -> bool:
@@ -131,7 +132,7 @@ def cell_fields(cfg, spec, method: str, cell) -> dict:
 
     p = resolve_params(spec.trained_len, cell.length, cfg.scale, cfg.alpha)
     reads = METHODS.get(method).reads
-    return dict(model=spec.name, method=method, scale=p.scale if "scale" in reads else None,
+    return dict(model=spec.name, source=spec.source, method=method, scale=p.scale if "scale" in reads else None,
                 alpha=p.alpha if "alpha" in reads else None, trained_len=spec.trained_len, task=cell.task,
                 length=cell.length, depth=cell.depth, sample=cell.sample, seed=cfg.seed,
                 data=cfg.data if cell.task == "ppl" else None, stride=cfg.stride if cell.task == "ppl" else None)
@@ -226,18 +227,19 @@ def run(cfg: RunConfig, log=print, progress=None) -> Summary:
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise EvalkitError(f"--out {out} is a file", "give a folder for the CSV files")
-    done = {row_key(r) for r in read_rows(out / RESULTS)}  # also rejects a foreign CSV before any work
+    read_rows(out / RESULTS), read_rows(out / PROFILE, PROFILE_COLUMNS)  # refuse foreign files before any work
     loaded = load_model(spec, cfg.device, cfg.dtype, cfg.trust_remote_code, log=log)
     ensure_length(loaded.model, max(cfg.lengths) + 16)
     ctx = RunContext(cfg, loaded, log)
     groups = plan(cfg, spec, ctx)
+    planned = [k for g in groups for k in g.keys]
+    lock = FolderLock(out)  # one writer per folder, from the first write to the end
+    done = tidy(out, log)
     if cfg.force:
-        planned = [k for g in groups for k in g.keys]
         drop_rows(out / RESULTS, {row_key(k) for k in planned})
-        drop_rows(out / PROFILE, {profile_key(k) for k in planned if k["task"] == "ppl"},
-                  PROFILE_COLUMNS, profile_key)
+        drop_rows(out / PROFILE, {profile_key(k) for k in planned}, PROFILE_COLUMNS, profile_key)
         done = set()
-    summary = Summary(results=out / RESULTS, model=spec.name)
+    summary = Summary(results=out / RESULTS, model=spec.name, keys={row_key(k) for k in planned})
     pending = []
     for g in groups:
         keep = [i for i, k in enumerate(g.keys) if row_key(k) not in done]
@@ -267,6 +269,7 @@ def run(cfg: RunConfig, log=print, progress=None) -> Summary:
     finally:
         results.close()
         profile.close()
+        lock.release()
     summary.notes = ctx.notes
     return summary
 

@@ -89,6 +89,8 @@ def score(answer: str, key: int) -> bool:
 
 class Passkey:
     name = "passkey"
+    identity = ("depth", "seed")  # the seed picks the keys
+    min_length = 1  # the real minimum depends on the tokenizer: build_prompt says it
     summary = "passkey retrieval: a 5-digit key hidden at a depth in filler text; accuracy"
 
     def cells(self, ctx, lengths) -> list[Cell]:

@@ -87,6 +87,8 @@ def strided_nll(model, ids: torch.Tensor, window: int, stride: int) -> torch.Ten
 
 class Perplexity:
     name = "ppl"
+    identity = ("data", "stride")  # the seed changes nothing here
+    min_length = 2  # at least one predicted token
     summary = "long-document perplexity: token-weighted NLL over every predicted token, per-position profile"
 
     def pool(self, ctx) -> DocumentPool:

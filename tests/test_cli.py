@@ -149,7 +149,7 @@ def _one_line_error(result, needle):
     (("--len", "abc"), "bad length 'abc'"),
     (("--scale", "0.5", "--method", "pi"), "--scale must be >= 1"),
     (("--data", "/nonexistent/file.txt", "--task", "ppl"), "does not exist"),
-    (("--model", "/nonexistent/checkpoint"), "cannot read the config"),
+    (("--model", "/nonexistent/checkpoint"), "no such checkpoint folder"),
 ])
 def test_bad_input_is_one_line_with_exit_code_2(args, needle, tiny_model_dir, tmp_path):
     out = tmp_path / "res"

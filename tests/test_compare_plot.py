@@ -85,16 +85,40 @@ def test_cli_formats_and_baseline(results):
     assert flat.splitlines()[0] == "model,method,4096,8192" and "none" not in flat
 
 
-def test_mixed_seeds_are_refused_not_averaged(results, tmp_path):
+def test_seeds_pool_passkey_trials_but_a_perplexity_cell_measured_again_is_refused(results, tmp_path):
+    # perplexity does not use the seed: the same document at another seed is the same measurement
     other = write(tmp_path / "other" / "results.csv", [dict(ppl_row("none", 4096, 0, 9.0, 4095), seed="1")])
-    with pytest.raises(EvalkitError, match="mixes seeds"):
+    with pytest.raises(EvalkitError, match="measured more than once"):
         summarise(load_results([results, other]), "ppl")
     ok = runner.invoke(app, ["compare", str(results), str(other), "--seed", "0", "--metric", "ppl"])
     assert ok.exit_code == 0, ok.output
+    # passkey: seed 1 draws other keys, so its trials add to seed 0's (n counts both)
+    more = write(tmp_path / "more" / "results.csv", [dict(pk_row("none", 4096, 0.5, 0, 0), seed="1")])
+    long = summarise(load_results([results, more]), "passkey")
+    before = summarise(load_results([results]), "passkey")
+    cell = lambda t: t[(t["method"] == "none") & (t["length"] == 4096)].iloc[0]
+    assert cell(long)["n"] == cell(before)["n"] + 1
+
+
+def test_a_table_cell_from_two_checkpoints_or_trained_lengths_is_refused(results, tmp_path):
+    moved = write(tmp_path / "moved" / "results.csv", [dict(ppl_row("none", 4096, 7, 2.0, 4095), source="/other")])
+    with pytest.raises(EvalkitError, match="mixes checkpoints"):
+        summarise(load_results([results, moved]), "ppl")
+    longer = write(tmp_path / "l" / "results.csv", [dict(ppl_row("none", 4096, 7, 2.0, 4095), trained_len="2048")])
+    with pytest.raises(EvalkitError, match="mixes trained lengths"):
+        summarise(load_results([results, longer]), "ppl")
+
+
+def test_a_non_finite_loss_is_shown_as_nan_and_never_pooled(results, tmp_path):
+    bad = write(tmp_path / "nan" / "results.csv", [ppl_row("none", 16384, 0, float("nan"), 16383)])
+    long = summarise(load_results([bad]), "ppl")
+    assert long.iloc[0]["status"] == "nan" and long.iloc[0]["n"] == 0
+    table = runner.invoke(app, ["compare", str(bad)]).output
+    assert "NaN" in table and "1.000" not in table
 
 
 def test_mixed_versions_and_duplicates_are_refused(results, tmp_path):
-    newer = write(tmp_path / "v2" / "results.csv", [dict(ppl_row("none", 4096, 0, 9.0, 4095), evalkit_version="0.2.0")])
+    newer = write(tmp_path / "v2" / "results.csv", [dict(ppl_row("none", 4096, 5, 9.0, 4095), evalkit_version="0.2.0")])
     result = runner.invoke(app, ["compare", str(results), str(newer)])
     assert result.exit_code == 2 and "mixes evalkit versions" in result.output
     again = write(tmp_path / "again" / "results.csv", [ppl_row("none", 8192, 0, 4.1, 8191)])
