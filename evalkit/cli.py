@@ -5,6 +5,7 @@ User mistakes (EvalkitError) print one line and exit with code 2.
 from __future__ import annotations
 
 import functools
+import math
 from pathlib import Path
 from typing import List, Optional
 
@@ -30,33 +31,61 @@ def user_errors(fn):
             return fn(*args, **kwargs)
         except EvalkitError as e:
             fail(str(e))
+        except OSError as e:  # a path that cannot be read or written: the user's to fix
+            if e.filename is None:
+                raise
+            fail(f"cannot use {e.filename}: {e.strerror or type(e).__name__} (check the path and its permissions)")
         except KeyboardInterrupt:
             fail("interrupted: the rows written so far are kept; run the same command again to resume", 130)
 
     return wrapper
 
 
-def split_list(values: Optional[List[str]], cast=str, what="value") -> tuple:
-    """Repeated options and comma lists alike: --len 4096,8192 --len 16384."""
+def split_list(values: Optional[List[str]], cast=str, what="value", option: str = "") -> tuple | None:
+    """Repeated options and comma lists alike: --len 4096,8192 --len 16384. None when the
+    option was not given; an option given with nothing in it is a mistake, not the default."""
+    from evalkit.errors import EvalkitError
+
+    if not values:
+        return None
     out = []
-    for v in values or []:
+    for v in values:
         for part in str(v).split(","):
             if part.strip():
                 try:
                     out.append(cast(part.strip()))
-                except ValueError:
-                    from evalkit.errors import EvalkitError
+                except (ValueError, OverflowError):
                     raise EvalkitError(f"bad {what} {part.strip()!r}", f"expected {cast.__name__} values") from None
+    if not out:
+        raise EvalkitError(f"{option or what} was given an empty list", "give at least one value, or leave it out")
     return tuple(out)
 
 
 def parse_length(text: str) -> int:
-    """4096, 4k, 16K, 128k -> tokens."""
-    t = text.lower()
-    return int(float(t[:-1]) * 1024) if t.endswith("k") else int(t)
+    """4096, 4k, 16K, 128k -> tokens (a whole, finite number)."""
+    t = text.strip().lower()
+    number = float(t[:-1]) * 1024 if t.endswith("k") else float(t)
+    if not math.isfinite(number) or number != int(number):
+        raise ValueError(text)
+    return int(number)
 
 
 parse_length.__name__ = "token count (e.g. 8192 or 8k)"
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
+
+
+_finite.__name__ = "finite number"
+
+
+def _dedupe_note(log, option: str, given: tuple | None) -> None:
+    if given and len(set(given)) < len(given):
+        log(f"evalkit: {option} lists a value more than once; each runs once")
 
 
 def _progress(total: int):
@@ -118,14 +147,19 @@ def run(
     """
     from evalkit.sweep import DEMO_LENGTHS, RunConfig, run as run_sweep
 
+    lists = dict(methods=split_list(method, what="method", option="--method"),
+                 lengths=split_list(length, parse_length, "length", "--len"),
+                 tasks=split_list(task, what="task", option="--task"),
+                 depths=split_list(depths, _finite, "depth", "--depths"))
+    log = functools.partial(typer.echo, err=True)
+    for option, given in zip(("--method", "--len", "--task", "--depths"), lists.values()):
+        _dedupe_note(log, option, given)
     cfg = RunConfig(
-        model=model, methods=split_list(method, what="method") or ("none", "ntk"),
-        lengths=split_list(length, parse_length, "length") or DEMO_LENGTHS,
-        tasks=split_list(task, what="task") or ("passkey", "ppl"), samples=samples,
-        depths=split_list(depths, float, "depth") or (0.5,), scale=scale, alpha=alpha, trained_len=trained_len,
+        model=model, methods=lists["methods"] or ("none", "ntk"), lengths=lists["lengths"] or DEMO_LENGTHS,
+        tasks=lists["tasks"] or ("passkey", "ppl"), samples=samples,
+        depths=lists["depths"] or (0.5,), scale=scale, alpha=alpha, trained_len=trained_len,
         data=data, text_field=text_field, stride=stride, bucket=bucket, out=str(out), device=device, dtype=dtype,
         seed=seed, trust_remote_code=trust_remote_code, force=force, prefix=not no_prefix)
-    log = functools.partial(typer.echo, err=True)
     summary = run_sweep(cfg, log=log, progress=_progress)
     log(f"{summary.written} row(s) written to {summary.results}"
         + (f", {summary.skipped_done} cell(s) already there" if summary.skipped_done else "")

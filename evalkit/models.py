@@ -39,6 +39,12 @@ class ModelSpec:
     remote_code: bool = False
 
     def __post_init__(self):
+        for name, kind in (("source", str), ("family", str), ("encoding", str), ("trained_len", int),
+                           ("remote_code", bool)):
+            value = getattr(self, name)
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise EvalkitError(f"model {self.name!r}: {name} must be a {kind.__name__}, got {value!r}",
+                                   f"fix it in {USER_FILE}")
         if self.encoding not in ("rope", "alibi"):
             raise EvalkitError(f"model {self.name!r}: encoding must be rope or alibi, got {self.encoding!r}",
                                f"fix it in {USER_FILE}")
@@ -77,11 +83,15 @@ def user_models(path: Path | None = None) -> dict[str, ModelSpec]:
     import tomllib
 
     try:
-        tables = tomllib.loads(path.read_text()).get("models", {})
-    except tomllib.TOMLDecodeError as e:
+        tables = tomllib.loads(path.read_text(encoding="utf-8")).get("models", {})
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise EvalkitError(f"{path} is not valid TOML: {e}", "fix the file or move it away") from None
+    if not isinstance(tables, dict):
+        raise EvalkitError(f"{path}: models must be a table of [models.NAME] tables", "see the README, Models")
     out = {}
     for name, fields in tables.items():
+        if not isinstance(fields, dict):
+            raise EvalkitError(f"{path}: models.{name} must be a table", f'e.g. [models.{name}] source = "/data/x"')
         known = {f.name for f in dataclasses.fields(ModelSpec)} - {"name"}
         unknown = set(fields) - known
         if unknown:
@@ -177,7 +187,14 @@ def encoding_from_code(source: str, config: dict) -> str:
 def _read_config(source: str) -> dict:
     path = Path(source) / "config.json"
     if path.is_file():
-        return json.loads(path.read_text())
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise EvalkitError(f"{path} is not valid JSON ({e})", "fix the checkpoint's config.json") from None
+        if not isinstance(config, dict):
+            raise EvalkitError(f"{path} holds a JSON {type(config).__name__}, not an object",
+                               "fix the checkpoint's config.json")
+        return config
     if Path(source).exists():
         raise EvalkitError(f"{source} has no config.json", "point --model at a Hugging Face checkpoint directory")
     try:

@@ -7,6 +7,8 @@
 """
 from __future__ import annotations
 
+import math
+
 import re
 from pathlib import Path
 
@@ -47,7 +49,10 @@ def _save(fig, out: Path, name: str, fmt: str) -> Path:
     return path
 
 
-def _trained_line(ax, trained: int) -> None:
+def _trained_line(ax, trained: float) -> None:
+    if not math.isfinite(trained):  # rows that do not say their trained length
+        return
+    trained = int(trained)
     ax.axvline(trained, color="grey", linestyle="--", linewidth=1)
     ax.text(trained, 0.98, f" trained {trained}", transform=ax.get_xaxis_transform(), va="top", fontsize=9,
             color="grey")
@@ -80,7 +85,7 @@ def _versus_length(df, metric: str, ylabel: str, title: str, name: str, out, fmt
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.yaxis.set_minor_formatter(NullFormatter())
     _length_axis(ax, long["length"].unique())
-    _trained_line(ax, int(df["trained_len"].iloc[0]))
+    _trained_line(ax, float(df["trained_len"].iloc[0]))
     ax.set_xlabel("context length (tokens)")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -147,7 +152,7 @@ def plot_positions(profile, df, model, out, fmt) -> tuple[Path, dict]:
         mid = (per.index + (g.groupby("position_start")["position_end"].first() - per.index) / 2).tolist()
         series[label] = (mid, per.tolist())
         ax.plot(*series[label], label=label, linewidth=1.2)
-    _trained_line(ax, int(df["trained_len"].iloc[0]))
+    _trained_line(ax, float(df["trained_len"].iloc[0]))
     ax.set_xlabel("token position")
     ax.set_ylabel("mean NLL per bucket (nats)")
     ax.set_title(f"{model}: loss by position at {longest} tokens")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import math
 import resource
 import time
 from dataclasses import dataclass, field
@@ -50,23 +51,33 @@ class RunConfig:
         from evalkit.patches import METHODS
         from evalkit.tasks import TASKS
 
+        for name in ("methods", "lengths", "tasks", "depths"):  # each value once, in the order given
+            object.__setattr__(self, name, tuple(dict.fromkeys(getattr(self, name))))
         for m in self.methods:
             METHODS.get(m)
         for t in self.tasks:
             TASKS.get(t)
-        if not self.methods or not self.lengths or not self.tasks:
-            raise EvalkitError("nothing to run", "give at least one --method, --len and --task")
+        if not self.methods or not self.lengths or not self.tasks or not self.depths:
+            raise EvalkitError("nothing to run", "give at least one --method, --len, --task and --depths")
         bad = [n for n in self.lengths if n <= 0]
         if bad:
             raise EvalkitError(f"length must be a positive number of tokens, got {bad[0]}", "e.g. --len 8192")
+        for t in self.tasks:
+            need = TASKS.get(t).min_length
+            if min(self.lengths) < need:
+                raise EvalkitError(f"task {t} needs lengths of at least {need} tokens, got {min(self.lengths)}",
+                                   "e.g. --len 8192")
         if self.samples < 1:
             raise EvalkitError(f"--samples must be >= 1, got {self.samples}", "e.g. --samples 5")
         if any(not 0 <= d <= 1 for d in self.depths):
             raise EvalkitError("--depths are fractions of the context between 0 and 1", "e.g. --depths 0,0.5,1")
         for name in ("scale", "alpha"):
             v = getattr(self, name)
-            if v is not None and v < 1:
-                raise EvalkitError(f"--{name} must be >= 1, got {v}", "omit it for the default (length / trained)")
+            if v is not None and not (math.isfinite(v) and v >= 1):
+                raise EvalkitError(f"--{name} must be a finite number >= 1, got {v}",
+                                   "omit it for the default (length / trained)")
+        if any(not math.isfinite(d) for d in self.depths):
+            raise EvalkitError("--depths must be finite fractions between 0 and 1", "e.g. --depths 0,0.5,1")
         if self.stride < 0 or (self.stride and self.stride >= min(self.lengths)):
             raise EvalkitError(f"--stride {self.stride} must be between 1 and the shortest length - 1",
                                "e.g. --stride 256; 0 turns sliding windows off")
@@ -209,8 +220,8 @@ def measure_group(ctx, group: Group, spec, oom_at: dict) -> list[dict]:
             torch.cuda.empty_cache()
     seconds = (time.perf_counter() - t0) / len(group.cells)
     peak = _peak_mb(device)
-    return [dict(r, status=status, error=error, seconds=round(seconds, 3), peak_mem_mb=round(peak, 1))
-            for r in rows]
+    return [{"status": status, "error": error, **r, "seconds": round(seconds, 3), "peak_mem_mb": round(peak, 1)}
+            for r in rows]  # a task may set its own status (nan) on a row
 
 
 def run(cfg: RunConfig, log=print, progress=None) -> Summary:

@@ -11,6 +11,7 @@ the exact originals when the block exits.
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -78,8 +79,11 @@ class ScalingParams:
             raise EvalkitError(f"trained length must be positive, got {self.trained_len}",
                                "pass --trained-len")
         for name in ("scale", "alpha"):
-            if getattr(self, name) < 1:
-                raise EvalkitError(f"{name} must be >= 1, got {getattr(self, name)}",
+            value = getattr(self, name)
+            if not math.isfinite(value):
+                raise EvalkitError(f"{name} must be a finite number, got {value}", "omit it for the default")
+            if value < 1:
+                raise EvalkitError(f"{name} must be >= 1, got {value}",
                                    "scaling factors below 1 shrink the context; omit it for the default")
 
 

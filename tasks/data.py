@@ -41,12 +41,20 @@ def stdlib_documents() -> Iterator[Document]:
 def _records(path: Path, field: str) -> Iterator[dict]:
     if path.suffix == ".jsonl":
         with open(path, encoding="utf-8") as f:
-            for i, line in enumerate(f):
-                if line.strip():
+            try:
+                for i, line in enumerate(f):
+                    if not line.strip():
+                        continue
                     try:
-                        yield json.loads(line)
+                        record = json.loads(line)
                     except json.JSONDecodeError:
                         raise EvalkitError(f"{path}:{i + 1} is not valid JSON", "one JSON object per line") from None
+                    if not isinstance(record, dict):
+                        raise EvalkitError(f"{path}:{i + 1} is a JSON {type(record).__name__}, not an object",
+                                           'one JSON object per line, e.g. {"text": "..."}')
+                    yield record
+            except UnicodeDecodeError:
+                raise EvalkitError(f"{path} is not UTF-8 text", "convert it to UTF-8") from None
     else:
         import pandas as pd
 
@@ -54,6 +62,9 @@ def _records(path: Path, field: str) -> Iterator[dict]:
             frame = pd.read_parquet(path)
         except ImportError:
             raise EvalkitError("reading parquet needs pyarrow", "pip install 'evalkit[data]'") from None
+        except Exception as e:  # noqa: BLE001 (pyarrow raises several kinds for a file that is not parquet)
+            raise EvalkitError(f"{path} is not a readable parquet file ({type(e).__name__})",
+                               "give a real .parquet file, or .jsonl / .txt") from None
         yield from frame.to_dict("records")
 
 

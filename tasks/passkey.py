@@ -72,6 +72,8 @@ def greedy_answer(model, tokenizer, prompt: list[int], device) -> str:
     logits, cache = next_token_logits(model, ids)
     out = []
     for _ in range(NEW_TOKENS):
+        if not bool(torch.isfinite(logits).all()):
+            raise NonFiniteLogits
         token = int(logits.argmax(-1))
         out.append(token)
         text = tokenizer.decode(out, skip_special_tokens=True)
@@ -79,6 +81,10 @@ def greedy_answer(model, tokenizer, prompt: list[int], device) -> str:
             break
         logits, cache = next_token_logits(model, torch.tensor([[token]], device=device), cache)
     return tokenizer.decode(out, skip_special_tokens=True)
+
+
+class NonFiniteLogits(Exception):
+    """The model produced NaN or inf logits: the trial has no answer to score."""
 
 
 def score(answer: str, key: int) -> bool:
@@ -106,7 +112,10 @@ class Passkey:
         key = passkey_for(ctx.cfg.seed, cell.sample, cell.depth)
         needle = ctx.tokenizer(NEEDLE.format(key=key), add_special_tokens=False).input_ids
         prompt = build_prompt(pieces, needle, cell.length, cell.depth)
-        answer = greedy_answer(ctx.model, ctx.tokenizer, prompt, ctx.input_device)
+        try:
+            answer = greedy_answer(ctx.model, ctx.tokenizer, prompt, ctx.input_device)
+        except NonFiniteLogits:  # a row of its own status, never scored as wrong or right
+            return [dict(passkey=key, tokens=len(prompt), status="nan", error="non-finite logits")]
         return [dict(passkey=key, answer=answer.strip(), correct=int(score(answer, key)), tokens=len(prompt))]
 
 

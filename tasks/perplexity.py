@@ -20,6 +20,8 @@ document serves every length.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from evalkit.errors import EvalkitError
@@ -125,8 +127,11 @@ class Perplexity:
         for cell in cells:
             part = nll[: (2 * cell.length if stride else cell.length) - 1]
             mean = float(part.mean())
-            rows.append(dict(nll=mean, ppl=float(torch.exp(torch.tensor(mean))), tokens=part.numel(),
-                             doc=cell.doc, _profile=bucket_profile(part, ctx.cfg.bucket)))
+            row = dict(nll=mean, ppl=float(torch.exp(torch.tensor(mean))), tokens=part.numel(), doc=cell.doc,
+                       _profile=bucket_profile(part, ctx.cfg.bucket))
+            if not math.isfinite(mean):  # a row of its own status, never a number to pool
+                row.update(status="nan", error="non-finite loss", _profile=[])
+            rows.append(row)
         return rows
 
 
