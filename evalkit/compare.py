@@ -60,7 +60,8 @@ def frame_of(rows: list[dict]):
 def check_consistent(df) -> None:
     """Refuse to pool rows that should not be pooled: the same cell (identity) measured twice,
     or one table cell made of different checkpoints, trained lengths, data, strides or
-    evalkit versions. Trials that differ only in sample or seed are pooled."""
+    evalkit versions. Trials that differ only in sample or seed are pooled; different trained
+    lengths of one model are shown as separate rows (``L=…``)."""
     ok = df[df["status"] == "ok"]
     twice = ok[ok["_key"].duplicated(keep=False)]
     if len(twice):
@@ -68,12 +69,11 @@ def check_consistent(df) -> None:
         files = sorted(twice["_file"].dropna().unique())
         raise EvalkitError(f"the same cell ({r['method']} {r['task']} at {r['length']}, sample {r['sample']}) "
                            f"is measured more than once ({', '.join(files)})", "compare the runs separately")
-    cell = ["model", "method", "scale", "alpha", "task", "length"]
+    cell = ["model", "method", "scale", "alpha", "trained_len", "task", "length"]
     keyed = df.copy()
     for c in ("scale", "alpha", "trained_len"):
         keyed[c] = keyed[c].astype(object).where(keyed[c].notna(), "").astype(str)
     for what, col, hint in (("checkpoints", "source", "give one of them another alias in evalkit.toml"),
-                            ("trained lengths", "trained_len", "compare them separately"),
                             ("data", "data", "compare them separately"),
                             ("strides", "stride", "compare them separately"),
                             ("evalkit versions", "evalkit_version", "compare one version at a time")):
@@ -82,7 +82,7 @@ def check_consistent(df) -> None:
         if len(mixed):
             m = mixed.index[0]
             values = sorted(map(str, keyed.set_index(cell).loc[m][col].unique()))
-            raise EvalkitError(f"cell {m[1]} {m[4]} at {m[5]} of {m[0]} mixes {what} ({', '.join(values)})", hint)
+            raise EvalkitError(f"cell {m[1]} {m[5]} at {m[6]} of {m[0]} mixes {what} ({', '.join(values)})", hint)
 
 
 def summarise(df, metric: str, per_depth: bool = False):
@@ -95,8 +95,11 @@ def summarise(df, metric: str, per_depth: bool = False):
         return pd.DataFrame(columns=["model", "method", "depth", "length", "value", "n", "status"])
     check_consistent(sub)
     out = []
-    for (model, method), g in sub.groupby(["model", "method"], sort=False):
+    several_l = sub.groupby("model")["trained_len"].nunique(dropna=False)
+    for (model, method, trained), g in sub.groupby(["model", "method", "trained_len"], sort=False, dropna=False):
         label = method_label(g)
+        if several_l[model] > 1:  # the same model with different trained lengths: one row each
+            label += f" L={trained:g}" if trained == trained else " L=?"
         keys = ["depth", "length"] if per_depth else ["length"]
         for k, cell in g.groupby(keys, sort=True):
             ok = cell[cell["status"] == "ok"]

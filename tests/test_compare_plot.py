@@ -100,13 +100,13 @@ def test_seeds_pool_passkey_trials_but_a_perplexity_cell_measured_again_is_refus
     assert cell(long)["n"] == cell(before)["n"] + 1
 
 
-def test_a_table_cell_from_two_checkpoints_or_trained_lengths_is_refused(results, tmp_path):
+def test_a_table_cell_from_two_checkpoints_is_refused_and_trained_lengths_are_kept_apart(results, tmp_path):
     moved = write(tmp_path / "moved" / "results.csv", [dict(ppl_row("none", 4096, 7, 2.0, 4095), source="/other")])
     with pytest.raises(EvalkitError, match="mixes checkpoints"):
         summarise(load_results([results, moved]), "ppl")
     longer = write(tmp_path / "l" / "results.csv", [dict(ppl_row("none", 4096, 7, 2.0, 4095), trained_len="2048")])
-    with pytest.raises(EvalkitError, match="mixes trained lengths"):
-        summarise(load_results([results, longer]), "ppl")
+    labels = set(summarise(load_results([results, longer]), "ppl")["method"])
+    assert {"none L=2048", "none L=4096"} <= labels  # one row per trained length, never pooled
 
 
 def test_a_non_finite_loss_is_shown_as_nan_and_never_pooled(results, tmp_path):

@@ -1,0 +1,307 @@
+"""Results under faults: foreign files never touched, torn files repaired CSV-aware, every cell
+exactly once (kills between writes, duplicates in lists, two runs at once), non-finite numbers
+never scored, one cell identity everywhere, and every user mistake one line with exit code 2."""
+import csv
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from evalkit.cli import app, parse_length, split_list
+from evalkit.errors import EvalkitError
+from evalkit.results import COLUMNS, PROFILE_COLUMNS, CsvAppender, FolderLock, read_rows
+
+runner = CliRunner()
+QUICK = ("--len", "160", "--depths", "0.5")
+
+
+def evalkit(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def one_line_error(result, needle):
+    assert result.exit_code == 2, result.output
+    text = result.output.strip()
+    assert "Traceback" not in text and text.count("\n") == 0 and text.startswith("evalkit: error:"), text
+    assert needle in text, text
+
+
+def results_of(out: Path):
+    return read_rows(out / "results.csv")
+
+
+@pytest.fixture
+def run(tiny_model_dir, tmp_path):
+    def go(*extra, out=None, model=None):
+        out = out or tmp_path / "res"
+        return evalkit("run", "--model", model or tiny_model_dir, "--out", out, *extra), out
+    return go
+
+
+# --- files evalkit does not own ---
+
+@pytest.mark.parametrize("name", ["results.csv", "positions.csv"])
+@pytest.mark.parametrize("content", [b"my notes", b"my notes\n", b"model,method\n1,2\n", b""])
+def test_a_foreign_file_is_refused_and_left_byte_for_byte(run, tmp_path, name, content):
+    out = tmp_path / "res"
+    out.mkdir()
+    (out / name).write_bytes(content)
+    result, _ = run("--task", "passkey", *QUICK)
+    if content == b"":  # an empty file holds nothing to protect: evalkit may write its header there
+        assert result.exit_code == 0, result.output
+        return
+    one_line_error(result, "not an evalkit results file")
+    assert (out / name).read_bytes() == content
+
+
+def test_a_torn_header_is_evalkits_own_and_is_rewritten(run, tmp_path):
+    out = tmp_path / "res"
+    out.mkdir()
+    (out / "results.csv").write_text(",".join(COLUMNS)[:20])  # killed while writing the header
+    result, _ = run("--task", "passkey", *QUICK)
+    assert result.exit_code == 0, result.output
+    assert len(results_of(out)) == 2  # none, ntk
+
+
+def test_results_csv_that_is_a_folder_is_one_line(run, tmp_path):
+    (tmp_path / "res" / "results.csv").mkdir(parents=True)
+    one_line_error(run("--task", "passkey", *QUICK)[0], "is a folder")
+
+
+# --- CSV-aware repair (property-based) ---
+
+FIELD = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(answers=st.lists(FIELD, min_size=1, max_size=5), cut=st.floats(0, 1), extra=FIELD)
+def test_a_file_cut_anywhere_reads_as_its_complete_rows_and_appends_cleanly(tmp_path_factory, answers, cut, extra):
+    path = tmp_path_factory.mktemp("csv") / "results.csv"
+    writer = CsvAppender(path, COLUMNS)
+    writer.write([dict(model="m", task="passkey", sample=i, answer=a) for i, a in enumerate(answers)])
+    writer.close()
+    data = path.read_bytes()
+    path.write_bytes(data[: int(cut * len(data))])  # a kill at any byte
+    before = read_rows(path)
+    assert [r["answer"] for r in before] == [a.replace("\r", "\\r") for a in answers][: len(before)]
+    writer = CsvAppender(path, COLUMNS)  # repairs, then appends
+    writer.write([dict(model="m", task="passkey", sample=99, answer=extra)])
+    writer.close()
+    after = read_rows(path)
+    assert after[:-1] == before and after[-1]["answer"] == extra.replace("\r", "\\r")
+    with open(path, newline="", encoding="utf-8") as f:  # and any CSV reader agrees
+        assert len(list(csv.DictReader(f))) == len(after)
+
+
+def test_a_torn_row_with_a_quoted_newline_does_not_swallow_later_rows(tmp_path):
+    path = tmp_path / "results.csv"
+    writer = CsvAppender(path, COLUMNS)
+    writer.write([dict(model="m", sample=0, answer="fine")])
+    writer.close()
+    with open(path, "a", encoding="utf-8") as f:
+        f.write('m,,,,,,,,1,,,,,"an answer\nthat was cut')  # kill inside a quoted field
+    writer = CsvAppender(path, COLUMNS)
+    writer.write([dict(model="m", sample=2, answer="later")])
+    writer.close()
+    assert [r["sample"] for r in read_rows(path)] == ["0", "2"]
+
+
+# --- exactly once ---
+
+def test_a_kill_between_the_profile_and_the_results_write_leaves_each_cell_once(run, tmp_path, monkeypatch):
+    writes = []
+    original = CsvAppender.write
+
+    def dying_write(self, rows):
+        writes.append(self.path.name)
+        if self.path.name == "results.csv" and writes.count("results.csv") == 2:
+            raise KeyboardInterrupt  # after the second cell's positions.csv rows, before its results row
+        original(self, rows)
+
+    monkeypatch.setattr(CsvAppender, "write", dying_write)
+    args = ("--task", "ppl", "--method", "none,pi", "--len", "160", "--samples", "1")
+    result, out = run(*args)
+    assert result.exit_code == 130
+    monkeypatch.setattr(CsvAppender, "write", original)
+    result, out = run(*args)
+    assert result.exit_code == 0, result.output
+    rows = results_of(out)
+    assert sorted(r["method"] for r in rows) == ["none", "pi"]
+    profile = read_rows(out / "positions.csv", PROFILE_COLUMNS)
+    per_cell = {}
+    for p in profile:
+        per_cell.setdefault(p["method"], []).append(p["position_start"])
+    assert set(per_cell) == {"none", "pi"}
+    assert per_cell["none"] == per_cell["pi"] and len(set(per_cell["pi"])) == len(per_cell["pi"])
+
+
+@pytest.mark.parametrize("option, values", [("--method", "none,none"), ("--task", "ppl,ppl"),
+                                            ("--len", "160,160"), ("--depths", "0.5,0.5")])
+def test_a_value_listed_twice_runs_once(run, option, values):
+    base = {"--method": "none", "--task": "passkey", "--len": "160", "--depths": "0.5"}
+    base[option] = values
+    if option == "--task":
+        base["--len"] = "160"
+    result, out = run(*[x for kv in base.items() for x in kv])
+    assert result.exit_code == 0, result.output
+    assert "more than once" in result.output
+    rows = results_of(out)
+    assert len(rows) == len({tuple(sorted(r.items())) for r in rows}) == 1
+
+
+def test_a_second_run_on_the_same_folder_is_refused_while_the_first_holds_it(run, tmp_path):
+    out = tmp_path / "res"
+    lock = FolderLock(out)  # another run, still writing
+    try:
+        result, _ = run("--task", "passkey", *QUICK, out=out)
+        one_line_error(result, "being written by another evalkit run (pid")
+    finally:
+        lock.release()
+    assert run("--task", "passkey", *QUICK, out=out)[0].exit_code == 0
+
+
+def test_duplicates_left_by_an_older_version_are_removed_on_the_next_run(run, tmp_path):
+    result, out = run("--task", "passkey", "--method", "none", *QUICK)
+    lines = (out / "results.csv").read_text().splitlines()
+    (out / "results.csv").write_text("\n".join(lines + lines[1:]) + "\n")  # every cell twice
+    result, _ = run("--task", "passkey", "--method", "none", *QUICK)
+    assert result.exit_code == 0 and len(results_of(out)) == 1, result.output
+
+
+# --- one identity: resume, compare and the summary agree ---
+
+@pytest.mark.parametrize("change", [("--seed", "1"), ("--trained-len", "32")])
+def test_a_run_with_another_seed_or_trained_length_succeeds_and_compare_still_works(run, change):
+    result, out = run("--task", "passkey,ppl", "--method", "none,ntk", *QUICK)
+    assert result.exit_code == 0, result.output
+    result, _ = run("--task", "passkey,ppl", "--method", "none,ntk", *QUICK, *change)
+    assert result.exit_code == 0, result.output
+    written = int(result.output.split("row(s) written")[0].split()[-1])
+    assert written == (2 if change[0] == "--seed" else 4)  # the seed changes passkey cells only
+    compared = evalkit("compare", out)
+    assert compared.exit_code == 0, compared.output
+
+
+def test_an_alias_moved_to_another_checkpoint_is_measured_again(run, tiny_model_dir, tmp_path, monkeypatch):
+    other = tmp_path / "copy"
+    shutil.copytree(tiny_model_dir, other)
+    monkeypatch.chdir(tmp_path)
+    toml = tmp_path / "evalkit.toml"
+    toml.write_text(f'[models.mine]\nsource = "{tiny_model_dir}"\n')
+    result, out = run("--task", "passkey", "--method", "none", *QUICK, model="mine")
+    assert result.exit_code == 0, result.output
+    toml.write_text(f'[models.mine]\nsource = "{other}"\n')
+    result, _ = run("--task", "passkey", "--method", "none", *QUICK, model="mine")
+    assert "1 row(s) written" in result.output
+    one_line_error(evalkit("compare", out), "mixes checkpoints")
+
+
+# --- non-finite numbers ---
+
+@pytest.mark.parametrize("args", [("--alpha", "nan"), ("--scale", "nan"), ("--alpha", "inf"), ("--scale", "inf")])
+def test_non_finite_factors_are_refused(run, tmp_path, args):
+    result, out = run("--method", "ntk,pi", *QUICK, *args)
+    one_line_error(result, "finite number")
+    assert not out.exists()
+
+
+def test_a_non_finite_loss_is_a_nan_row_and_compare_shows_it(run, monkeypatch):
+    from evalkit.tasks import perplexity
+    monkeypatch.setattr(perplexity, "token_nll", lambda model, ids: torch.full((ids.shape[1] - 1,), float("nan")))
+    result, out = run("--task", "ppl", "--method", "none", *QUICK)
+    assert result.exit_code == 0, result.output
+    (row,) = results_of(out)
+    assert row["status"] == "nan" and row["error"] == "non-finite loss"
+    table = evalkit("compare", out).output
+    assert "NaN" in table and "1.000" not in table
+    assert read_rows(out / "positions.csv", PROFILE_COLUMNS) == []
+
+
+# --- every mistake one line, nothing written ---
+
+@pytest.mark.parametrize("args, needle", [
+    (("--len", ""), "--len was given an empty list"),
+    (("--method", ""), "--method was given an empty list"),
+    (("--len", "infk"), "bad length 'infk'"),
+    (("--len", "1e400"), "bad length"),
+    (("--len", "1", "--task", "ppl"), "needs lengths of at least 2 tokens"),
+    (("--depths", "nan"), "bad depth 'nan'"),
+])
+def test_option_mistakes(run, args, needle):
+    result, out = run(*args)
+    one_line_error(result, needle)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("content, needle", [
+    (b"this is not parquet", "not a readable parquet file"),
+])
+def test_a_text_file_named_parquet(run, tmp_path, content, needle):
+    bad = tmp_path / "docs.parquet"
+    bad.write_bytes(content)
+    one_line_error(run("--task", "ppl", "--data", bad, *QUICK)[0], needle)
+
+
+@pytest.mark.parametrize("content, needle", [(b'["a list"]\n', "is a JSON list, not an object"),
+                                             (b'{"text": "caf\xe9"}\n', "is not UTF-8")])
+def test_bad_jsonl_lines(run, tmp_path, content, needle):
+    bad = tmp_path / "docs.jsonl"
+    bad.write_bytes(content)
+    one_line_error(run("--task", "ppl", "--data", bad, *QUICK)[0], needle)
+
+
+@pytest.mark.parametrize("toml, needle", [('[models.x]\nsource = "/data/x"\ntrained_len = "abc"\nencoding = "rope"\n',
+                                           "trained_len must be a int"),
+                                          ("models = 5\n", "models must be a table"),
+                                          ("[models]\nx = 3\n", "models.x must be a table")])
+def test_wrong_types_in_evalkit_toml(run, tmp_path, monkeypatch, toml, needle):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "evalkit.toml").write_text(toml)
+    one_line_error(run(*QUICK)[0], needle)
+
+
+@pytest.mark.parametrize("config, needle", [("{not json", "is not valid JSON"), ("[1, 2]", "holds a JSON list")])
+def test_a_broken_config_json(run, tmp_path, config, needle):
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "config.json").write_text(config)
+    one_line_error(run(*QUICK, model=folder)[0], needle)
+
+
+def test_an_out_folder_that_cannot_be_made(run, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    one_line_error(run("--task", "passkey", *QUICK, out=blocker / "sub")[0], "cannot use")
+    assert blocker.read_text() == "x"
+
+
+def test_plot_out_that_is_a_file_and_rows_without_trained_length(run, tmp_path):
+    result, out = run("--task", "ppl", "--method", "none", *QUICK)
+    rows = results_of(out)
+    for r in rows:
+        r["trained_len"] = ""
+    with open(out / "results.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    assert evalkit("plot", out, "--out", tmp_path / "figs").exit_code == 0
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    one_line_error(evalkit("plot", out, "--out", blocker), "cannot use")
+
+
+# --- option parsing never raises anything but a one-line error ---
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=12))
+def test_length_parsing_is_a_whole_positive_finite_number_or_a_clear_error(text):
+    try:
+        values = split_list([text], parse_length, "length", "--len")
+    except EvalkitError:
+        return
+    assert values is None or all(isinstance(v, int) for v in values)
+
