@@ -226,9 +226,6 @@ def measure_group(ctx, group: Group, spec, oom_at: dict) -> list[dict]:
 
 def run(cfg: RunConfig, log=print, progress=None) -> Summary:
     """Run the sweep described by ``cfg``; returns what was written."""
-    import torch
-    import transformers
-
     from evalkit.models import ensure_length, load_model, resolve_model
     from evalkit.patches import check_applicable
 
@@ -243,8 +240,20 @@ def run(cfg: RunConfig, log=print, progress=None) -> Summary:
     ensure_length(loaded.model, max(cfg.lengths) + 16)
     ctx = RunContext(cfg, loaded, log)
     groups = plan(cfg, spec, ctx)
-    planned = [k for g in groups for k in g.keys]
     lock = FolderLock(out)  # one writer per folder, from the first write to the end
+    try:
+        return _write_cells(cfg, spec, ctx, groups, out, log, progress)
+    finally:
+        lock.release()
+
+
+def _write_cells(cfg, spec, ctx, groups, out: Path, log, progress) -> Summary:
+    """Measure the cells not yet recorded and append their rows, each cell's profile rows
+    before its results row (the results row commits the cell; see results.tidy)."""
+    import torch
+    import transformers
+
+    planned = [k for g in groups for k in g.keys]
     done = tidy(out, log)
     if cfg.force:
         drop_rows(out / RESULTS, {row_key(k) for k in planned})
@@ -257,13 +266,13 @@ def run(cfg: RunConfig, log=print, progress=None) -> Summary:
         summary.skipped_done += len(g.cells) - len(keep)
         if keep:
             pending.append(Group(g.method, g.task, [g.cells[i] for i in keep], [g.keys[i] for i in keep]))
+    loaded = ctx.loaded
     common = dict(device=loaded.device, dtype=loaded.dtype, evalkit_version=evalkit.__version__,
                   source=spec.source, transformers_version=transformers.__version__,
                   torch_version=torch.__version__.split("+")[0])
     results, profile = CsvAppender(out / RESULTS, COLUMNS), CsvAppender(out / PROFILE, PROFILE_COLUMNS)
     oom_at: dict = {}
-    total = sum(len(g.cells) for g in pending)
-    advance = progress(total) if progress else (lambda n, desc: None)
+    advance = progress(sum(len(g.cells) for g in pending)) if progress else (lambda n, desc: None)
     try:
         for g in pending:
             advance(0, f"{g.method} {g.task.name} {max(c.length for c in g.cells)}")
@@ -280,7 +289,5 @@ def run(cfg: RunConfig, log=print, progress=None) -> Summary:
     finally:
         results.close()
         profile.close()
-        lock.release()
     summary.notes = ctx.notes
     return summary
-
