@@ -112,28 +112,29 @@ def test_a_torn_row_with_a_quoted_newline_does_not_swallow_later_rows(tmp_path):
 
 # --- exactly once ---
 
-def test_a_kill_between_the_profile_and_the_results_write_leaves_each_cell_once(run, tmp_path, monkeypatch):
+@pytest.mark.parametrize("dies_at", [1, 2, 3, 4])
+def test_a_kill_at_any_write_boundary_leaves_each_cell_once_after_a_rerun(run, monkeypatch, dies_at):
+    """Two perplexity cells write four times: profile, results, profile, results. A kill before
+    any one of them (2: between the first cell's profile rows and its results row), then a rerun."""
     writes = []
     original = CsvAppender.write
 
     def dying_write(self, rows):
         writes.append(self.path.name)
-        if self.path.name == "results.csv" and writes.count("results.csv") == 2:
-            raise KeyboardInterrupt  # after the second cell's positions.csv rows, before its results row
+        if len(writes) == dies_at:
+            raise KeyboardInterrupt
         original(self, rows)
 
     monkeypatch.setattr(CsvAppender, "write", dying_write)
     args = ("--task", "ppl", "--method", "none,pi", "--len", "160", "--samples", "1")
     result, out = run(*args)
-    assert result.exit_code == 130
+    assert result.exit_code == 130 and writes == (["positions.csv", "results.csv"] * 2)[:dies_at]
     monkeypatch.setattr(CsvAppender, "write", original)
     result, out = run(*args)
     assert result.exit_code == 0, result.output
-    rows = results_of(out)
-    assert sorted(r["method"] for r in rows) == ["none", "pi"]
-    profile = read_rows(out / "positions.csv", PROFILE_COLUMNS)
+    assert sorted(r["method"] for r in results_of(out)) == ["none", "pi"]
     per_cell = {}
-    for p in profile:
+    for p in read_rows(out / "positions.csv", PROFILE_COLUMNS):
         per_cell.setdefault(p["method"], []).append(p["position_start"])
     assert set(per_cell) == {"none", "pi"}
     assert per_cell["none"] == per_cell["pi"] and len(set(per_cell["pi"])) == len(per_cell["pi"])
