@@ -213,6 +213,8 @@ def compare(
     baseline: Optional[str] = typer.Option(None, help="Show ratios (ppl) or differences (passkey) against "
                                            "this method."),
     per_depth: bool = typer.Option(False, help="Passkey accuracy per needle depth."),
+    ci: bool = typer.Option(False, "--ci", help="Show 95% intervals: Wilson for accuracy, a seeded bootstrap "
+                            "over documents for perplexity."),
     fmt: str = typer.Option("table", "--format", "-f", help="table, markdown, csv or latex."),
 ):
     """Pivot tables from results: methods as rows, context lengths (tokens) as columns."""
@@ -227,7 +229,7 @@ def compare(
             df = df[df[col].isin(keep)]
     if seed is not None:
         df = df[df["seed"] == seed]
-    typer.echo(render_tables(df, fmt, split_list(metric) or None, baseline, per_depth))
+    typer.echo(render_tables(df, fmt, split_list(metric) or None, baseline, per_depth, ci))
 
 
 @app.command()

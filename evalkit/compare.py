@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from evalkit import stats
 from evalkit.errors import EvalkitError
 from evalkit.results import COLUMNS, read_rows, row_key
 
@@ -86,13 +87,15 @@ def check_consistent(df) -> None:
 
 
 def summarise(df, metric: str, per_depth: bool = False):
-    """Long table: one row per (model, method label, [depth], length) with value, n and status."""
+    """Long table: one row per (model, method label, [depth], length) with value, its 95% interval
+    (``low``, ``high``: Wilson for accuracy, a bootstrap over documents for perplexity; NaN for
+    one sample), n and status."""
     import pandas as pd
 
     task = "passkey" if metric == "passkey" else "ppl"
     sub = df[df["task"] == task]
     if sub.empty:
-        return pd.DataFrame(columns=["model", "method", "depth", "length", "value", "n", "status"])
+        return pd.DataFrame(columns=["model", "method", "depth", "length", "value", "low", "high", "n", "status"])
     check_consistent(sub)
     out = []
     several_l = sub.groupby("model")["trained_len"].nunique(dropna=False)
@@ -103,13 +106,16 @@ def summarise(df, metric: str, per_depth: bool = False):
         keys = ["depth", "length"] if per_depth else ["length"]
         for k, cell in g.groupby(keys, sort=True):
             ok = cell[cell["status"] == "ok"]
-            value, status = math.nan, "ok"
+            value, status, interval = math.nan, "ok", None
             if len(ok):
                 if task == "ppl":
                     mean_nll = (ok["nll"] * ok["tokens"]).sum() / ok["tokens"].sum()
                     value = math.exp(mean_nll) if metric == "ppl" else mean_nll
+                    interval = stats.bootstrap_ppl(ok["nll"].tolist(), ok["tokens"].tolist(),
+                                                   log_space=metric == "nll")
                 else:
                     value = ok["correct"].mean()
+                    interval = stats.wilson(int(ok["correct"].sum()), len(ok))
             elif (cell["status"] == "nan").any():
                 status = "nan"  # a non-finite loss: shown, never pooled into a number
             elif (cell["status"] == "oom").any():
@@ -117,8 +123,9 @@ def summarise(df, metric: str, per_depth: bool = False):
             else:
                 status = "skipped"
             k = k if isinstance(k, tuple) else (k,)
+            low, high = interval or (math.nan, math.nan)
             out.append(dict(model=model, method=label, depth=k[0] if per_depth else None, length=int(k[-1]),
-                            value=value, n=len(ok), status=status))
+                            value=value, low=low, high=high, n=len(ok), status=status))
     return pd.DataFrame(out)
 
 
@@ -143,7 +150,13 @@ def apply_baseline(long, baseline: str, metric: str):
     return merged.drop(columns="base")
 
 
-def format_value(row, metric: str, relative: bool) -> str:
+def _number(v: float, metric: str) -> str:
+    if metric == "passkey":
+        return f"{v:.0%}"
+    return f"{v:.3f}" if v < 1000 else f"{v:.3g}"
+
+
+def format_value(row, metric: str, relative: bool, ci: bool = False) -> str:
     if row["status"] != "ok":
         return {"oom": "OOM", "nan": "NaN"}.get(row["status"], "skipped")
     v = row["value"]
@@ -151,17 +164,18 @@ def format_value(row, metric: str, relative: bool) -> str:
         return "-"
     if relative:
         text = f"{100 * v:+.0f} pp" if metric == "passkey" else f"×{v:.3f}"
-    elif metric == "passkey":
-        text = f"{v:.0%}"
     else:
-        text = f"{v:.3f}" if v < 1000 else f"{v:.3g}"
+        text = _number(v, metric)
+    if ci and not relative:
+        low, high = row.get("low", math.nan), row.get("high", math.nan)
+        text += " [one sample]" if math.isnan(low) else f" [{_number(low, metric)}, {_number(high, metric)}]"
     return f"{text} ({int(row['n'])})"
 
 
-def pivot(long, metric: str, relative: bool = False):
+def pivot(long, metric: str, relative: bool = False, ci: bool = False):
     """Wide table: methods (and depth) as rows, lengths as columns, formatted cells."""
     long = long.copy()
-    long["cell"] = [format_value(r, metric, relative) for _, r in long.iterrows()]
+    long["cell"] = [format_value(r, metric, relative, ci) for _, r in long.iterrows()]
     index = ["model", "method"] + (["depth"] if long["depth"].notna().any() else [])
     order = {m: i for i, m in enumerate(dict.fromkeys(long["method"]))}
     wide = long.pivot_table(index=index, columns="length", values="cell", aggfunc="first", sort=False)
@@ -195,7 +209,7 @@ def render(wide, fmt: str, title: str = "") -> str:
 
 
 def render_tables(df, fmt: str = "table", metrics=None, baseline: str | None = None,
-                  per_depth: bool = False) -> str:
+                  per_depth: bool = False, ci: bool = False) -> str:
     """Every requested metric present in ``df`` as a titled table."""
     if fmt not in FORMATS:
         raise EvalkitError(f"unknown format {fmt!r}", f"use one of {', '.join(FORMATS)}")
@@ -208,6 +222,7 @@ def render_tables(df, fmt: str = "table", metrics=None, baseline: str | None = N
             continue
         if baseline:
             long = apply_baseline(long, baseline, metric)
-        title = METRICS[metric] + (f" vs {baseline}" if baseline else "") + "; (n) = samples; columns: tokens"
-        out.append(render(pivot(long, metric, relative=bool(baseline)), fmt, title))
+        title = (METRICS[metric] + (f" vs {baseline}" if baseline else "")
+                 + ("; [95% interval]" if ci and not baseline else "") + "; (n) = samples; columns: tokens")
+        out.append(render(pivot(long, metric, relative=bool(baseline), ci=ci), fmt, title))
     return "\n\n".join(out) if out else "no results to show"

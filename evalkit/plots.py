@@ -74,7 +74,11 @@ def _versus_length(df, metric: str, ylabel: str, title: str, name: str, out, fmt
     for label, g in long.groupby("method", sort=False):
         ok = g[g["status"] == "ok"].sort_values("length")
         series[label] = (ok["length"].tolist(), (percent * ok["value"]).tolist())
-        ax.plot(*series[label], marker="o", label=label)
+        line, = ax.plot(*series[label], marker="o", label=label)
+        band = ok[ok["low"].notna()]  # 95% intervals where a cell has more than one sample
+        if len(band):
+            ax.fill_between(band["length"], percent * band["low"], percent * band["high"], color=line.get_color(),
+                            alpha=0.15, linewidth=0)
     if metric == "passkey":
         ax.set_ylim(-5, 105)
     else:

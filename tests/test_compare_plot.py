@@ -163,3 +163,13 @@ def test_vector_formats_are_reproducible(results, tmp_path, fmt):
     assert sorted(p.suffix for p in a) == [f".{fmt}"] * 3
     for p in a:
         assert (tmp_path / "b" / p.name).read_bytes() == p.read_bytes()
+
+
+def test_intervals_on_request_wilson_for_accuracy_and_one_sample_said_so(tmp_path):
+    rows = [pk_row("none", 4096, 0.5, i, int(i < 8)) for i in range(10)] + [pk_row("ntk", 4096, 0.5, 0, 1)]
+    path = write(tmp_path / "ci" / "results.csv", rows)
+    table = runner.invoke(app, ["compare", str(path), "--ci", "--format", "csv"]).output
+    assert "80% [49%, 94%] (10)" in table  # Wilson 95% for 8/10: 0.490 .. 0.943
+    assert "100% [one sample] (1)" in table
+    plain = runner.invoke(app, ["compare", str(path)]).output
+    assert "[" not in plain  # only on request
