@@ -11,6 +11,7 @@ import io
 import os
 import re
 import socket
+import tempfile
 from pathlib import Path
 
 from evalkit.errors import EvalkitError
@@ -63,14 +64,26 @@ def profile_key(row: dict) -> tuple:
 
 
 def _complete_end(data: bytes) -> int:
-    """Offset just past the last complete CSV record: the last newline outside quotes.
-    A field with a quoted newline (a passkey answer) does not end a record."""
-    in_quotes, end = False, 0
-    for m in re.finditer(rb'["\n]', data):
-        if m.group() == b'"':
-            in_quotes = not in_quotes  # an escaped "" toggles twice
-        elif not in_quotes:
-            end = m.end()
+    """Offset just past the last complete CSV record, read as Python's csv module reads it:
+    a quote opens a quoted field only at the start of a field, ``""`` inside one is a quote,
+    and a newline inside one (a passkey answer) does not end the record."""
+    in_quotes, field_start, skip, end = False, 0, -1, 0
+    for m in re.finditer(rb'[",\n]', data):
+        p, ch = m.start(), m.group()
+        if p == skip:
+            continue
+        if in_quotes:
+            if ch == b'"':
+                if data[p + 1:p + 2] == b'"':
+                    skip = p + 1  # an escaped quote
+                else:
+                    in_quotes = False
+        elif ch == b'"':
+            in_quotes = p == field_start  # elsewhere a quote is an ordinary character
+        else:  # a comma or a newline ends a field
+            field_start = p + 1
+            if ch == b"\n":
+                end = p + 1
     return end
 
 
@@ -156,8 +169,9 @@ def drop_rows(path: Path, keys: set, columns=COLUMNS, key_fn=row_key) -> None:
 
 def _rewrite(path: Path, rows: list[dict], columns) -> None:
     """Replace ``path`` by ``rows`` atomically (a temporary file, fsync, rename)."""
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".evalkit-tmp")  # a new name
+    tmp = Path(name)
+    with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
         w.writeheader()
         w.writerows(rows)

@@ -306,3 +306,26 @@ def test_length_parsing_is_a_whole_positive_finite_number_or_a_clear_error(text)
         return
     assert values is None or all(isinstance(v, int) for v in values)
 
+
+
+def test_a_quote_inside_an_unquoted_field_is_an_ordinary_character(tmp_path):
+    path = tmp_path / "results.csv"
+    writer = CsvAppender(path, COLUMNS)
+    writer.write([dict(model="m", sample=i, answer="ANSWER") for i in range(3)])
+    writer.close()
+    text = path.read_text().replace("ANSWER", 'the ore"red', 1)  # valid CSV: Python's csv reads 3 rows
+    path.write_text(text)
+    with open(path, newline="") as f:
+        assert len(list(csv.DictReader(f))) == 3
+    assert len(read_rows(path)) == 3
+    CsvAppender(path, COLUMNS).close()  # nothing to repair
+    assert path.read_text() == text
+
+
+def test_force_rewrites_through_a_temporary_file_of_its_own(run, tmp_path):
+    result, out = run("--task", "ppl", "--method", "none", *QUICK)
+    for name in ("results.tmp", "positions.tmp"):
+        (out / name).write_text("my notes")
+    assert run("--task", "ppl", "--method", "none", *QUICK, "--force")[0].exit_code == 0
+    assert (out / "results.tmp").read_text() == (out / "positions.tmp").read_text() == "my notes"
+    assert not list(out.glob("*evalkit-tmp"))
