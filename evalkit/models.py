@@ -97,6 +97,9 @@ def user_models(path: Path | None = None) -> dict[str, ModelSpec]:
         if unknown:
             raise EvalkitError(f"{path}: unknown field(s) {sorted(unknown)} in [models.{name}]",
                                f"allowed: {', '.join(sorted(known))}")
+        if not isinstance(fields.get("source", ""), str):
+            raise EvalkitError(f"{path}: [models.{name}] source must be a string, got {fields['source']!r}",
+                               'e.g. source = "/data/llama-7b"')
         if name in MODELS:
             out[name] = dataclasses.replace(MODELS.get(name), **fields)
         else:
@@ -146,6 +149,9 @@ def spec_from_config(name: str, source: str, **given) -> ModelSpec:
     """Family, encoding and trained length read from a checkpoint's config.json."""
     config = _read_config(source)
     model_type = config.get("model_type", "")
+    if not isinstance(model_type, str):
+        raise EvalkitError(f"{source}: config.json says model_type = {model_type!r}, not a string",
+                           "fix the checkpoint's config.json")
     if model_type == "baichuan" and not given.get("encoding"):
         encoding = encoding_from_code(source, config)  # 7B releases: RoPE, 13B: ALiBi, same model_type
     elif model_type in ALIBI_TYPES or (model_type == "falcon" and config.get("alibi")):
@@ -157,12 +163,24 @@ def spec_from_config(name: str, source: str, **given) -> ModelSpec:
         if not encoding:
             raise EvalkitError(f"{source}: model type {model_type!r} is not supported",
                                "supported: LLaMA-architecture (llama, mistral, qwen2), baichuan, bloom, mpt")
-    trained = (config.get("max_position_embeddings") or config.get("model_max_length")
-               or config.get("max_seq_len") or config.get("seq_length") or 2048)
-    fields = dict(family=model_type, encoding=encoding, trained_len=int(trained),
+    trained = _config_length(source, config)
+    fields = dict(family=model_type, encoding=encoding, trained_len=trained,
                   remote_code=bool(config.get("auto_map")))
     fields.update(given)
     return ModelSpec(name, source, **fields)
+
+
+def _config_length(source: str, config: dict) -> int:
+    """The trained length a config states (the first of the fields families use), else 2048."""
+    for field in ("max_position_embeddings", "model_max_length", "max_seq_len", "seq_length"):
+        value = config.get(field)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise EvalkitError(f"{source}: config.json says {field} = {value!r}, not a positive whole number",
+                               "fix the config, or give the length with --trained-len / evalkit.toml")
+        return value
+    return 2048
 
 
 def encoding_from_code(source: str, config: dict) -> str:
@@ -197,6 +215,8 @@ def _read_config(source: str) -> dict:
         return config
     if Path(source).exists():
         raise EvalkitError(f"{source} has no config.json", "point --model at a Hugging Face checkpoint directory")
+    if _looks_like_a_path(source):
+        raise EvalkitError(f"{source}: no such checkpoint folder", "give an existing folder, an alias or a hub id")
     try:
         from huggingface_hub import hf_hub_download
 
@@ -365,6 +385,9 @@ def load_model(spec: ModelSpec | str | None = None, device: str = "auto", dtype:
                            "pass --trust-remote-code if you trust that code")
     device, dtype = pick_device(device), pick_dtype(dtype, device)
     source = str(smollm2_dir(log)) if spec.source == "embedded:smollm2" else spec.source
+    if _looks_like_a_path(source) and not Path(source).expanduser().is_dir():  # never a hub id
+        raise EvalkitError(f"{spec.name}: its source {source} is not a folder here",
+                           f"fix the path in {USER_FILE}, or give an existing checkpoint folder")
     kwargs = dict(dtype=getattr(torch, dtype), trust_remote_code=spec.remote_code)
     attn = _attention_implementation(spec, device, dtype)
     if attn:
@@ -384,13 +407,15 @@ def load_model(spec: ModelSpec | str | None = None, device: str = "auto", dtype:
     except ImportError as e:  # a missing package transformers did not name as such
         raise EvalkitError(f"cannot load {spec.name}'s code: {str(e).splitlines()[0]}",
                            "install the package it names") from None
-    except Exception as e:  # noqa: BLE001 (the checkpoint's own Python code failing is not an evalkit bug)
-        if not spec.remote_code or isinstance(e, EvalkitError):
-            raise
+    except EvalkitError:
+        raise
+    except Exception as e:  # noqa: BLE001 (a checkpoint transformers cannot load: its files, not evalkit)
         import transformers
-        raise EvalkitError(f"{spec.name}'s own code fails to load under transformers {transformers.__version__}: "
+        what = "own code" if spec.remote_code else "checkpoint"
+        raise EvalkitError(f"{spec.name}'s {what} fails to load under transformers {transformers.__version__}: "
                            f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}",
-                           "check the checkpoint's .py files, or try transformers 4.57") from None
+                           "check its config.json, weights and .py files" + (", or try transformers 4.57"
+                                                                            if spec.remote_code else "")) from None
     if "device_map" not in kwargs:
         model.to(device)
     model.eval()

@@ -178,8 +178,9 @@ def load_profiles(paths):
         return None
     prof = pd.concat(frames, ignore_index=True)
     for c in ("length", "position_start", "position_end", "nll"):
-        prof[c] = pd.to_numeric(prof[c])
-    return prof
+        prof[c] = pd.to_numeric(prof[c], errors="coerce")
+    finite = prof[["length", "position_start", "position_end", "nll"]].apply(lambda c: c.map(math.isfinite)).all(axis=1)
+    return prof[finite]  # a non-finite or unreadable value is never drawn as a number
 
 
 def plot_all(paths, out: Path, fmt: str = "png") -> dict[Path, dict]:

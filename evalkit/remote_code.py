@@ -137,7 +137,7 @@ def load_tokenizer(source: str, remote_code: bool, log=print):
         if vocab is None:
             raise EvalkitError(f"the tokenizer of {source} fails to load ({reason}), and the checkpoint has no "
                                "SentencePiece tokenizer.model for evalkit's own tokenizer to use instead",
-                               "check the checkpoint's tokenizer files") from None
+                               "check the checkpoint's config.json and tokenizer files") from None
     from evalkit.sp_tokenizer import SentencePieceTokenizer
 
     log(f"evalkit: the checkpoint's own tokenizer class fails ({reason}); using evalkit's SentencePiece "

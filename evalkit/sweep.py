@@ -20,6 +20,7 @@ from evalkit.results import (COLUMNS, PROFILE, PROFILE_COLUMNS, RESULTS, CsvAppe
                              profile_key, read_rows, row_key, tidy)
 
 DEMO_LENGTHS = (4096, 12288)
+MAX_SAMPLES = 100_000  # trials per depth / documents per length
 
 
 @dataclass(frozen=True)
@@ -48,9 +49,11 @@ class RunConfig:
     prefix: bool = True
 
     def __post_init__(self):
-        from evalkit.patches import METHODS
+        from evalkit.patches import MAX_FACTOR, METHODS
         from evalkit.tasks import TASKS
 
+        # depths as they are recorded (8 significant digits, no -0): two that print alike are one
+        object.__setattr__(self, "depths", tuple(float(f"{d:.8g}") + 0.0 for d in self.depths))
         for name in ("methods", "lengths", "tasks", "depths"):  # each value once, in the order given
             object.__setattr__(self, name, tuple(dict.fromkeys(getattr(self, name))))
         for m in self.methods:
@@ -67,14 +70,14 @@ class RunConfig:
             if min(self.lengths) < need:
                 raise EvalkitError(f"task {t} needs lengths of at least {need} tokens, got {min(self.lengths)}",
                                    "e.g. --len 8192")
-        if self.samples < 1:
-            raise EvalkitError(f"--samples must be >= 1, got {self.samples}", "e.g. --samples 5")
+        if not 1 <= self.samples <= MAX_SAMPLES:
+            raise EvalkitError(f"--samples must be between 1 and {MAX_SAMPLES}, got {self.samples}", "e.g. --samples 5")
         if any(not 0 <= d <= 1 for d in self.depths):
             raise EvalkitError("--depths are fractions of the context between 0 and 1", "e.g. --depths 0,0.5,1")
         for name in ("scale", "alpha"):
             v = getattr(self, name)
-            if v is not None and not (math.isfinite(v) and v >= 1):
-                raise EvalkitError(f"--{name} must be a finite number >= 1, got {v}",
+            if v is not None and not (math.isfinite(v) and 1 <= v <= MAX_FACTOR):
+                raise EvalkitError(f"--{name} must be a finite number from 1 to {MAX_FACTOR:g}, got {v}",
                                    "omit it for the default (length / trained)")
         if any(not math.isfinite(d) for d in self.depths):
             raise EvalkitError("--depths must be finite fractions between 0 and 1", "e.g. --depths 0,0.5,1")
@@ -227,7 +230,7 @@ def measure_group(ctx, group: Group, spec, oom_at: dict) -> list[dict]:
 def run(cfg: RunConfig, log=print, progress=None) -> Summary:
     """Run the sweep described by ``cfg``; returns what was written."""
     from evalkit.models import ensure_length, load_model, resolve_model
-    from evalkit.patches import check_applicable
+    from evalkit.patches import check_applicable, patched
 
     spec = resolve_model(cfg.model, cfg.trained_len)
     for m in cfg.methods:
@@ -240,6 +243,10 @@ def run(cfg: RunConfig, log=print, progress=None) -> Summary:
     ensure_length(loaded.model, max(cfg.lengths) + 16)
     ctx = RunContext(cfg, loaded, log)
     groups = plan(cfg, spec, ctx)
+    for method in cfg.methods:  # a method the checkpoint refuses stops the run before anything is written
+        with patched(loaded.model, method, trained_len=spec.trained_len, target_len=max(cfg.lengths),
+                     scale=cfg.scale, alpha=cfg.alpha):
+            pass
     lock = FolderLock(out)  # one writer per folder, from the first write to the end
     try:
         return _write_cells(cfg, spec, ctx, groups, out, log, progress)

@@ -65,6 +65,9 @@ def check_applicable(method: str, encoding: str) -> Method:
     return m
 
 
+MAX_FACTOR = 1e6
+
+
 @dataclass(frozen=True)
 class ScalingParams:
     """The numbers a method reads. ``scale`` = target / trained length (>= 1),
@@ -85,6 +88,9 @@ class ScalingParams:
             if value < 1:
                 raise EvalkitError(f"{name} must be >= 1, got {value}",
                                    "scaling factors below 1 shrink the context; omit it for the default")
+            if value > MAX_FACTOR:  # beyond this the formulas overflow float64 (NTK: b·α^(d/(d-2)))
+                raise EvalkitError(f"{name} must be at most {MAX_FACTOR:g}, got {value:g}",
+                                   "a context of a million times the trained length is not a sane target")
 
 
 def resolve_params(trained_len: int, target_len: int | None = None,

@@ -100,6 +100,12 @@ class Passkey:
     summary = "passkey retrieval: a 5-digit key hidden at a depth in filler text; accuracy"
 
     def cells(self, ctx, lengths) -> list[Cell]:
+        pieces = ctx.cached("passkey-pieces", lambda: Pieces.of(ctx.tokenizer))
+        longest_needle = max(len(ctx.tokenizer(NEEDLE.format(key=passkey_for(ctx.cfg.seed, s, d)),
+                                               add_special_tokens=False).input_ids)
+                             for d in ctx.cfg.depths for s in range(ctx.cfg.samples))
+        for length in lengths:  # every prompt must fit, checked before anything is measured or written
+            build_prompt(pieces, [0] * longest_needle, length, 0.0)
         return [Cell(self.name, length, sample, depth)
                 for length in lengths for depth in ctx.cfg.depths for sample in range(ctx.cfg.samples)]
 

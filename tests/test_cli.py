@@ -147,7 +147,7 @@ def _one_line_error(result, needle):
     (("--len", "0"), "positive number of tokens"),
     (("--len", "-5"), "positive number of tokens"),
     (("--len", "abc"), "bad length 'abc'"),
-    (("--scale", "0.5", "--method", "pi"), "--scale must be a finite number >= 1"),
+    (("--scale", "0.5", "--method", "pi"), "--scale must be a finite number from 1"),
     (("--data", "/nonexistent/file.txt", "--task", "ppl"), "does not exist"),
     (("--model", "/nonexistent/checkpoint"), "no such checkpoint folder"),
 ])

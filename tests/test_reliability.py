@@ -329,3 +329,72 @@ def test_force_rewrites_through_a_temporary_file_of_its_own(run, tmp_path):
     assert run("--task", "ppl", "--method", "none", *QUICK, "--force")[0].exit_code == 0
     assert (out / "results.tmp").read_text() == (out / "positions.tmp").read_text() == "my notes"
     assert not list(out.glob("*evalkit-tmp"))
+
+
+def test_mistakes_found_while_planning_write_nothing(run, tiny_model_dir, tmp_path):
+    # a passkey length too short for its prompt, behind a perplexity task that would have run first
+    result, out = run("--task", "ppl,passkey", "--method", "none", "--len", "40")
+    one_line_error(result, "too short for the prompt")
+    assert not out.exists()
+    # a method the checkpoint refuses (it ships a RoPE scaling), behind `none`
+    import json
+    scaled = tmp_path / "scaled"
+    shutil.copytree(tiny_model_dir, scaled)
+    config = json.loads((scaled / "config.json").read_text())
+    config.setdefault("rope_parameters", {"rope_theta": 10000.0})
+    config["rope_parameters"].update(rope_type="linear", factor=2.0)
+    config["rope_scaling"] = config["rope_parameters"]
+    (scaled / "config.json").write_text(json.dumps(config))
+    result, out = run("--task", "passkey", "--method", "none,ntk", *QUICK, model=scaled, out=tmp_path / "r2")
+    one_line_error(result, "already uses RoPE scaling")
+    assert not out.exists()
+
+
+def test_two_depths_that_are_recorded_alike_are_one_cell(run):
+    result, out = run("--task", "passkey", "--method", "none", "--len", "160", "--depths", "0.1,0.100000001,-0,0")
+    assert result.exit_code == 0, result.output
+    assert sorted(r["depth"] for r in results_of(out)) == ["0", "0.1"]
+
+
+@pytest.mark.parametrize("args, needle", [(("--alpha", "1e300", "--method", "ntk"), "from 1 to 1e+06"),
+                                          (("--samples", "99999999999"), "--samples must be between 1 and")])
+def test_factors_and_counts_beyond_reason(run, args, needle):
+    result, out = run("--task", "passkey", *QUICK, *args)
+    one_line_error(result, needle)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (lambda c: c.update(max_position_embeddings="abc"), "max_position_embeddings = 'abc', not a positive whole"),
+    (lambda c: c.update(max_position_embeddings=0), "not a positive whole number"),
+    (lambda c: c.update(model_type=["llama"]), "model_type = ['llama'], not a string"),
+])
+def test_wrong_values_in_config_json(run, tiny_model_dir, tmp_path, edit, needle):
+    import json
+    folder = tmp_path / "ckpt"
+    shutil.copytree(tiny_model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    edit(config)
+    (folder / "config.json").write_text(json.dumps(config))
+    one_line_error(run(*QUICK, model=folder)[0], needle)
+
+
+def test_truncated_weights_and_a_non_string_source_are_one_line(run, tiny_model_dir, tmp_path, monkeypatch):
+    folder = tmp_path / "ckpt"
+    shutil.copytree(tiny_model_dir, folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    one_line_error(run(*QUICK, model=folder)[0], "fails to load")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "evalkit.toml").write_text("[models.m]\nsource = 5\n")
+    one_line_error(run(*QUICK, model="m")[0], "source must be a string")
+
+
+def test_plot_skips_unreadable_or_non_finite_profile_values(run, tmp_path):
+    result, out = run("--task", "ppl", "--method", "none", *QUICK)
+    profile = out / "positions.csv"
+    lines = profile.read_text().splitlines()
+    cells = lines[1].split(",")
+    lines[1] = ",".join(cells[:-1] + ["nan"])
+    profile.write_text("\n".join(lines) + "\n")
+    assert evalkit("plot", out, "--out", tmp_path / "figs").exit_code == 0
