@@ -24,13 +24,16 @@ COLUMNS = [
     "data", "doc", "stride", "prefix_mode", "source", "error", "transformers_version", "torch_version",
 ]
 PROFILE_COLUMNS = ["model", "method", "scale", "alpha", "trained_len", "length", "sample", "doc", "data",
-                   "stride", "seed", "position_start", "position_end", "nll"]
+                   "stride", "seed", "position_start", "position_end", "nll", "source"]
+# headers earlier evalkit versions wrote, still read (missing columns read as ""); a file with
+# one is rewritten with the current header before evalkit appends to it
+OLDER_HEADERS = {tuple(PROFILE_COLUMNS): [PROFILE_COLUMNS[:-1]]}  # 0.1: positions.csv had no source
 # A cell's identity: everything that changes its result. Resume, --force, compare's pooling
 # and the run summary all use this one definition. Each task adds its own fields
 # (``identity`` on the task: passkey its depth and seed, perplexity its data and stride).
 IDENTITY = ["model", "source", "method", "scale", "alpha", "trained_len", "task", "length", "sample"]
-# the perplexity cell a positions.csv row belongs to (the profile file has no source column)
-PROFILE_KEY = ["model", "method", "scale", "alpha", "trained_len", "length", "sample", "data", "stride"]
+# the perplexity cell a positions.csv row belongs to
+PROFILE_KEY = ["model", "source", "method", "scale", "alpha", "trained_len", "length", "sample", "data", "stride"]
 RESULTS, PROFILE = "results.csv", "positions.csv"
 
 
@@ -87,31 +90,35 @@ def _complete_end(data: bytes) -> int:
     return end
 
 
-def _inspect(path: Path, columns: list[str]) -> tuple[str, bytes, int]:
-    """("absent" | "torn-header" | "evalkit", the file's bytes, end of its complete records).
+def _inspect(path: Path, columns: list[str]) -> tuple[str, bytes, int, list[str]]:
+    """("absent" | "torn-header" | "evalkit" | "older", the file's bytes, end of its complete
+    records, the file's header).
 
-    A file is evalkit's only when its first line is exactly the header evalkit writes;
-    a non-empty file that is a prefix of that header line is evalkit's own torn header
-    (a kill while writing it). Anything else is refused before any byte is written."""
+    A file is evalkit's only when its first line is exactly a header evalkit writes (or an
+    earlier version wrote: "older"); a non-empty file that is a prefix of the current header
+    line is evalkit's own torn header (a kill while writing it). Anything else is refused
+    before any byte is written."""
     if path.is_dir():
         raise EvalkitError(f"{path} is a folder, not a results file", "choose another --out folder")
     if not path.is_file():
-        return "absent", b"", 0
+        return "absent", b"", 0, columns
     data = path.read_bytes()
-    header = ",".join(columns).encode()
-    for line in (header + b"\n", header + b"\r\n"):  # evalkit writes \n; csv's default is \r\n
-        if data.startswith(line):
-            return "evalkit", data, len(line) + _complete_end(data[len(line):])
-    if (header + b"\n").startswith(data) or (header + b"\r\n").startswith(data):
-        return "torn-header", data, 0
+    for kind, header in [("evalkit", columns)] + [("older", h) for h in OLDER_HEADERS.get(tuple(columns), [])]:
+        line = ",".join(header).encode()
+        for ending in (b"\n", b"\r\n"):  # evalkit writes \n; csv's default is \r\n
+            if data.startswith(line + ending):
+                return kind, data, len(line + ending) + _complete_end(data[len(line + ending):]), header
+    line = ",".join(columns).encode()
+    if (line + b"\n").startswith(data) or (line + b"\r\n").startswith(data):
+        return "torn-header", data, 0, columns
     raise EvalkitError(f"{path} is not an evalkit results file (unexpected header)",
                        "choose another --out folder; evalkit never changes files it did not write")
 
 
 def read_rows(path: Path, columns=COLUMNS) -> list[dict]:
     """Rows of an evalkit CSV (a torn last record is ignored); one-line error otherwise."""
-    kind, data, end = _inspect(path, columns)
-    if kind != "evalkit":
+    kind, data, end, header = _inspect(path, columns)
+    if kind not in ("evalkit", "older"):
         return []
     try:
         text = data[:end].decode("utf-8")
@@ -121,9 +128,9 @@ def read_rows(path: Path, columns=COLUMNS) -> list[dict]:
     rows = list(reader)
     bad = next((i for i, r in enumerate(rows) if None in r or None in r.values()), None)
     if bad is not None:
-        raise EvalkitError(f"{path}: record {bad + 1} does not have the {len(columns)} columns of the header",
+        raise EvalkitError(f"{path}: record {bad + 1} does not have the {len(header)} columns of the header",
                            "the file was edited by hand; restore it or choose another --out")
-    return rows
+    return rows if header == columns else [{c: r.get(c, "") for c in columns} for r in rows]
 
 
 class CsvAppender:
@@ -134,9 +141,12 @@ class CsvAppender:
 
     def __init__(self, path: Path, columns: list[str]):
         self.path, self.columns = path, columns
-        kind, data, end = _inspect(path, columns)
-        if kind == "evalkit":
-            read_rows(path, columns)  # every complete record well-formed, before changing anything
+        kind, data, end, _ = _inspect(path, columns)
+        if kind in ("evalkit", "older"):
+            rows = read_rows(path, columns)  # every complete record well-formed, before changing anything
+        if kind == "older":  # bring it to the current header first (atomically), then append
+            _rewrite(path, rows, columns)
+            kind, data, end, _ = _inspect(path, columns)
         path.parent.mkdir(parents=True, exist_ok=True)
         if kind == "evalkit" and end < len(data):
             with open(path, "rb+") as f:
@@ -199,13 +209,27 @@ def tidy(out: Path, log=print) -> set:
         log(f"evalkit: {results}: removed the second copies of {len(duplicates)} cell(s) recorded twice")
     committed = {profile_key(r) for r in rows}  # only perplexity rows can match a profile row
     prof = read_rows(profile, PROFILE_COLUMNS)
+    unsourced = any(not p["source"] for p in prof)  # rows of evalkit 0.1
+    _fill_sources(prof, rows)
     keep = _first_of_each([p for p in prof if profile_key(p) in committed],
                           lambda p: (profile_key(p), p["position_start"]))
-    if len(keep) != len(prof):
+    if len(keep) != len(prof) or unsourced:
         _rewrite(profile, keep, PROFILE_COLUMNS)
         log(f"evalkit: {profile}: removed {len(prof) - len(keep)} row(s) of cells whose results row is missing "
             "(a run stopped between the two writes) or written twice")
     return seen
+
+
+def _fill_sources(profile_rows: list[dict], result_rows: list[dict]) -> None:
+    """Profile rows from evalkit 0.1 carry no source: take it from their cell's results row
+    (the only one whose other key fields match; left empty if none or several do)."""
+    loose = lambda r: tuple(fmt(r.get(k)) for k in PROFILE_KEY if k != "source")  # noqa: E731
+    sources: dict = {}
+    for r in result_rows:
+        sources.setdefault(loose(r), set()).add(r.get("source", ""))
+    for p in profile_rows:
+        if not p["source"] and len(sources.get(loose(p), ())) == 1:
+            p["source"] = next(iter(sources[loose(p)]))
 
 
 def _first_of_each(rows, key_fn) -> list[dict]:

@@ -398,3 +398,37 @@ def test_plot_skips_unreadable_or_non_finite_profile_values(run, tmp_path):
     lines[1] = ",".join(cells[:-1] + ["nan"])
     profile.write_text("\n".join(lines) + "\n")
     assert evalkit("plot", out, "--out", tmp_path / "figs").exit_code == 0
+
+
+def test_a_positions_file_of_evalkit_0_1_is_read_and_brought_to_the_current_header(run, tmp_path):
+    result, out = run("--task", "ppl", "--method", "none", *QUICK)
+    profile = out / "positions.csv"
+    rows = read_rows(profile, PROFILE_COLUMNS)
+    old_header = PROFILE_COLUMNS[:-1]  # 0.1 wrote no source column
+    with open(profile, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=old_header, extrasaction="ignore", lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    assert [r["source"] for r in read_rows(profile, PROFILE_COLUMNS)] == [""] * len(rows)
+    assert evalkit("plot", out, "--out", tmp_path / "figs").exit_code == 0
+    result, _ = run("--task", "ppl", "--method", "none,pi", *QUICK)  # resumes, appends
+    assert result.exit_code == 0, result.output
+    assert profile.read_text().splitlines()[0] == ",".join(PROFILE_COLUMNS)
+    again = read_rows(profile, PROFILE_COLUMNS)
+    assert all(r["source"] for r in again) and len(again) == 2 * len(rows)
+
+
+def test_an_alias_moved_to_another_checkpoint_keeps_both_profiles(run, tiny_model_dir, tmp_path, monkeypatch):
+    other = tmp_path / "copy"
+    shutil.copytree(tiny_model_dir, other)
+    monkeypatch.chdir(tmp_path)
+    toml = tmp_path / "evalkit.toml"
+    for source in (tiny_model_dir, other, other):
+        toml.write_text(f'[models.mine]\nsource = "{source}"\n')
+        result, out = run("--task", "ppl", "--method", "none", *QUICK, model="mine")
+        assert result.exit_code == 0, result.output
+    result, out = run("--task", "ppl", "--method", "none", *QUICK, "--force", model="mine")
+    profile = read_rows(out / "positions.csv", PROFILE_COLUMNS)
+    assert {r["source"] for r in profile} == {str(tiny_model_dir), str(other)}
+    per_source = [sum(r["source"] == s for r in profile) for s in (str(tiny_model_dir), str(other))]
+    assert per_source[0] == per_source[1] > 0
