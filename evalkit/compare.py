@@ -95,7 +95,8 @@ def summarise(df, metric: str, per_depth: bool = False):
     task = "passkey" if metric == "passkey" else "ppl"
     sub = df[df["task"] == task]
     if sub.empty:
-        return pd.DataFrame(columns=["model", "method", "depth", "length", "value", "low", "high", "n", "status"])
+        return pd.DataFrame(columns=["model", "method", "trained_len", "depth", "length", "value", "low", "high", "n",
+                                     "status"])
     check_consistent(sub)
     out = []
     several_l = sub.groupby("model")["trained_len"].nunique(dropna=False)
@@ -124,8 +125,8 @@ def summarise(df, metric: str, per_depth: bool = False):
                 status = "skipped"
             k = k if isinstance(k, tuple) else (k,)
             low, high = interval or (math.nan, math.nan)
-            out.append(dict(model=model, method=label, depth=k[0] if per_depth else None, length=int(k[-1]),
-                            value=value, low=low, high=high, n=len(ok), status=status))
+            out.append(dict(model=model, method=label, trained_len=trained, depth=k[0] if per_depth else None,
+                            length=int(k[-1]), value=value, low=low, high=high, n=len(ok), status=status))
     return pd.DataFrame(out)
 
 
@@ -139,12 +140,12 @@ def method_label(g) -> str:
 
 
 def apply_baseline(long, baseline: str, metric: str):
-    """ppl: ratio to the baseline method; passkey: difference in accuracy."""
+    """ppl: ratio to the baseline method of the same model and trained length; passkey: difference."""
     base = long[long["method"].str.split().str[0] == baseline]
     if base.empty:
         raise EvalkitError(f"baseline method {baseline!r} is not in the results",
                            f"methods: {', '.join(sorted(long['method'].unique()))}")
-    keys = ["model", "length"] + (["depth"] if long["depth"].notna().any() else [])
+    keys = ["model", "trained_len", "length"] + (["depth"] if long["depth"].notna().any() else [])
     merged = long.merge(base[keys + ["value"]].rename(columns={"value": "base"}), on=keys, how="left")
     merged["value"] = merged["value"] / merged["base"] if metric != "passkey" else merged["value"] - merged["base"]
     return merged.drop(columns="base")

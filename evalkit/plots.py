@@ -147,8 +147,13 @@ def plot_positions(profile, df, model, out, fmt) -> tuple[Path, dict]:
     fig, ax = _figure()
     series = {}
     methods = df[(df["task"] == "ppl") & (df["length"] == longest)]
-    for method, g in p.groupby("method", sort=False):
-        label = method_label(methods[methods["method"] == method]) if (methods["method"] == method).any() else method
+    several_l = p["trained_len"].nunique(dropna=False) > 1
+    for (method, trained), g in p.groupby(["method", "trained_len"], sort=False, dropna=False):
+        same_l = methods["trained_len"].isna() if trained != trained else methods["trained_len"] == trained
+        same = methods[(methods["method"] == method) & same_l]
+        label = method_label(same) if len(same) else method
+        if several_l:  # one line per trained length, as in the tables (never averaged together)
+            label += f" L={trained:g}" if trained == trained else " L=?"
         # token-weighted mean over documents per bucket
         g = g.assign(w=g["position_end"] - g["position_start"])
         per = g.groupby("position_start").apply(lambda b: (b["nll"] * b["w"]).sum() / b["w"].sum(),
@@ -177,7 +182,7 @@ def load_profiles(paths):
     if not frames:
         return None
     prof = pd.concat(frames, ignore_index=True)
-    for c in ("length", "position_start", "position_end", "nll"):
+    for c in ("length", "position_start", "position_end", "nll", "trained_len"):
         prof[c] = pd.to_numeric(prof[c], errors="coerce")
     finite = prof[["length", "position_start", "position_end", "nll"]].apply(lambda c: c.map(math.isfinite)).all(axis=1)
     return prof[finite]  # a non-finite or unreadable value is never drawn as a number

@@ -173,3 +173,22 @@ def test_intervals_on_request_wilson_for_accuracy_and_one_sample_said_so(tmp_pat
     assert "100% [one sample] (1)" in table
     plain = runner.invoke(app, ["compare", str(path)]).output
     assert "[" not in plain  # only on request
+
+
+def test_baseline_and_position_lines_stay_within_one_trained_length(results, tmp_path):
+    rows = [dict(ppl_row(m, 4096, 0, nll, 4095), trained_len=L)
+            for m, L, nll in (("none", "4096", 2.0), ("pi", "4096", 3.0), ("none", "2048", 4.0), ("pi", "2048", 4.4))]
+    path = write(tmp_path / "mixed" / "results.csv", rows)
+    long = summarise(load_results([path]), "ppl")
+    from evalkit.compare import apply_baseline
+    ratio = apply_baseline(long, "none", "ppl").set_index("method")["value"]
+    assert ratio["pi L=4096"] == pytest.approx(math.exp(3.0 - 2.0))  # against its own none
+    assert ratio["pi L=2048"] == pytest.approx(math.exp(4.4 - 4.0))
+    assert ratio["none L=2048"] == pytest.approx(1.0)
+    profile = [dict(model="m", method=m, trained_len=L, length=4096, sample=0, doc="d0", data="stdlib", stride="0",
+                    seed="0", position_start=0, position_end=256, nll=v, source="")
+               for m, L, v in (("pi", "4096", 3.0), ("pi", "2048", 4.4))]
+    write(tmp_path / "mixed" / "positions.csv", profile, PROFILE_COLUMNS)
+    made = plot_all([tmp_path / "mixed"], tmp_path / "figs")
+    lines = next(series for f, series in made.items() if f.name.endswith("_positions.png"))
+    assert {label: ys for label, (xs, ys) in lines.items()} == {"pi L=4096": [3.0], "pi L=2048": [4.4]}
