@@ -50,10 +50,11 @@ def frame_of(rows: list[dict]):
     df["_key"] = [row_key(r) for r in rows]
     numeric = ("length", "tokens", "sample", "trained_len", "seed", "ppl", "nll", "correct", "depth", "scale",
                "alpha", "seconds", "peak_mem_mb")
-    given = df[["nll", "ppl"]].fillna("").astype(str).apply(lambda c: c.str.strip() != "")
+    measured = ["nll", "ppl", "correct", "tokens"]
+    given = df[measured].fillna("").astype(str).apply(lambda c: c.str.strip() != "")
     for col in numeric:
         df[col] = pd.to_numeric(df[col], errors="coerce")
-    nonfinite = (given & ~df[["nll", "ppl"]].apply(lambda c: c.map(math.isfinite))).any(axis=1)
+    nonfinite = (given & ~df[measured].apply(lambda c: c.map(math.isfinite))).any(axis=1)
     df.loc[nonfinite & (df["status"] == "ok"), "status"] = "nan"
     return df
 
@@ -126,7 +127,8 @@ def summarise(df, metric: str, per_depth: bool = False):
             k = k if isinstance(k, tuple) else (k,)
             low, high = interval or (math.nan, math.nan)
             out.append(dict(model=model, method=label, trained_len=trained, depth=k[0] if per_depth else None,
-                            length=int(k[-1]), value=value, low=low, high=high, n=len(ok), status=status))
+                            length=int(k[-1]), value=value, low=low, high=high, n=len(ok), status=status,
+                            n_nan=int((cell["status"] == "nan").sum())))
     return pd.DataFrame(out)
 
 
@@ -170,7 +172,8 @@ def format_value(row, metric: str, relative: bool, ci: bool = False) -> str:
     if ci and not relative:
         low, high = row.get("low", math.nan), row.get("high", math.nan)
         text += " [one sample]" if math.isnan(low) else f" [{_number(low, metric)}, {_number(high, metric)}]"
-    return f"{text} ({int(row['n'])})"
+    nan = int(row.get("n_nan", 0) or 0)
+    return f"{text} ({int(row['n'])}" + (f"; {nan} NaN left out)" if nan else ")")
 
 
 def pivot(long, metric: str, relative: bool = False, ci: bool = False):

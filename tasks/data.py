@@ -68,19 +68,26 @@ def _records(path: Path, field: str) -> Iterator[dict]:
         yield from frame.to_dict("records")
 
 
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise EvalkitError(f"{path} is not UTF-8 text", "convert it to UTF-8") from None
+
+
 def file_documents(path: Path, field: str) -> Iterator[Document]:
     if path.is_dir():
         files = sorted(path.glob("*.txt"))
         if not files:
             raise EvalkitError(f"{path} holds no .txt files", "give a .txt, .jsonl or .parquet file or a folder of .txt")
         for p in files:
-            yield Document(p.name, p.read_text(encoding="utf-8", errors="replace"))
+            yield Document(p.name, _read_text(p))
     elif path.suffix == ".txt":
-        yield Document(path.name, path.read_text(encoding="utf-8", errors="replace"))
+        yield Document(path.name, _read_text(path))
     elif path.suffix in (".jsonl", ".parquet"):
         for i, rec in enumerate(_records(path, field)):
-            if field not in rec:
-                raise EvalkitError(f"{path}: record {i} has no {field!r} field",
+            if rec.get(field) is None:
+                raise EvalkitError(f"{path}: record {i} has no {field!r} field (or it is null)",
                                    f"fields: {', '.join(map(str, rec))}; pass --text-field")
             yield Document(f"{path.name}#{i}", str(rec[field]))
     else:

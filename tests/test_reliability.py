@@ -432,3 +432,18 @@ def test_an_alias_moved_to_another_checkpoint_keeps_both_profiles(run, tiny_mode
     assert {r["source"] for r in profile} == {str(tiny_model_dir), str(other)}
     per_source = [sum(r["source"] == s for r in profile) for s in (str(tiny_model_dir), str(other))]
     assert per_source[0] == per_source[1] > 0
+
+
+def test_a_cell_with_some_nan_rows_says_so(tmp_path):
+    from tests.test_compare_plot import ppl_row, write
+    rows = [ppl_row("none", 4096, 0, 2.0, 4095), ppl_row("none", 4096, 1, float("nan"), 4095)]
+    table = evalkit("compare", write(tmp_path / "r" / "results.csv", rows)).output
+    assert "(1; 1 NaN left out)" in table
+
+
+@pytest.mark.parametrize("name, content, needle", [("docs.jsonl", b'{"text": null}\n', "or it is null"),
+                                                   ("doc.txt", b"caf\xe9 " * 400, "is not UTF-8")])
+def test_null_text_and_non_utf8_text(run, tmp_path, name, content, needle):
+    bad = tmp_path / name
+    bad.write_bytes(content)
+    one_line_error(run("--task", "ppl", "--data", bad, *QUICK)[0], needle)
