@@ -1,8 +1,12 @@
-"""Tidy result CSVs: the schema, appending with flush+fsync, reading back for resume.
+"""Tidy result CSVs: the schema, the cell identity, and writing them safely.
 
 ``results.csv`` holds one row per measured unit (a passkey trial, a document at
 a length); ``positions.csv`` the per-position loss profile of perplexity rows.
-A torn last line (a kill mid-write) is cut off before appending.
+evalkit writes only files it has identified as its own (:func:`_inspect`), cuts a
+torn last record CSV-aware before appending (:class:`CsvAppender`), makes a folder
+exactly-once again before a run (:func:`tidy`) and lets one run write a folder at
+a time (:class:`FolderLock`). The README's "Reliability" section states the
+guarantees.
 """
 from __future__ import annotations
 
