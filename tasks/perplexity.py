@@ -49,7 +49,7 @@ class DocumentPool:
                 if doc is None:
                     self.exhausted = True
                     return
-                self.docs.append((doc.doc_id, self.tokenizer(doc.text).input_ids))
+                self.docs.append((doc.doc_id, self.tokenizer(doc.text, verbose=False).input_ids))  # long on purpose
                 self.by_id[doc.doc_id] = self.docs[-1][1]
             yield self.docs[i]
             i += 1
