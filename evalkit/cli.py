@@ -145,7 +145,7 @@ def run(
 
     A re-run with the same settings skips cells already recorded.
     """
-    from evalkit.sweep import DEMO_LENGTHS, RunConfig, run as run_sweep
+    from evalkit.sweep import DEMO_LENGTHS, RunConfig, default_tasks, run as run_sweep
 
     lists = dict(methods=split_list(method, what="method", option="--method"),
                  lengths=split_list(length, parse_length, "length", "--len"),
@@ -156,7 +156,7 @@ def run(
         _dedupe_note(log, option, given)
     cfg = RunConfig(
         model=model, methods=lists["methods"] or ("none", "ntk"), lengths=lists["lengths"] or DEMO_LENGTHS,
-        tasks=lists["tasks"] or ("passkey", "ppl"), samples=samples,
+        tasks=lists["tasks"] or default_tasks(), samples=samples,
         depths=lists["depths"] or (0.5,), scale=scale, alpha=alpha, trained_len=trained_len,
         data=data, text_field=text_field, stride=stride, bucket=bucket, out=str(out), device=device, dtype=dtype,
         seed=seed, trust_remote_code=trust_remote_code, force=force, prefix=not no_prefix)

@@ -15,8 +15,13 @@ from evalkit.errors import EvalkitError
 from evalkit.results import COLUMNS, read_rows, row_key
 
 FORMATS = ("table", "markdown", "csv", "latex")
-METRICS = {"ppl": "perplexity (token-weighted)", "nll": "mean NLL (nats, token-weighted)",
-           "passkey": "passkey accuracy"}
+
+
+def metric_of(name: str):
+    """A metric from the tasks' registry (``compare --metric``), with "did you mean"."""
+    from evalkit.tasks import METRICS
+
+    return METRICS.get(name)
 
 
 def find_csvs(paths) -> list[Path]:
@@ -89,12 +94,11 @@ def check_consistent(df) -> None:
 
 def summarise(df, metric: str, per_depth: bool = False):
     """Long table: one row per (model, method label, [depth], length) with value, its 95% interval
-    (``low``, ``high``: Wilson for accuracy, a bootstrap over documents for perplexity; NaN for
-    one sample), n and status."""
+    (``low``, ``high``: as the metric's aggregation gives it; NaN for one sample), n and status."""
     import pandas as pd
 
-    task = "passkey" if metric == "passkey" else "ppl"
-    sub = df[df["task"] == task]
+    m = metric_of(metric)
+    sub = df[df["task"] == m.task]
     if sub.empty:
         return pd.DataFrame(columns=["model", "method", "trained_len", "depth", "length", "value", "low", "high", "n",
                                      "status"])
@@ -110,22 +114,15 @@ def summarise(df, metric: str, per_depth: bool = False):
             ok = cell[cell["status"] == "ok"]
             value, status, interval = math.nan, "ok", None
             if len(ok):
-                if task == "ppl":
-                    mean_nll = (ok["nll"] * ok["tokens"]).sum() / ok["tokens"].sum()
-                    value = math.exp(mean_nll) if metric == "ppl" else mean_nll
-                    interval = stats.bootstrap_ppl(ok["nll"].tolist(), ok["tokens"].tolist(),
-                                                   log_space=metric == "nll")
-                else:
-                    value = ok["correct"].mean()
-                    interval = stats.wilson(int(ok["correct"].sum()), len(ok))
+                value, interval = m.aggregate(ok)
             elif (cell["status"] == "nan").any():
                 status = "nan"  # a non-finite loss: shown, never pooled into a number
             elif (cell["status"] == "oom").any():
                 status = "oom"
             else:
                 status = "skipped"
-            k = k if isinstance(k, tuple) else (k,)
             low, high = interval or (math.nan, math.nan)
+            k = k if isinstance(k, tuple) else (k,)
             out.append(dict(model=model, method=label, trained_len=trained, depth=k[0] if per_depth else None,
                             length=int(k[-1]), value=value, low=low, high=high, n=len(ok), status=status,
                             n_nan=int((cell["status"] == "nan").sum())))
@@ -149,14 +146,17 @@ def apply_baseline(long, baseline: str, metric: str):
                            f"methods: {', '.join(sorted(long['method'].unique()))}")
     keys = ["model", "trained_len", "length"] + (["depth"] if long["depth"].notna().any() else [])
     merged = long.merge(base[keys + ["value"]].rename(columns={"value": "base"}), on=keys, how="left")
-    merged["value"] = merged["value"] / merged["base"] if metric != "passkey" else merged["value"] - merged["base"]
+    if metric_of(metric).relative == "ratio":
+        merged["value"] = merged["value"] / merged["base"]
+    else:
+        merged["value"] = merged["value"] - merged["base"]
     return merged.drop(columns="base")
 
 
 def _number(v: float, metric: str) -> str:
-    if metric == "passkey":
+    if metric_of(metric).percent:
         return f"{v:.0%}"
-    return f"{v:.3f}" if v < 1000 else f"{v:.3g}"
+    return f"{v:.3f}" if abs(v) < 1000 else f"{v:.3g}"
 
 
 def format_value(row, metric: str, relative: bool, ci: bool = False) -> str:
@@ -166,7 +166,11 @@ def format_value(row, metric: str, relative: bool, ci: bool = False) -> str:
     if math.isnan(v):
         return "-"
     if relative:
-        text = f"{100 * v:+.0f} pp" if metric == "passkey" else f"×{v:.3f}"
+        m = metric_of(metric)
+        if m.relative == "ratio":
+            text = f"×{v:.3f}"
+        else:
+            text = f"{100 * v:+.0f} pp" if m.percent else f"{v:+.3f}"
     else:
         text = _number(v, metric)
     if ci and not relative:
@@ -218,15 +222,16 @@ def render_tables(df, fmt: str = "table", metrics=None, baseline: str | None = N
     if fmt not in FORMATS:
         raise EvalkitError(f"unknown format {fmt!r}", f"use one of {', '.join(FORMATS)}")
     out = []
-    for metric in metrics or ("ppl", "passkey"):
-        if metric not in METRICS:
-            raise EvalkitError(f"unknown metric {metric!r}", f"use one of {', '.join(METRICS)}")
-        long = summarise(df, metric, per_depth and metric == "passkey")
+    from evalkit.tasks import METRICS, TASKS
+
+    for metric in metrics or [n for n, m in METRICS.items() if m.primary]:
+        m = metric_of(metric)
+        long = summarise(df, metric, per_depth and "depth" in TASKS.get(m.task).identity)
         if long.empty:
             continue
         if baseline:
             long = apply_baseline(long, baseline, metric)
-        title = (METRICS[metric] + (f" vs {baseline}" if baseline else "")
+        title = (m.title + (f" vs {baseline}" if baseline else "")
                  + ("; [95% interval]" if ci and not baseline else "") + "; (n) = samples; columns: tokens")
         out.append(render(pivot(long, metric, relative=bool(baseline), ci=ci), fmt, title))
     return "\n\n".join(out) if out else "no results to show"

@@ -1,9 +1,12 @@
 """Figures from result CSVs alone, the same bytes for the same CSVs.
 
-- ``<model>_ppl``: perplexity vs context length per method (log scales), trained length marked;
-- ``<model>_passkey``: passkey accuracy vs length per method;
-- ``<model>_passkey_heatmap``: accuracy by needle depth × length, one panel per method;
-- ``<model>_positions``: mean NLL vs token position at the longest length (positions.csv).
+For each task's primary metric (the tasks declare them; today ``ppl`` and ``passkey``):
+- ``<model>_<metric>``: the metric vs context length per method, 95% intervals as bands,
+  trained length marked (log scale where the metric says so);
+- ``<model>_<metric>_heatmap``: for percentages of tasks with a depth, depth × length,
+  one panel per method;
+- ``<model>_positions``: mean NLL vs token position at the longest length, for tasks that
+  write positions.csv.
 """
 from __future__ import annotations
 
@@ -65,12 +68,15 @@ def _length_axis(ax, lengths) -> None:
     ax.minorticks_off()
 
 
-def _versus_length(df, metric: str, ylabel: str, title: str, name: str, out, fmt) -> tuple[Path, dict]:
-    """One line per method over context length, the trained length marked."""
-    long = summarise(df, metric)
+def plot_versus_length(df, metric, model: str, out, fmt) -> tuple[Path, dict]:
+    """One line per method of ``metric`` over context length (95% intervals as bands), the
+    trained length marked."""
+    from evalkit.tasks import TASKS
+
+    long = summarise(df, metric.name)
     fig, ax = _figure()
     series = {}
-    percent = 100 if metric == "passkey" else 1
+    percent = 100 if metric.percent else 1
     for label, g in long.groupby("method", sort=False):
         ok = g[g["status"] == "ok"].sort_values("length")
         series[label] = (ok["length"].tolist(), (percent * ok["value"]).tolist())
@@ -79,9 +85,9 @@ def _versus_length(df, metric: str, ylabel: str, title: str, name: str, out, fmt
         if len(band):
             ax.fill_between(band["length"], percent * band["low"], percent * band["high"], color=line.get_color(),
                             alpha=0.15, linewidth=0)
-    if metric == "passkey":
+    if metric.percent:
         ax.set_ylim(-5, 105)
-    else:
+    if metric.log_axis:
         from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
         ax.set_yscale("log")
@@ -91,25 +97,18 @@ def _versus_length(df, metric: str, ylabel: str, title: str, name: str, out, fmt
     _length_axis(ax, long["length"].unique())
     _trained_line(ax, float(df["trained_len"].iloc[0]))
     ax.set_xlabel("context length (tokens)")
-    ax.set_ylabel(ylabel)
+    ax.set_ylabel(metric.title + (" (%)" if metric.percent else "") + (", log scale" if metric.log_axis else ""))
+    title = f"{model}: {metric.title}"
+    if "data" in TASKS.get(metric.task).identity:  # say what text it was measured on
+        title += " on " + ", ".join(sorted(df.loc[df.task == metric.task, "data"].unique()))
     ax.set_title(title)
     ax.legend(fontsize=9)
-    return _save(fig, out, name, fmt), series
+    return _save(fig, out, f"{_slug(model)}_{metric.name}", fmt), series
 
 
-def plot_ppl(df, model, out, fmt) -> tuple[Path, dict]:
-    data = ", ".join(sorted(df.loc[df.task == "ppl", "data"].unique()))
-    return _versus_length(df, "ppl", "perplexity (token-weighted, log scale)", f"{model}: perplexity on {data}",
-                          f"{_slug(model)}_ppl", out, fmt)
-
-
-def plot_passkey(df, model, out, fmt) -> tuple[Path, dict]:
-    return _versus_length(df, "passkey", "passkey accuracy (%)", f"{model}: passkey retrieval",
-                          f"{_slug(model)}_passkey", out, fmt)
-
-
-def plot_heatmap(df, model, out, fmt) -> tuple[Path, dict]:
-    long = summarise(df, "passkey", per_depth=True)
+def plot_heatmap(df, metric, model, out, fmt) -> tuple[Path, dict]:
+    """A depth × length grid of ``metric`` (a percentage) per method."""
+    long = summarise(df, metric.name, per_depth=True)
     labels = list(dict.fromkeys(long["method"]))
     lengths, depths = sorted(long["length"].unique()), sorted(long["depth"].unique())
     import numpy as np
@@ -134,8 +133,8 @@ def plot_heatmap(df, model, out, fmt) -> tuple[Path, dict]:
         ax.set_xlabel("length")
     axes[0][0].set_ylabel("needle depth")
     fig.colorbar(im, ax=axes[0].tolist(), label="accuracy (%)", shrink=0.9)
-    fig.suptitle(f"{model}: passkey accuracy by depth and length", fontsize=11, y=1.04)
-    path = out / f"{_slug(model)}_passkey_heatmap.{fmt}"
+    fig.suptitle(f"{model}: {metric.title} by depth and length", fontsize=11, y=1.04)
+    path = out / f"{_slug(model)}_{metric.name}_heatmap.{fmt}"
     fig.savefig(path, format=fmt, metadata=METADATA[fmt], bbox_inches="tight")
     plt.close(fig)
     return path, series
@@ -146,7 +145,7 @@ def plot_positions(profile, df, model, out, fmt) -> tuple[Path, dict]:
     p = profile[profile["length"] == longest]
     fig, ax = _figure()
     series = {}
-    methods = df[(df["task"] == "ppl") & (df["length"] == longest)]
+    methods = df[df["task"].isin(profile_tasks()) & (df["length"] == longest)]
     several_l = p["trained_len"].nunique(dropna=False) > 1
     for (method, trained), g in p.groupby(["method", "trained_len"], sort=False, dropna=False):
         same_l = methods["trained_len"].isna() if trained != trained else methods["trained_len"] == trained
@@ -167,6 +166,13 @@ def plot_positions(profile, df, model, out, fmt) -> tuple[Path, dict]:
     ax.set_title(f"{model}: loss by position at {longest} tokens")
     ax.legend(fontsize=9)
     return _save(fig, out, f"{_slug(model)}_positions", fmt), series
+
+
+def profile_tasks() -> list[str]:
+    """The tasks that write per-position losses to positions.csv."""
+    from evalkit.tasks import TASKS
+
+    return [n for n, t in TASKS.items() if t.profile]
 
 
 def load_profiles(paths):
@@ -196,12 +202,13 @@ def plot_all(paths, out: Path, fmt: str = "png") -> dict[Path, dict]:
     profile = load_profiles(paths)
     out.mkdir(parents=True, exist_ok=True)
     made = {}
+    from evalkit.tasks import METRICS, TASKS
+
     for model, g in df.groupby("model", sort=True):
-        if (g["task"] == "ppl").any():
-            made.update([plot_ppl(g, model, out, fmt)])
-        if (g["task"] == "passkey").any():
-            made.update([plot_passkey(g, model, out, fmt)])
-            made.update([plot_heatmap(g, model, out, fmt)])
+        for metric in (m for _, m in METRICS.items() if m.primary and (g["task"] == m.task).any()):
+            made.update([plot_versus_length(g, metric, model, out, fmt)])
+            if metric.percent and "depth" in TASKS.get(metric.task).identity:
+                made.update([plot_heatmap(g, metric, model, out, fmt)])
         if profile is not None and (profile["model"] == model).any():
             made.update([plot_positions(profile[profile["model"] == model], g, model, out, fmt)])
     return made

@@ -42,3 +42,20 @@ def bootstrap_ppl(nll: list[float], tokens: list[int], resamples: int = 2000, se
     means = weighted[picks].sum(axis=1) / counts[picks].sum(axis=1)
     low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
     return (float(low), float(high)) if log_space else (math.exp(low), math.exp(high))
+
+
+def accuracy(column: str = "correct"):
+    """Aggregation: the mean of a 0/1 column, with its Wilson interval."""
+    def aggregate(ok):
+        return ok[column].mean(), wilson(int(ok[column].sum()), len(ok))
+    return aggregate
+
+
+def token_weighted(log_space: bool = False):
+    """Aggregation: perplexity exp(Σ nll·tokens / Σ tokens) (or that mean NLL with ``log_space``)
+    over documents, with a bootstrap interval over documents."""
+    def aggregate(ok):
+        mean_nll = (ok["nll"] * ok["tokens"]).sum() / ok["tokens"].sum()
+        interval = bootstrap_ppl(ok["nll"].tolist(), ok["tokens"].tolist(), log_space=log_space)
+        return (mean_nll if log_space else math.exp(mean_nll)), interval
+    return aggregate

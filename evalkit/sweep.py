@@ -19,6 +19,12 @@ from evalkit.errors import EvalkitError
 from evalkit.results import (COLUMNS, PROFILE, PROFILE_COLUMNS, RESULTS, CsvAppender, FolderLock, drop_rows,
                              profile_key, read_rows, row_key, tidy)
 
+def default_tasks() -> tuple[str, ...]:
+    from evalkit.tasks import default_tasks as registered
+
+    return registered()
+
+
 DEMO_LENGTHS = (4096, 12288)
 MAX_SAMPLES = 100_000  # trials per depth / documents per length
 
@@ -30,7 +36,7 @@ class RunConfig:
     model: str | None = None
     methods: tuple[str, ...] = ("none",)
     lengths: tuple[int, ...] = DEMO_LENGTHS
-    tasks: tuple[str, ...] = ("passkey", "ppl")
+    tasks: tuple[str, ...] = field(default_factory=lambda: default_tasks())
     samples: int = 1
     depths: tuple[float, ...] = (0.5,)
     scale: float | None = None
@@ -144,12 +150,15 @@ def cell_fields(cfg, spec, method: str, cell) -> dict:
     """The identifying fields of a cell's row (the resume key), factors the method does not read left empty."""
     from evalkit.patches import METHODS, resolve_params
 
+    from evalkit.tasks import TASKS
+
     p = resolve_params(spec.trained_len, cell.length, cfg.scale, cfg.alpha)
+    task_identity = TASKS.get(cell.task).identity
     reads = METHODS.get(method).reads
     return dict(model=spec.name, source=spec.source, method=method, scale=p.scale if "scale" in reads else None,
                 alpha=p.alpha if "alpha" in reads else None, trained_len=spec.trained_len, task=cell.task,
                 length=cell.length, depth=cell.depth, sample=cell.sample, seed=cfg.seed,
-                data=cfg.data if cell.task == "ppl" else None, stride=cfg.stride if cell.task == "ppl" else None)
+                **{f: getattr(cfg, f) if f in task_identity else None for f in ("data", "stride")})
 
 
 def plan(cfg, spec, ctx) -> list[Group]:

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 import torch
 
+from evalkit import stats
 from evalkit.errors import EvalkitError
 from evalkit.forward import next_token_logits
-from evalkit.tasks import Cell, register
+from evalkit.tasks import Cell, Metric, register
 
 INSTRUCTION = ("There is an important info hidden inside a lot of irrelevant text. "
                "Find it and memorize them. I will quiz you about the important information there.\n")
@@ -97,6 +98,10 @@ class Passkey:
     name = "passkey"
     identity = ("depth", "seed")  # the seed picks the keys
     min_length = 1  # the real minimum depends on the tokenizer: build_prompt says it
+    default = True
+    profile = False
+    metrics = (Metric("passkey", "passkey", "passkey accuracy", stats.accuracy("correct"), percent=True,
+                      relative="difference"),)
     summary = "passkey retrieval: a 5-digit key hidden at a depth in filler text; accuracy"
 
     def cells(self, ctx, lengths) -> list[Cell]:

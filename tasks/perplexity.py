@@ -24,9 +24,10 @@ import math
 
 import torch
 
+from evalkit import stats
 from evalkit.errors import EvalkitError
 from evalkit.forward import token_nll
-from evalkit.tasks import Cell, register
+from evalkit.tasks import Cell, Metric, register
 from evalkit.tasks.data import documents
 
 
@@ -91,6 +92,11 @@ class Perplexity:
     name = "ppl"
     identity = ("data", "stride")  # the seed changes nothing here
     min_length = 2  # at least one predicted token
+    default = True
+    profile = True  # per-position losses in positions.csv
+    metrics = (Metric("ppl", "ppl", "perplexity (token-weighted)", stats.token_weighted(), log_axis=True),
+               Metric("nll", "ppl", "mean NLL (nats, token-weighted)", stats.token_weighted(log_space=True),
+                      primary=False))
     summary = "long-document perplexity: token-weighted NLL over every predicted token, per-position profile"
 
     def pool(self, ctx) -> DocumentPool:
