@@ -55,7 +55,7 @@ def split_list(values: Optional[List[str]], cast=str, what="value", option: str 
                 try:
                     out.append(cast(part.strip()))
                 except (ValueError, OverflowError):
-                    raise EvalkitError(f"bad {what} {part.strip()!r}", f"expected {cast.__name__} values") from None
+                    raise EvalkitError(f"bad {what} {part.strip()!r}", f"expected {cast.__name__}") from None
     if not out:
         raise EvalkitError(f"{option or what} was given an empty list", "give at least one value, or leave it out")
     return tuple(out)
@@ -70,7 +70,7 @@ def parse_length(text: str) -> int:
     return int(number)
 
 
-parse_length.__name__ = "token count (e.g. 8192 or 8k)"
+parse_length.__name__ = "a whole token count such as 8192 or 8k"
 
 
 def _finite(text: str) -> float:
@@ -80,7 +80,7 @@ def _finite(text: str) -> float:
     return value
 
 
-_finite.__name__ = "finite number"
+_finite.__name__ = "a finite number"
 
 
 def _dedupe_note(log, option: str, given: tuple | None) -> None:
@@ -252,8 +252,25 @@ def _table(header, rows):
         typer.echo("  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip())
 
 
-def main():
-    app()
+def main(argv: Optional[List[str]] = None):
+    """The ``evalkit`` command: click's own usage errors (an unknown command, an option without
+    its value) become one ``evalkit: error:`` line with exit code 2, like evalkit's. (Typer may
+    vendor its own click, so its exceptions are recognised by class name.)"""
+    try:
+        code = app(args=argv, prog_name="evalkit", standalone_mode=False)
+    except Exception as e:  # noqa: BLE001 (re-raised unless it is one of click's control exceptions)
+        kinds = {k.__name__ for k in type(e).__mro__}
+        if "UsageError" in kinds:
+            command = getattr(getattr(e, "ctx", None), "command_path", "evalkit")
+            typer.echo(f"evalkit: error: {e.format_message()} (see {command} --help)", err=True)
+            raise SystemExit(2) from None
+        if "Exit" in kinds:
+            raise SystemExit(e.exit_code) from None
+        if "Abort" in kinds:
+            typer.echo("evalkit: error: aborted", err=True)
+            raise SystemExit(130) from None
+        raise
+    raise SystemExit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -227,3 +227,13 @@ def test_prefix_mode_only_where_the_output_cannot_depend_on_the_length():
     assert prefix_mode(alpha, "ntk") and not prefix_mode(alpha, "pi")
     assert not prefix_mode(scaled, "dynamic-ntk")
     assert not prefix_mode(RunConfig(scale=2.0, stride=64, lengths=(128,)), "pi")
+
+
+@pytest.mark.parametrize("argv, needle", [(["frobnicate"], "No such command 'frobnicate'"),
+                                          (["run", "--method"], "requires an argument")])
+def test_clicks_own_usage_errors_are_one_line_too(argv, needle, capsys):
+    from evalkit.cli import main
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and err.count("\n") == 0 and err.startswith("evalkit: error:") and needle in err
