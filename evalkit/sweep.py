@@ -85,8 +85,6 @@ class RunConfig:
             if v is not None and not (math.isfinite(v) and 1 <= v <= MAX_FACTOR):
                 raise EvalkitError(f"--{name} must be a finite number from 1 to {MAX_FACTOR:g}, got {v}",
                                    "omit it for the default (length / trained)")
-        if any(not math.isfinite(d) for d in self.depths):
-            raise EvalkitError("--depths must be finite fractions between 0 and 1", "e.g. --depths 0,0.5,1")
         if self.stride < 0 or (self.stride and self.stride >= min(self.lengths)):
             raise EvalkitError(f"--stride {self.stride} must be between 1 and the shortest length - 1",
                                "e.g. --stride 256; 0 turns sliding windows off")

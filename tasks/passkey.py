@@ -53,6 +53,13 @@ def _adds_bos(tokenizer) -> bool:
     return tokenizer.bos_token_id is not None and len(ids) > 0 and ids[0] == tokenizer.bos_token_id
 
 
+def needle_ids(ctx, key: int) -> list[int]:
+    """The needle for ``key`` in the model's tokens, tokenised once per run (planning checks every
+    prompt fits; each trial then reuses it)."""
+    return ctx.cached(("passkey-needle", key),
+                      lambda: ctx.tokenizer(NEEDLE.format(key=key), add_special_tokens=False).input_ids)
+
+
 def build_prompt(pieces: Pieces, needle: list[int], length: int, depth: float) -> list[int]:
     """Exactly ``length`` tokens: prefix, filler, needle at ``depth`` of the filler, filler, question."""
     n_filler = length - len(pieces.prefix) - len(needle) - len(pieces.question)
@@ -106,8 +113,7 @@ class Passkey:
 
     def cells(self, ctx, lengths) -> list[Cell]:
         pieces = ctx.cached("passkey-pieces", lambda: Pieces.of(ctx.tokenizer))
-        longest_needle = max(len(ctx.tokenizer(NEEDLE.format(key=passkey_for(ctx.cfg.seed, s, d)),
-                                               add_special_tokens=False).input_ids)
+        longest_needle = max(len(needle_ids(ctx, passkey_for(ctx.cfg.seed, s, d)))
                              for d in ctx.cfg.depths for s in range(ctx.cfg.samples))
         for length in lengths:  # every prompt must fit, checked before anything is measured or written
             build_prompt(pieces, [0] * longest_needle, length, 0.0)
@@ -121,8 +127,7 @@ class Passkey:
         (cell,) = cells
         pieces = ctx.cached("passkey-pieces", lambda: Pieces.of(ctx.tokenizer))
         key = passkey_for(ctx.cfg.seed, cell.sample, cell.depth)
-        needle = ctx.tokenizer(NEEDLE.format(key=key), add_special_tokens=False).input_ids
-        prompt = build_prompt(pieces, needle, cell.length, cell.depth)
+        prompt = build_prompt(pieces, needle_ids(ctx, key), cell.length, cell.depth)
         try:
             answer = greedy_answer(ctx.model, ctx.tokenizer, prompt, ctx.input_device)
         except NonFiniteLogits:  # a row of its own status, never scored as wrong or right
