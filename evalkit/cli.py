@@ -110,8 +110,60 @@ def _progress(total: int):
     return advance
 
 
+def task_values(given: dict) -> dict:
+    """The task options given on the command line, parsed (one line for a bad value)."""
+    from evalkit.errors import EvalkitError
+    from evalkit.tasks import OPTIONS
+
+    values = {}
+    for name, raw in given.items():
+        o = OPTIONS.get(name)
+        if o.flag:
+            if raw:
+                values[name] = True
+        elif o.many:
+            if raw:
+                values[name] = split_list(raw, o.parse, f"{o.flag_name} value", o.flag_name)
+        elif raw is not None:
+            try:
+                values[name] = o.parse(raw)
+            except (ValueError, OverflowError):
+                raise EvalkitError(f"bad {o.flag_name} value {raw!r}", f"expected {o.parse.__name__}") from None
+    return values
+
+
+def with_task_options(fn):
+    """Give ``fn`` (the run command) one command-line option per registered task option: they
+    are added to its signature, which typer reads, and handed to it as ``task_options``."""
+    import inspect
+
+    from evalkit.tasks import OPTIONS
+
+    sig = inspect.signature(fn)
+    own = [p for name, p in sig.parameters.items() if name != "task_options"]
+    extra, annotations = [], {k: v for k, v in fn.__annotations__.items() if k != "task_options"}
+    for name, o in OPTIONS.items():
+        if name in sig.parameters:
+            raise ValueError(f"task option {name!r} clashes with an option of evalkit run")
+        kind = "bool" if o.flag else "Optional[List[str]]" if o.many else "Optional[str]"
+        default = typer.Option(False if o.flag else None, o.flag_name, help=o.help, metavar=o.metavar or None,
+                               show_default=False)
+        extra.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind))
+        annotations[name] = kind
+
+    @functools.wraps(fn)
+    def wrapper(**kwargs):
+        return fn(task_options={name: kwargs.pop(name) for name in OPTIONS if name in kwargs}, **kwargs)
+
+    wrapper.__signature__ = sig.replace(parameters=[p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
+                                        + extra)
+    wrapper.__annotations__ = annotations
+    return wrapper
+
+
 @app.command()
 @user_errors
+@with_task_options
 def run(
     model: Optional[str] = typer.Option(None, help="Alias (evalkit models), Hugging Face id or local checkpoint "
                                                    "folder. Default: the embedded smollm2-135m."),
@@ -119,47 +171,45 @@ def run(
                                                "repeated (evalkit methods). Default: none,ntk."),
     length: Optional[List[str]] = typer.Option(None, "--len", "-l", help="Context length(s) in the model's tokens "
                                                "(8192 or 8k), comma list or repeated. Default: 4096,12288."),
-    task: Optional[List[str]] = typer.Option(None, "--task", "-t", help="passkey and/or ppl. Default: both."),
-    samples: int = typer.Option(1, help="Passkey trials per depth / documents per length."),
-    depths: Optional[List[str]] = typer.Option(None, help="Passkey needle depths, fractions 0..1 of the context. "
-                                               "Default: 0.5."),
+    task: Optional[List[str]] = typer.Option(None, "--task", "-t", help="Task(s), comma list or repeated "
+                                             "(evalkit tasks). Default: ppl,passkey."),
+    samples: int = typer.Option(1, help="Trials per depth (retrieval tasks) / documents per length (ppl)."),
     scale: Optional[float] = typer.Option(None, help="Fixed scale s for pi/yarn/alibi-pi. Default: length / "
                                           "trained length, per length (never below 1)."),
     alpha: Optional[float] = typer.Option(None, help="Fixed alpha for ntk/dynamic-ntk/ntk-alibi. Default: the scale."),
     trained_len: Optional[int] = typer.Option(None, help="Override the trained context length (tokens) read "
                                               "from the registry / config."),
-    data: str = typer.Option("stdlib", help="Perplexity documents: stdlib (built in), a .txt/.jsonl/.parquet "
-                             "file, a folder of .txt, or hf:NAME[:CONFIG]:SPLIT."),
-    text_field: str = typer.Option("text", help="Text field of .jsonl/.parquet/hf records."),
-    stride: int = typer.Option(0, help="Sliding-window stride in tokens for ppl (0 = off)."),
-    bucket: int = typer.Option(256, help="Positions per bucket of the per-position loss profile."),
     out: Path = typer.Option(Path("results"), help="Folder for results.csv and positions.csv."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N (auto: GPU if there is one)."),
     dtype: str = typer.Option("auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16."),
-    seed: int = typer.Option(0, help="Seed of passkey keys; part of each cell's identity."),
+    seed: int = typer.Option(0, help="Seed of the retrieval tasks' keys and needles; part of each cell's identity."),
     trust_remote_code: bool = typer.Option(False, help="Allow checkpoints that ship their own Python code (Baichuan)."),
     force: bool = typer.Option(False, help="Redo cells already in the results (their old rows are replaced)."),
     no_prefix: bool = typer.Option(False, help="Separate forwards per length even where one forward serves all."),
+    task_options: Optional[dict] = None,
 ):
     """Sweep methods × lengths × tasks on one model; rows go to OUT/results.csv as each cell finishes.
 
-    A re-run with the same settings skips cells already recorded.
+    A re-run with the same settings skips cells already recorded. The task options below
+    (--depths, --data, --haystack, ...) are declared by the tasks: `evalkit tasks` says which.
     """
-    from evalkit.sweep import DEMO_LENGTHS, RunConfig, default_tasks, run as run_sweep
+    from evalkit.sweep import DEMO_LENGTHS, RunConfig, default_tasks, ignored_options, run as run_sweep
 
     lists = dict(methods=split_list(method, what="method", option="--method"),
                  lengths=split_list(length, parse_length, "length", "--len"),
-                 tasks=split_list(task, what="task", option="--task"),
-                 depths=split_list(depths, _finite, "depth", "--depths"))
+                 tasks=split_list(task, what="task", option="--task"))
+    options = task_values(task_options or {})
     log = functools.partial(typer.echo, err=True)
-    for option, given in zip(("--method", "--len", "--task", "--depths"), lists.values()):
-        _dedupe_note(log, option, given)
+    for option, values in [("--method", lists["methods"]), ("--len", lists["lengths"]), ("--task", lists["tasks"])] \
+            + [("--" + n.replace("_", "-"), v) for n, v in options.items() if isinstance(v, tuple)]:
+        _dedupe_note(log, option, values)
     cfg = RunConfig(
         model=model, methods=lists["methods"] or ("none", "ntk"), lengths=lists["lengths"] or DEMO_LENGTHS,
-        tasks=lists["tasks"] or default_tasks(), samples=samples,
-        depths=lists["depths"] or (0.5,), scale=scale, alpha=alpha, trained_len=trained_len,
-        data=data, text_field=text_field, stride=stride, bucket=bucket, out=str(out), device=device, dtype=dtype,
-        seed=seed, trust_remote_code=trust_remote_code, force=force, prefix=not no_prefix)
+        tasks=lists["tasks"] or default_tasks(), samples=samples, scale=scale, alpha=alpha, trained_len=trained_len,
+        options=options, out=str(out), device=device, dtype=dtype, seed=seed, trust_remote_code=trust_remote_code,
+        force=force, prefix=not no_prefix)
+    for flag in ignored_options(cfg.tasks, options):
+        log(f"evalkit: {flag} is not read by the tasks run ({', '.join(cfg.tasks)}); ignored (see evalkit tasks)")
     summary = run_sweep(cfg, log=log, progress=_progress)
     log(f"{summary.written} row(s) written to {summary.results}"
         + (f", {summary.skipped_done} cell(s) already there" if summary.skipped_done else "")
@@ -196,10 +246,12 @@ def methods():
 @app.command()
 @user_errors
 def tasks():
-    """List tasks."""
+    """List tasks, what each measures, and the `evalkit run` options each reads."""
     from evalkit.tasks import TASKS
 
-    _table(["task", "what it measures"], [(n, t.summary) for n, t in TASKS.items()])
+    _table(["task", "default", "options", "what it measures"],
+           [(n, "yes" if t.default else "", " ".join(o.flag_name for o in t.options) or "-", t.summary)
+            for n, t in TASKS.items()])
 
 
 @app.command()

@@ -1,9 +1,10 @@
 """Compare methods from result CSVs alone: pivot tables of method × length.
 
-ppl: token-weighted perplexity over documents, exp(Σ nll·tokens / Σ tokens).
-passkey: accuracy (optionally per depth). Each cell shows its sample count;
-cells that ran out of memory or were skipped say so. Inconsistent inputs (the
-same cell from several seeds, evalkit versions or runs) are refused, not averaged.
+Each task's metrics say how its rows aggregate (e.g. token-weighted perplexity
+over documents, accuracy over trials, optionally per depth). Each cell shows its
+sample count; cells that ran out of memory or were skipped say so. Inconsistent
+inputs (the same cell from several runs, or a table cell mixing checkpoints,
+task settings or evalkit versions) are refused, not averaged.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from evalkit import stats
 from evalkit.errors import EvalkitError
-from evalkit.results import COLUMNS, read_rows, row_key
+from evalkit.results import read_rows, result_columns, row_key
 
 FORMATS = ("table", "markdown", "csv", "latex")
 
@@ -47,18 +48,21 @@ def load_results(paths):
 
 
 def frame_of(rows: list[dict]):
-    """Result rows (as read from CSV) as a typed DataFrame, each with its identity in ``_key``.
-    A row marked ok whose loss is not a finite number is marked ``nan``: never pooled."""
+    """Result rows (as read from CSV) as a DataFrame typed by the declared column types, each
+    with its identity in ``_key``. A row marked ok with a declared float that is not finite
+    (a loss, a score) is marked ``nan``: never pooled."""
     import pandas as pd
 
-    df = pd.DataFrame(rows, columns=COLUMNS + ["_file"])
+    from evalkit.tasks import COLUMN_TYPES, CORE_COLUMNS
+
+    columns = list(dict.fromkeys(result_columns() + [c for r in rows for c in r]))
+    df = pd.DataFrame(rows, columns=columns + (["_file"] if "_file" not in columns else []))
     df["_key"] = [row_key(r) for r in rows]
-    numeric = ("length", "tokens", "sample", "trained_len", "seed", "ppl", "nll", "correct", "depth", "scale",
-               "alpha", "seconds", "peak_mem_mb")
-    measured = ["nll", "ppl", "correct", "tokens"]
+    measured = [c for c, kind in COLUMN_TYPES.items() if kind is float and c not in CORE_COLUMNS]
     given = df[measured].fillna("").astype(str).apply(lambda c: c.str.strip() != "")
-    for col in numeric:
-        df[col] = pd.to_numeric(df[col], errors="coerce")
+    for col in df.columns:
+        if COLUMN_TYPES.get(col) in (int, float):
+            df[col] = pd.to_numeric(df[col], errors="coerce")
     nonfinite = (given & ~df[measured].apply(lambda c: c.map(math.isfinite))).any(axis=1)
     df.loc[nonfinite & (df["status"] == "ok"), "status"] = "nan"
     return df
@@ -66,9 +70,12 @@ def frame_of(rows: list[dict]):
 
 def check_consistent(df) -> None:
     """Refuse to pool rows that should not be pooled: the same cell (identity) measured twice,
-    or one table cell made of different checkpoints, trained lengths, data, strides or
-    evalkit versions. Trials that differ only in sample or seed are pooled; different trained
-    lengths of one model are shown as separate rows (``L=…``)."""
+    or one table cell made of different checkpoints, task settings (the options in the task's
+    identity: data, stride, haystack, chat template, ...) or evalkit versions. Trials that differ
+    only in sample or seed are pooled; different trained lengths of one model are shown as
+    separate rows (``L=…``)."""
+    from evalkit.tasks import OPTIONS, TASKS
+
     ok = df[df["status"] == "ok"]
     twice = ok[ok["_key"].duplicated(keep=False)]
     if len(twice):
@@ -80,16 +87,26 @@ def check_consistent(df) -> None:
     keyed = df.copy()
     for c in ("scale", "alpha", "trained_len"):
         keyed[c] = keyed[c].astype(object).where(keyed[c].notna(), "").astype(str)
-    for what, col, hint in (("checkpoints", "source", "give one of them another alias in evalkit.toml"),
-                            ("data", "data", "compare them separately"),
-                            ("strides", "stride", "compare them separately"),
-                            ("evalkit versions", "evalkit_version", "compare one version at a time")):
+    tasks = [TASKS.get(t) for t in keyed["task"].unique() if t in TASKS]
+    settings = dict.fromkeys(f for t in tasks for f in t.identity if f in OPTIONS)
+    for name, key in ((n, dict(identity_value(keyed, n))) for n in settings):
+        keyed["_" + name] = [key.get(i, "") for i in range(len(keyed))]
+    checks = [("checkpoints", "source", "give one of them another alias in evalkit.toml")]
+    checks += [(f"{OPTIONS.get(n).flag_name} settings", "_" + n, "compare them separately") for n in settings]
+    checks += [("evalkit versions", "evalkit_version", "compare one version at a time")]
+    for what, col, hint in checks:
         mixed = keyed.groupby(cell, dropna=False)[col].nunique(dropna=False)
         mixed = mixed[mixed > 1]
         if len(mixed):
             m = mixed.index[0]
             values = sorted(map(str, keyed.set_index(cell).loc[m][col].unique()))
             raise EvalkitError(f"cell {m[1]} {m[5]} at {m[6]} of {m[0]} mixes {what} ({', '.join(values)})", hint)
+
+
+def identity_value(df, name: str):
+    """(position, value) of option ``name`` as the row's identity reads it (empty: the default)."""
+    for i, key in enumerate(df["_key"]):
+        yield i, dict(key).get(name, "")
 
 
 def summarise(df, metric: str, per_depth: bool = False):

@@ -1,6 +1,6 @@
 """Figures from result CSVs alone, the same bytes for the same CSVs.
 
-For each task's primary metric (the tasks declare them; today ``ppl`` and ``passkey``):
+For each task's primary metric (the tasks declare them, see ``evalkit tasks``):
 - ``<model>_<metric>``: the metric vs context length per method, 95% intervals as bands,
   trained length marked (log scale where the metric says so);
 - ``<model>_<metric>_heatmap``: for percentages of tasks with a depth, depth × length,
@@ -178,13 +178,13 @@ def profile_tasks() -> list[str]:
 def load_profiles(paths):
     import pandas as pd
 
-    from evalkit.results import PROFILE_COLUMNS, read_rows
+    from evalkit.results import PROFILE_COLUMNS, read_profile
 
     frames = []
     for p in map(Path, paths):
         for f in ([p] if p.is_file() and p.name == "positions.csv" else sorted(p.rglob("positions.csv"))
                   if p.is_dir() else []):
-            frames.append(pd.DataFrame(read_rows(f, PROFILE_COLUMNS), columns=PROFILE_COLUMNS))
+            frames.append(pd.DataFrame(read_profile(f), columns=PROFILE_COLUMNS))
     if not frames:
         return None
     prof = pd.concat(frames, ignore_index=True)

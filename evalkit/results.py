@@ -20,21 +20,17 @@ from pathlib import Path
 
 from evalkit.errors import EvalkitError
 
-COLUMNS = [
-    "model", "method", "scale", "alpha", "trained_len", "task", "length", "depth", "sample",
-    "ppl", "nll", "tokens", "correct", "answer", "passkey", "seconds", "peak_mem_mb",
-    "device", "dtype", "seed", "status", "evalkit_version", "created_at",
-    # beyond the required ones
-    "data", "doc", "stride", "prefix_mode", "source", "error", "transformers_version", "torch_version",
-]
+# A results file is evalkit's when its header names these (every version wrote them); its
+# other columns may be any the tasks declare, in any order: a file read back gives every
+# column of its header and every column known now ("" where it has none), and appending a
+# row with a column the file lacks first rewrites the file with that column added.
+REQUIRED = ["model", "method", "task", "length", "sample", "status", "evalkit_version", "created_at"]
 PROFILE_COLUMNS = ["model", "method", "scale", "alpha", "trained_len", "length", "sample", "doc", "data",
                    "stride", "seed", "position_start", "position_end", "nll", "source"]
-# headers earlier evalkit versions wrote, still read (missing columns read as ""); a file with
-# one is rewritten with the current header before evalkit appends to it
-OLDER_HEADERS = {tuple(PROFILE_COLUMNS): [PROFILE_COLUMNS[:-1]]}  # 0.1: positions.csv had no source
+PROFILE_REQUIRED = ["model", "method", "length", "sample", "position_start", "position_end", "nll"]
 # A cell's identity: everything that changes its result. Resume, --force, compare's pooling
 # and the run summary all use this one definition. Each task adds its own fields
-# (``identity`` on the task: passkey its depth and seed, perplexity its data and stride).
+# (``identity`` on the task: passkey its depth, seed and chat template, perplexity its data, ...).
 IDENTITY = ["model", "source", "method", "scale", "alpha", "trained_len", "task", "length", "sample"]
 # the perplexity cell a positions.csv row belongs to
 PROFILE_KEY = ["model", "source", "method", "scale", "alpha", "trained_len", "length", "sample", "data", "stride"]
@@ -53,16 +49,25 @@ def fmt(value) -> str:
     return str(value).replace("\r", "\\r")
 
 
-def identity_fields(task: str | None) -> list[str]:
-    """The identity of a row of ``task`` (every task field, for a task this evalkit does not know)."""
-    from evalkit.tasks import TASKS
+def result_columns() -> list[str]:
+    """The columns evalkit writes now: the common ones, then each registered task's."""
+    from evalkit.tasks import COLUMN_TYPES
+
+    return list(COLUMN_TYPES)
+
+
+def identity_fields(task: str | None) -> list[tuple[str, str]]:
+    """(field, what an empty value reads as) for the identity of a row of ``task``: a row written
+    before an option existed has it empty and counts as the option's default. (For a task this
+    evalkit does not know: every field such a row may have.)"""
+    from evalkit.tasks import OPTIONS, TASKS
 
     extra = TASKS.get(task).identity if task in TASKS else ("depth", "seed", "data", "stride")
-    return IDENTITY + list(extra)
+    return [(k, "") for k in IDENTITY] + [(k, fmt(OPTIONS.get(k).default) if k in OPTIONS else "") for k in extra]
 
 
 def row_key(row: dict) -> tuple:
-    return tuple((k, fmt(row.get(k))) for k in identity_fields(row.get("task")))
+    return tuple((k, fmt(row.get(k)) or empty) for k, empty in identity_fields(row.get("task")))
 
 
 def profile_key(row: dict) -> tuple:
@@ -94,69 +99,90 @@ def _complete_end(data: bytes) -> int:
     return end
 
 
-def _inspect(path: Path, columns: list[str]) -> tuple[str, bytes, int, list[str]]:
-    """("absent" | "torn-header" | "evalkit" | "older", the file's bytes, end of its complete
-    records, the file's header).
+def _inspect(path: Path, columns: list[str], required: list[str]) -> tuple[str, bytes, int, list[str]]:
+    """("absent" | "torn-header" | "evalkit", the file's bytes, end of its complete records, the
+    file's header).
 
-    A file is evalkit's only when its first line is exactly a header evalkit writes (or an
-    earlier version wrote: "older"); a non-empty file that is a prefix of the current header
-    line is evalkit's own torn header (a kill while writing it). Anything else is refused
-    before any byte is written."""
+    A file is evalkit's only when its first line is a header of distinct names that includes
+    ``required``; a non-empty file without a complete first line that is a prefix of the
+    current header is evalkit's own torn header (a kill while writing it). Anything else is
+    refused before any byte is written."""
     if path.is_dir():
         raise EvalkitError(f"{path} is a folder, not a results file", "choose another --out folder")
     if not path.is_file():
         return "absent", b"", 0, columns
     data = path.read_bytes()
-    for kind, header in [("evalkit", columns)] + [("older", h) for h in OLDER_HEADERS.get(tuple(columns), [])]:
-        line = ",".join(header).encode()
-        for ending in (b"\n", b"\r\n"):  # evalkit writes \n; csv's default is \r\n
-            if data.startswith(line + ending):
-                return kind, data, len(line + ending) + _complete_end(data[len(line + ending):]), header
     line = ",".join(columns).encode()
-    if (line + b"\n").startswith(data) or (line + b"\r\n").startswith(data):
+    if b"\n" not in data and ((line + b"\n").startswith(data) or (line + b"\r\n").startswith(data)):
         return "torn-header", data, 0, columns
-    raise EvalkitError(f"{path} is not an evalkit results file (unexpected header)",
-                       "choose another --out folder; evalkit never changes files it did not write")
+    first = data.split(b"\n", 1)[0]
+    try:
+        header = next(csv.reader([first.decode("utf-8").rstrip("\r")]), [])
+    except UnicodeDecodeError:
+        header = []
+    if b"\n" not in data or len(set(header)) != len(header) or not set(required) <= set(header) or \
+            any(not re.fullmatch(r"[a-z_][a-z0-9_]*", h) for h in header):
+        raise EvalkitError(f"{path} is not an evalkit results file (unexpected header)",
+                           "choose another --out folder; evalkit never changes files it did not write")
+    start = len(first) + 1
+    return "evalkit", data, start + _complete_end(data[start:]), header
 
 
-def read_rows(path: Path, columns=COLUMNS) -> list[dict]:
-    """Rows of an evalkit CSV (a torn last record is ignored); one-line error otherwise."""
-    kind, data, end, header = _inspect(path, columns)
-    if kind not in ("evalkit", "older"):
-        return []
+def read_table(path: Path, columns=None, required=None) -> tuple[list[str], list[dict]]:
+    """(the file's header, its rows) for an evalkit CSV (a torn last record is ignored); each row
+    has the file's columns and ``columns`` ("" where the file has none). One-line error otherwise."""
+    columns = columns or result_columns()
+    kind, data, end, header = _inspect(path, columns, required or REQUIRED)
+    if kind != "evalkit":
+        return header, []
     try:
         text = data[:end].decode("utf-8")
     except UnicodeDecodeError:
         raise EvalkitError(f"{path} is not valid UTF-8", "it was not written by evalkit; choose another --out") from None
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    rows = list(reader)
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
     bad = next((i for i, r in enumerate(rows) if None in r or None in r.values()), None)
     if bad is not None:
         raise EvalkitError(f"{path}: record {bad + 1} does not have the {len(header)} columns of the header",
                            "the file was edited by hand; restore it or choose another --out")
-    return rows if header == columns else [{c: r.get(c, "") for c in columns} for r in rows]
+    missing = [c for c in columns if c not in header]
+    if missing:
+        rows = [dict(r, **dict.fromkeys(missing, "")) for r in rows]
+    return header, rows
+
+
+def read_rows(path: Path, columns=None, required=None) -> list[dict]:
+    """The rows of an evalkit CSV (see :func:`read_table`)."""
+    return read_table(path, columns, required)[1]
+
+
+def read_profile(path: Path) -> list[dict]:
+    return read_rows(path, PROFILE_COLUMNS, PROFILE_REQUIRED)
 
 
 class CsvAppender:
     """Appends rows to one CSV, flushing and fsyncing each batch.
 
-    Opening validates the file first (see :func:`_inspect`), then cuts a torn last
-    record (CSV-aware) or rewrites a torn header; only then is anything appended."""
+    Opening validates the file first (see :func:`_inspect`), then adds the columns it lacks
+    (rewriting it atomically), cuts a torn last record (CSV-aware) or rewrites a torn header;
+    only then is anything appended. A row with a column no one declared is a programming
+    error (ValueError), never a silently dropped value."""
 
-    def __init__(self, path: Path, columns: list[str]):
-        self.path, self.columns = path, columns
-        kind, data, end, _ = _inspect(path, columns)
-        if kind in ("evalkit", "older"):
-            rows = read_rows(path, columns)  # every complete record well-formed, before changing anything
-        if kind == "older":  # bring it to the current header first (atomically), then append
-            _rewrite(path, rows, columns)
-            kind, data, end, _ = _inspect(path, columns)
+    def __init__(self, path: Path, columns: list[str], required=None):
+        self.path = path
+        kind, data, end, header = _inspect(path, columns, required or REQUIRED)
+        if kind == "evalkit":
+            header, rows = read_table(path, columns, required)  # every complete record well-formed first
+            if set(columns) - set(header):  # bring it to the current columns first (atomically)
+                header = header + [c for c in columns if c not in header]
+                _rewrite(path, rows, header)
+                kind, data, end, _ = _inspect(path, header, required or REQUIRED)
         path.parent.mkdir(parents=True, exist_ok=True)
         if kind == "evalkit" and end < len(data):
             with open(path, "rb+") as f:
                 f.truncate(end)
+        self.columns = header
         self.f = open(path, "a" if kind == "evalkit" else "w", newline="", encoding="utf-8")
-        self.w = csv.DictWriter(self.f, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+        self.w = csv.DictWriter(self.f, fieldnames=header, lineterminator="\n")
         if kind != "evalkit":
             self.w.writeheader()
             self._sync()
@@ -173,20 +199,21 @@ class CsvAppender:
         self.f.close()
 
 
-def drop_rows(path: Path, keys: set, columns=COLUMNS, key_fn=row_key) -> None:
+def drop_rows(path: Path, keys: set, columns=None, key_fn=row_key, required=None) -> None:
     """Rewrite ``path`` without the rows whose key is in ``keys`` (for --force), atomically."""
-    rows = read_rows(path, columns)
+    header, rows = read_table(path, columns, required)
     keep = [r for r in rows if key_fn(r) not in keys]
     if len(keep) != len(rows):
-        _rewrite(path, keep, columns)
+        _rewrite(path, keep, header)
 
 
 def _rewrite(path: Path, rows: list[dict], columns) -> None:
-    """Replace ``path`` by ``rows`` atomically (a temporary file, fsync, rename)."""
+    """Replace ``path`` by ``rows`` with header ``columns`` atomically (a temporary file, fsync,
+    rename); a row's fields outside ``columns`` are left out."""
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".evalkit-tmp")  # a new name
     tmp = Path(name)
     with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
+        w = csv.DictWriter(f, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
         f.flush()
@@ -203,22 +230,22 @@ def tidy(out: Path, log=print) -> set:
     Those orphans are removed here, and the cell is measured again. Rows that an older
     evalkit (or two runs at once, before the folder lock) wrote twice keep their first copy."""
     results, profile = out / RESULTS, out / PROFILE
-    rows = read_rows(results)
+    header, rows = read_table(results)
     seen: set = set()
     duplicates = set()
     for r in rows:
         (duplicates if row_key(r) in seen else seen).add(row_key(r))
     if duplicates:
-        _rewrite(results, _first_of_each(rows, row_key), COLUMNS)
+        _rewrite(results, _first_of_each(rows, row_key), header)
         log(f"evalkit: {results}: removed the second copies of {len(duplicates)} cell(s) recorded twice")
     committed = {profile_key(r) for r in rows}  # only perplexity rows can match a profile row
-    prof = read_rows(profile, PROFILE_COLUMNS)
+    prof_header, prof = read_table(profile, PROFILE_COLUMNS, PROFILE_REQUIRED)
     unsourced = any(not p["source"] for p in prof)  # rows of evalkit 0.1
     _fill_sources(prof, rows)
     keep = _first_of_each([p for p in prof if profile_key(p) in committed],
                           lambda p: (profile_key(p), p["position_start"]))
     if len(keep) != len(prof) or unsourced:
-        _rewrite(profile, keep, PROFILE_COLUMNS)
+        _rewrite(profile, keep, prof_header + [c for c in PROFILE_COLUMNS if c not in prof_header])
         log(f"evalkit: {profile}: removed {len(prof) - len(keep)} row(s) of cells whose results row is missing "
             "(a run stopped between the two writes) or written twice")
     return seen

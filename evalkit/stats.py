@@ -1,10 +1,12 @@
-"""Confidence intervals for the two kinds of table cells evalkit reports.
+"""Confidence intervals for the kinds of table cells evalkit reports.
 
-- Accuracy over n trials (passkey): the Wilson score interval (Wilson 1927), which
+- Accuracy over n trials (passkey, niah, lines): the Wilson score interval (Wilson 1927), which
   stays inside [0, 1] and is sensible at 0/n and n/n, unlike the normal approximation.
 - Token-weighted perplexity over documents: a percentile bootstrap over documents
   (Efron & Tibshirani 1993, ch. 13), resampling whole documents with replacement and
   recomputing exp(Σ nll_d·t_d / Σ t_d); seeded, so the same rows give the same interval.
+- Mean fraction recalled (RULER's multi-value scores in [0, 1]): a seeded percentile
+  bootstrap over trials.
 
 A cell with one sample has no interval (None): one document or one trial says nothing
 about the spread.
@@ -58,4 +60,30 @@ def token_weighted(log_space: bool = False):
         mean_nll = (ok["nll"] * ok["tokens"]).sum() / ok["tokens"].sum()
         interval = bootstrap_ppl(ok["nll"].tolist(), ok["tokens"].tolist(), log_space=log_space)
         return (mean_nll if log_space else math.exp(mean_nll)), interval
+    return aggregate
+
+
+def bootstrap_mean(values: list[float], resamples: int = 2000, seed: int = 0,
+                   level: float = 0.95) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of the mean of per-trial scores (None for fewer than two)."""
+    import numpy as np
+
+    if len(values) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    data = np.asarray(values, dtype=np.float64)
+    means = data[rng.integers(0, len(data), size=(resamples, len(data)))].mean(axis=1)  # (B,)
+    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)
+
+
+def mean_score(column: str = "score"):
+    """Aggregation: the mean of per-trial scores in [0, 1] (RULER: the fraction of values recalled).
+    When every score is 0 or 1 this is an accuracy and gets the Wilson interval; otherwise a
+    seeded bootstrap over trials."""
+    def aggregate(ok):
+        scores = ok[column].astype(float)
+        if scores.isin([0.0, 1.0]).all():
+            return scores.mean(), wilson(int(scores.sum()), len(scores))
+        return scores.mean(), bootstrap_mean(scores.tolist())
     return aggregate

@@ -16,8 +16,16 @@ from pathlib import Path
 
 import evalkit
 from evalkit.errors import EvalkitError
-from evalkit.results import (COLUMNS, PROFILE, PROFILE_COLUMNS, RESULTS, CsvAppender, FolderLock, drop_rows,
-                             profile_key, read_rows, row_key, tidy)
+from evalkit.results import (PROFILE, PROFILE_COLUMNS, PROFILE_REQUIRED, RESULTS, CsvAppender, FolderLock, drop_rows,
+                             profile_key, read_profile, read_rows, result_columns, row_key, tidy)
+
+def ignored_options(tasks, given) -> list[str]:
+    """The options given that none of ``tasks`` reads (a note, not an error: shared scripts)."""
+    from evalkit.tasks import OPTIONS, options_of
+
+    read = options_of(tasks)
+    return [OPTIONS.get(n).flag_name for n in given if n in OPTIONS and n not in read]
+
 
 def default_tasks() -> tuple[str, ...]:
     from evalkit.tasks import default_tasks as registered
@@ -31,21 +39,20 @@ MAX_SAMPLES = 100_000  # trials per depth / documents per length
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything that defines a run; validated on construction."""
+    """Everything that defines a run; validated on construction. ``options`` holds the task
+    options given (by name, e.g. ``{"depths": (0, 0.5, 1)}``); the selected tasks' other
+    options take their defaults, and an option none of them reads is left out (see
+    :func:`ignored_options`)."""
 
     model: str | None = None
     methods: tuple[str, ...] = ("none",)
     lengths: tuple[int, ...] = DEMO_LENGTHS
     tasks: tuple[str, ...] = field(default_factory=lambda: default_tasks())
     samples: int = 1
-    depths: tuple[float, ...] = (0.5,)
     scale: float | None = None
     alpha: float | None = None
     trained_len: int | None = None
-    data: str = "stdlib"
-    text_field: str = "text"
-    stride: int = 0
-    bucket: int = 256
+    options: dict = field(default_factory=dict)
     out: str = "results"
     device: str = "auto"
     dtype: str = "auto"
@@ -58,16 +65,15 @@ class RunConfig:
         from evalkit.patches import MAX_FACTOR, METHODS
         from evalkit.tasks import TASKS
 
-        # depths as they are recorded (8 significant digits, no -0): two that print alike are one
-        object.__setattr__(self, "depths", tuple(float(f"{d:.8g}") + 0.0 for d in self.depths))
-        for name in ("methods", "lengths", "tasks", "depths"):  # each value once, in the order given
+        for name in ("methods", "lengths", "tasks"):  # each value once, in the order given
             object.__setattr__(self, name, tuple(dict.fromkeys(getattr(self, name))))
         for m in self.methods:
             METHODS.get(m)
         for t in self.tasks:
             TASKS.get(t)
-        if not self.methods or not self.lengths or not self.tasks or not self.depths:
-            raise EvalkitError("nothing to run", "give at least one --method, --len, --task and --depths")
+        if not self.methods or not self.lengths or not self.tasks:
+            raise EvalkitError("nothing to run", "give at least one --method, --len and --task")
+        object.__setattr__(self, "options", self._task_options())
         bad = [n for n in self.lengths if n <= 0]
         if bad:
             raise EvalkitError(f"length must be a positive number of tokens, got {bad[0]}", "e.g. --len 8192")
@@ -78,20 +84,27 @@ class RunConfig:
                                    "e.g. --len 8192")
         if not 1 <= self.samples <= MAX_SAMPLES:
             raise EvalkitError(f"--samples must be between 1 and {MAX_SAMPLES}, got {self.samples}", "e.g. --samples 5")
-        if any(not 0 <= d <= 1 for d in self.depths):
-            raise EvalkitError("--depths are fractions of the context between 0 and 1", "e.g. --depths 0,0.5,1")
         for name in ("scale", "alpha"):
             v = getattr(self, name)
             if v is not None and not (math.isfinite(v) and 1 <= v <= MAX_FACTOR):
                 raise EvalkitError(f"--{name} must be a finite number from 1 to {MAX_FACTOR:g}, got {v}",
                                    "omit it for the default (length / trained)")
-        if self.stride < 0 or (self.stride and self.stride >= min(self.lengths)):
-            raise EvalkitError(f"--stride {self.stride} must be between 1 and the shortest length - 1",
-                               "e.g. --stride 256; 0 turns sliding windows off")
-        if self.bucket < 1:
-            raise EvalkitError("--bucket must be >= 1 tokens", "e.g. --bucket 256")
         if self.trained_len is not None and self.trained_len <= 0:
             raise EvalkitError("--trained-len must be positive", "e.g. --trained-len 4096")
+
+    def _task_options(self) -> dict:
+        """Every option of the selected tasks: given (validated) or its default."""
+        from evalkit.tasks import OPTIONS, options_of
+
+        declared = options_of(self.tasks)
+        for name in self.options:
+            OPTIONS.get(name)  # a name no task declares: "did you mean"
+        return {name: o.validate(self.options[name]) if name in self.options else o.default
+                for name, o in declared.items()}
+
+    def opt(self, name: str):
+        """A task option's value (given or default)."""
+        return self.options[name]
 
 
 class RunContext:
@@ -141,22 +154,24 @@ def prefix_mode(cfg: RunConfig, method: str) -> bool:
 
     m = METHODS.get(method)
     fixed = {"scale": cfg.scale is not None, "alpha": cfg.alpha is not None or cfg.scale is not None}
-    return cfg.prefix and cfg.stride == 0 and m.static and all(fixed[p] for p in m.reads)
+    return cfg.prefix and m.static and all(fixed[p] for p in m.reads)
 
 
 def cell_fields(cfg, spec, method: str, cell) -> dict:
-    """The identifying fields of a cell's row (the resume key), factors the method does not read left empty."""
+    """The identifying fields of a cell's row (the resume key): the common ones, then the task's
+    (cell fields such as depth, the seed, or its options); factors the method does not read are empty."""
     from evalkit.patches import METHODS, resolve_params
-
     from evalkit.tasks import TASKS
 
     p = resolve_params(spec.trained_len, cell.length, cfg.scale, cfg.alpha)
-    task_identity = TASKS.get(cell.task).identity
     reads = METHODS.get(method).reads
-    return dict(model=spec.name, source=spec.source, method=method, scale=p.scale if "scale" in reads else None,
-                alpha=p.alpha if "alpha" in reads else None, trained_len=spec.trained_len, task=cell.task,
-                length=cell.length, depth=cell.depth, sample=cell.sample, seed=cfg.seed,
-                **{f: getattr(cfg, f) if f in task_identity else None for f in ("data", "stride")})
+    fields = dict(model=spec.name, source=spec.source, method=method, scale=p.scale if "scale" in reads else None,
+                  alpha=p.alpha if "alpha" in reads else None, trained_len=spec.trained_len, task=cell.task,
+                  length=cell.length, depth=cell.depth, sample=cell.sample, seed=cfg.seed)
+    for f in TASKS.get(cell.task).identity:
+        if f not in fields:
+            fields[f] = cfg.opt(f)
+    return fields
 
 
 def plan(cfg, spec, ctx) -> list[Group]:
@@ -169,7 +184,7 @@ def plan(cfg, spec, ctx) -> list[Group]:
         for method in cfg.methods:
             by_group: dict = {}
             for cell in cells:
-                by_group.setdefault(task.group(cell, prefix_mode(cfg, method)), []).append(cell)
+                by_group.setdefault(task.group(ctx, cell, prefix_mode(cfg, method)), []).append(cell)
             for members in by_group.values():
                 groups.append(Group(method, task, members, [cell_fields(cfg, spec, method, c) for c in members]))
     order = {m: i for i, m in enumerate(cfg.methods)}
@@ -245,7 +260,7 @@ def run(cfg: RunConfig, log=print, progress=None) -> Summary:
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise EvalkitError(f"--out {out} is a file", "give a folder for the CSV files")
-    read_rows(out / RESULTS), read_rows(out / PROFILE, PROFILE_COLUMNS)  # refuse foreign files before any work
+    read_rows(out / RESULTS), read_profile(out / PROFILE)  # refuse foreign files before any work
     loaded = load_model(spec, cfg.device, cfg.dtype, cfg.trust_remote_code, log=log)
     ensure_length(loaded.model, max(cfg.lengths) + 16)
     ctx = RunContext(cfg, loaded, log)
@@ -271,7 +286,7 @@ def _write_cells(cfg, spec, ctx, groups, out: Path, log, progress) -> Summary:
     done = tidy(out, log)
     if cfg.force:
         drop_rows(out / RESULTS, {row_key(k) for k in planned})
-        drop_rows(out / PROFILE, {profile_key(k) for k in planned}, PROFILE_COLUMNS, profile_key)
+        drop_rows(out / PROFILE, {profile_key(k) for k in planned}, PROFILE_COLUMNS, profile_key, PROFILE_REQUIRED)
         done = set()
     summary = Summary(results=out / RESULTS, model=spec.name, keys={row_key(k) for k in planned})
     pending = []
@@ -284,7 +299,8 @@ def _write_cells(cfg, spec, ctx, groups, out: Path, log, progress) -> Summary:
     common = dict(device=loaded.device, dtype=loaded.dtype, evalkit_version=evalkit.__version__,
                   source=spec.source, transformers_version=transformers.__version__,
                   torch_version=torch.__version__.split("+")[0])
-    results, profile = CsvAppender(out / RESULTS, COLUMNS), CsvAppender(out / PROFILE, PROFILE_COLUMNS)
+    results = CsvAppender(out / RESULTS, result_columns())
+    profile = CsvAppender(out / PROFILE, PROFILE_COLUMNS, PROFILE_REQUIRED)
     oom_at: dict = {}
     advance = progress(sum(len(g.cells) for g in pending)) if progress else (lambda n, desc: None)
     try:
@@ -294,7 +310,7 @@ def _write_cells(cfg, spec, ctx, groups, out: Path, log, progress) -> Summary:
             now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
             rows = [dict(common, **key, **row, prefix_mode=int(len(g.cells) > 1), created_at=now)
                     for key, row in zip(g.keys, measured)]
-            profile.write([dict(r, position_start=s, position_end=e, nll=v)
+            profile.write([dict({k: r.get(k) for k in PROFILE_COLUMNS}, position_start=s, position_end=e, nll=v)
                            for r in rows for (s, e, v) in r.pop("_profile", [])])
             results.write(rows)
             summary.written += len(rows)

@@ -2,9 +2,10 @@
 
 An instruction, filler text, the needle "The pass key is K. Remember it. K is the
 pass key." at a depth (fraction 0..1 of the filler), more filler, and the
-question. The prompt is assembled from pieces tokenised once, so its length in
-the model's own tokens is exact. Greedy decoding of a few tokens with the KV
-cache; correct when the first integer of the answer equals the key.
+question, framed raw or in the chat template (``--chat-template``, see
+:mod:`evalkit.tasks.retrieval`). The prompt is assembled from pieces tokenised
+once, so its length in the model's own tokens is exact. Greedy decoding of a few
+tokens with the KV cache; correct when the first integer of the answer equals the key.
 """
 from __future__ import annotations
 
@@ -12,12 +13,10 @@ import random
 import re
 from dataclasses import dataclass
 
-import torch
-
 from evalkit import stats
 from evalkit.errors import EvalkitError
-from evalkit.forward import next_token_logits
 from evalkit.tasks import Cell, Metric, register
+from evalkit.tasks.retrieval import CHAT_TEMPLATE, DEPTHS, Frame, encode, frame, generate, raw_frame
 
 INSTRUCTION = ("There is an important info hidden inside a lot of irrelevant text. "
                "Find it and memorize them. I will quiz you about the important information there.\n")
@@ -36,21 +35,15 @@ def passkey_for(seed: int, sample: int, depth: float) -> int:
 @dataclass
 class Pieces:
     """Token ids of the fixed parts, tokenised once per tokenizer."""
-    prefix: list[int]  # BOS (if the model uses one) + instruction
+    prefix: list[int]  # the frame's head (BOS or the chat template) + instruction
     filler: list[int]  # one repetition
-    question: list[int]
+    question: list[int]  # the question, and the chat template's tail when there is one
 
     @classmethod
-    def of(cls, tokenizer) -> "Pieces":
-        def enc(text):
-            return tokenizer(text, add_special_tokens=False).input_ids
-        bos = [tokenizer.bos_token_id] if _adds_bos(tokenizer) else []
-        return cls(bos + enc(INSTRUCTION), enc(FILLER), enc(QUESTION))
-
-
-def _adds_bos(tokenizer) -> bool:
-    ids = tokenizer("a").input_ids
-    return tokenizer.bos_token_id is not None and len(ids) > 0 and ids[0] == tokenizer.bos_token_id
+    def of(cls, tokenizer, fr: Frame | None = None) -> "Pieces":
+        fr = fr or raw_frame(tokenizer)
+        return cls(fr.head + encode(tokenizer, INSTRUCTION), encode(tokenizer, FILLER),
+                   encode(tokenizer, QUESTION) + fr.tail)
 
 
 def needle_ids(ctx, key: int) -> list[int]:
@@ -73,28 +66,6 @@ def build_prompt(pieces: Pieces, needle: list[int], length: int, depth: float) -
     return pieces.prefix + filler[:at] + needle + filler[at:] + pieces.question
 
 
-@torch.no_grad()
-def greedy_answer(model, tokenizer, prompt: list[int], device) -> str:
-    """One prefill, then cached decode steps until an integer is complete."""
-    ids = torch.tensor([prompt], device=device)
-    logits, cache = next_token_logits(model, ids)
-    out = []
-    for _ in range(NEW_TOKENS):
-        if not bool(torch.isfinite(logits).all()):
-            raise NonFiniteLogits
-        token = int(logits.argmax(-1))
-        out.append(token)
-        text = tokenizer.decode(out, skip_special_tokens=True)
-        if token == tokenizer.eos_token_id or re.search(r"\d+\D", text):
-            break
-        logits, cache = next_token_logits(model, torch.tensor([[token]], device=device), cache)
-    return tokenizer.decode(out, skip_special_tokens=True)
-
-
-class NonFiniteLogits(Exception):
-    """The model produced NaN or inf logits: the trial has no answer to score."""
-
-
 def score(answer: str, key: int) -> bool:
     """The first integer of the answer equals the key (no substring leniency)."""
     found = re.search(r"\d+", answer)
@@ -103,7 +74,9 @@ def score(answer: str, key: int) -> bool:
 
 class Passkey:
     name = "passkey"
-    identity = ("depth", "seed")  # the seed picks the keys
+    identity = ("depth", "seed", "chat_template")  # the seed picks the keys
+    options = (DEPTHS, CHAT_TEMPLATE)
+    columns = {"passkey": int, "answer": str, "correct": int, "tokens": int}
     min_length = 1  # the real minimum depends on the tokenizer: build_prompt says it
     default = True
     profile = False
@@ -112,25 +85,24 @@ class Passkey:
     summary = "passkey retrieval: a 5-digit key hidden at a depth in filler text; accuracy"
 
     def cells(self, ctx, lengths) -> list[Cell]:
-        pieces = ctx.cached("passkey-pieces", lambda: Pieces.of(ctx.tokenizer))
+        pieces = ctx.cached("passkey-pieces", lambda: Pieces.of(ctx.tokenizer, frame(ctx)))
         longest_needle = max(len(needle_ids(ctx, passkey_for(ctx.cfg.seed, s, d)))
-                             for d in ctx.cfg.depths for s in range(ctx.cfg.samples))
+                             for d in ctx.cfg.opt("depths") for s in range(ctx.cfg.samples))
         for length in lengths:  # every prompt must fit, checked before anything is measured or written
             build_prompt(pieces, [0] * longest_needle, length, 0.0)
         return [Cell(self.name, length, sample, depth)
-                for length in lengths for depth in ctx.cfg.depths for sample in range(ctx.cfg.samples)]
+                for length in lengths for depth in ctx.cfg.opt("depths") for sample in range(ctx.cfg.samples)]
 
-    def group(self, cell: Cell, prefix_mode: bool):
+    def group(self, ctx, cell: Cell, prefix_mode: bool):
         return cell  # one prefill per trial
 
     def measure(self, ctx, cells: list[Cell]) -> list[dict]:
         (cell,) = cells
-        pieces = ctx.cached("passkey-pieces", lambda: Pieces.of(ctx.tokenizer))
+        pieces = ctx.cached("passkey-pieces", lambda: Pieces.of(ctx.tokenizer, frame(ctx)))
         key = passkey_for(ctx.cfg.seed, cell.sample, cell.depth)
         prompt = build_prompt(pieces, needle_ids(ctx, key), cell.length, cell.depth)
-        try:
-            answer = greedy_answer(ctx.model, ctx.tokenizer, prompt, ctx.input_device)
-        except NonFiniteLogits:  # a row of its own status, never scored as wrong or right
+        answer = generate(ctx, prompt, NEW_TOKENS, lambda text: re.search(r"\d+\D", text) is not None)
+        if answer is None:  # non-finite logits: a row of its own status, never scored as wrong or right
             return [dict(passkey=key, tokens=len(prompt), status="nan", error="non-finite logits")]
         return [dict(passkey=key, answer=answer.strip(), correct=int(score(answer, key)), tokens=len(prompt))]
 

@@ -7,10 +7,15 @@ scored). Documents shorter than the length are skipped and counted, never
 padded. The LM head and the loss run in chunks of positions
 (:func:`evalkit.forward.token_nll`).
 
-``--stride S`` (sliding window): windows of ``length`` tokens move by S over
-the first ``2 × length`` tokens of each document; each window scores only its
-new tokens, so every token is scored once, with at least ``length - S`` tokens
-of context after the first window.
+``--stride S`` (sliding window, the protocol of the PI and YaRN papers): windows
+of ``length`` tokens move by S over the *whole* document; each window scores only
+its new tokens, so every token of the document is scored once, with at least
+``length - S`` tokens of context after the first window. (evalkit 0.1 slid over
+the first ``2 × length`` tokens only; its rows count as done on resume: use
+``--force`` to measure them again under this protocol.)
+
+``--min-doc-tokens N`` keeps only documents of at least N tokens (and always at
+least the length), so that every length is measured on the same documents.
 
 Prefix mode: for a static method with fixed factors (``none``, ``logn``, or
 ``pi``/``ntk``/``yarn``/ALiBi methods with ``--scale``/``--alpha`` given) the
@@ -22,13 +27,30 @@ from __future__ import annotations
 
 import math
 
-import torch
-
 from evalkit import stats
 from evalkit.errors import EvalkitError
-from evalkit.forward import token_nll
-from evalkit.tasks import Cell, Metric, register
+from evalkit.tasks import Cell, Metric, Option, register
 from evalkit.tasks.data import documents
+
+
+def _at_least(minimum: int, flag: str, hint: str):
+    def check(value: int) -> None:
+        if value < minimum:
+            raise EvalkitError(f"{flag} must be >= {minimum}, got {value}", hint)
+    return check
+
+
+DATA = Option("data", "Perplexity documents: stdlib (built in), a .txt/.jsonl/.parquet file, a folder of .txt, "
+              "or hf:NAME[:CONFIG]:SPLIT. Default: stdlib.", default="stdlib")
+TEXT_FIELD = Option("text_field", "Text field of .jsonl/.parquet/hf records. Default: text.", default="text")
+STRIDE = Option("stride", "Sliding-window stride in tokens for ppl over each whole document (0 = off: the "
+                "first LENGTH tokens). Default: 0.", default=0, parse=int,
+                check=_at_least(0, "--stride", "e.g. --stride 256; 0 turns sliding windows off"))
+MIN_DOC = Option("min_doc_tokens", "Use only documents of at least this many tokens (the same documents at "
+                 "every length). Default: 0 (each length takes the documents long enough for it).", default=0,
+                 parse=int, check=_at_least(0, "--min-doc-tokens", "e.g. --min-doc-tokens 16384"))
+BUCKET = Option("bucket", "Positions per bucket of the per-position loss profile. Default: 256.", default=256,
+                parse=int, check=_at_least(1, "--bucket", "e.g. --bucket 256"))
 
 
 class DocumentPool:
@@ -68,15 +90,19 @@ class DocumentPool:
         return chosen, skipped
 
 
-def bucket_profile(nll: torch.Tensor, bucket: int) -> list[tuple[int, int, float]]:
+def bucket_profile(nll, bucket: int) -> list[tuple[int, int, float]]:
     """(first position, last position + 1, mean NLL) per bucket of predicted positions.
     Position p is the token predicted at index p+1 of the sequence."""
     return [(s, min(s + bucket, nll.numel()), float(nll[s:s + bucket].mean()))
             for s in range(0, nll.numel(), bucket)]
 
 
-def strided_nll(model, ids: torch.Tensor, window: int, stride: int) -> torch.Tensor:
+def strided_nll(model, ids, window: int, stride: int):
     """Per-token NLL of ``ids`` (1, N) with windows of ``window`` tokens every ``stride``."""
+    import torch
+
+    from evalkit.forward import token_nll
+
     n, parts, done = ids.shape[1], [], 1  # tokens [0, done) are scored (token 0 never is)
     end = window
     while done < n:
@@ -90,7 +116,9 @@ def strided_nll(model, ids: torch.Tensor, window: int, stride: int) -> torch.Ten
 
 class Perplexity:
     name = "ppl"
-    identity = ("data", "stride")  # the seed changes nothing here
+    identity = ("data", "stride", "min_doc_tokens")  # the seed changes nothing here
+    options = (DATA, TEXT_FIELD, STRIDE, MIN_DOC, BUCKET)
+    columns = {"ppl": float, "nll": float, "tokens": int, "doc": str}
     min_length = 2  # at least one predicted token
     default = True
     profile = True  # per-position losses in positions.csv
@@ -100,17 +128,21 @@ class Perplexity:
     summary = "long-document perplexity: token-weighted NLL over every predicted token, per-position profile"
 
     def pool(self, ctx) -> DocumentPool:
-        return ctx.cached("ppl-pool", lambda: DocumentPool(ctx.tokenizer, ctx.cfg.data, ctx.cfg.text_field))
+        return ctx.cached("ppl-pool", lambda: DocumentPool(ctx.tokenizer, ctx.cfg.opt("data"),
+                                                           ctx.cfg.opt("text_field")))
 
     def cells(self, ctx, lengths) -> list[Cell]:
-        cells = []
+        cells, stride = [], ctx.cfg.opt("stride")
+        if stride and stride >= min(lengths):
+            raise EvalkitError(f"--stride {stride} must be below the shortest length ({min(lengths)})",
+                               "e.g. --stride 256; 0 turns sliding windows off")
         for length in lengths:
-            need = 2 * length if ctx.cfg.stride else length
+            need = max(length, ctx.cfg.opt("min_doc_tokens"))
             chosen, skipped = self.pool(ctx).pick(need, ctx.cfg.samples)
             if not chosen:
                 longest = max((len(ids) for _, ids in self.pool(ctx)), default=0)
-                raise EvalkitError(f"length {length} is longer than the data: no document of {ctx.cfg.data!r} "
-                                   f"has {need} tokens (longest: {longest})",
+                raise EvalkitError(f"length {length} is longer than the data: no document of "
+                                   f"{ctx.cfg.opt('data')!r} has {need} tokens (longest: {longest})",
                                    "use shorter --len or longer documents (--data)")
             if skipped:
                 ctx.note(f"ppl at {length}: skipped {skipped} document(s) shorter than {need} tokens")
@@ -119,22 +151,27 @@ class Perplexity:
             cells += [Cell(self.name, length, i, None, doc_id) for i, (doc_id, _) in enumerate(chosen)]
         return cells
 
-    def group(self, cell: Cell, prefix_mode: bool):
-        return ("doc", cell.doc) if prefix_mode else cell
+    def group(self, ctx, cell: Cell, prefix_mode: bool):
+        # one forward per document serves every length, unless windows slide (each length has its own)
+        return ("doc", cell.doc) if prefix_mode and not ctx.cfg.opt("stride") else cell
 
     def measure(self, ctx, cells: list[Cell]) -> list[dict]:
+        import torch
+
+        from evalkit.forward import token_nll
+
         tokens = self.pool(ctx).by_id[cells[0].doc]
-        longest = max(c.length for c in cells)
-        stride = ctx.cfg.stride
-        span = 2 * longest if stride else longest
-        ids = torch.tensor([tokens[:span]], device=ctx.input_device)
-        nll = strided_nll(ctx.model, ids, longest, stride) if stride else token_nll(ctx.model, ids)
+        longest, stride = max(c.length for c in cells), ctx.cfg.opt("stride")
+        if stride:  # one cell: its length is the window, the document is scored whole
+            nll = strided_nll(ctx.model, torch.tensor([tokens], device=ctx.input_device), longest, stride)
+        else:
+            nll = token_nll(ctx.model, torch.tensor([tokens[:longest]], device=ctx.input_device))
         rows = []
         for cell in cells:
-            part = nll[: (2 * cell.length if stride else cell.length) - 1]
+            part = nll if stride else nll[: cell.length - 1]
             mean = float(part.mean())
-            row = dict(nll=mean, ppl=float(torch.exp(torch.tensor(mean))), tokens=part.numel(), doc=cell.doc,
-                       _profile=bucket_profile(part, ctx.cfg.bucket))
+            row = dict(nll=mean, ppl=math.exp(mean) if mean < 700 else math.inf, tokens=part.numel(), doc=cell.doc,
+                       _profile=bucket_profile(part, ctx.cfg.opt("bucket")))
             if not math.isfinite(mean):  # a row of its own status, never a number to pool
                 row.update(status="nan", error="non-finite loss", _profile=[])
             rows.append(row)

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from evalkit.cli import app
-from evalkit.results import COLUMNS
+from evalkit.results import result_columns
 
 runner = CliRunner()
 
@@ -38,7 +38,7 @@ def test_schema_of_both_tasks(tiny_run):
     result, out = tiny_run("--method", "none,pi", "--len", "160,320", "--depths", "0,1", "--samples", "2")
     assert result.exit_code == 0, result.output
     with open(out / "results.csv", newline="") as f:
-        assert next(csv.reader(f)) == COLUMNS
+        assert next(csv.reader(f)) == result_columns()
     got = rows(out)
     passkey = [r for r in got if r["task"] == "passkey"]
     ppl = [r for r in got if r["task"] == "ppl"]
@@ -102,16 +102,16 @@ def test_killed_sweep_resumes_without_lost_or_duplicated_rows(tiny_model_dir, tm
 
 
 def test_out_of_memory_is_recorded_and_longer_lengths_skipped(tiny_run, monkeypatch):
-    import evalkit.tasks.perplexity as ppl
+    import evalkit.forward as forward
 
-    real = ppl.token_nll
+    real = forward.token_nll
 
     def token_nll(model, ids, *a, **k):
         if ids.shape[1] > 300:
             raise MemoryError("simulated")
         return real(model, ids, *a, **k)
 
-    monkeypatch.setattr(ppl, "token_nll", token_nll)
+    monkeypatch.setattr(forward, "token_nll", token_nll)
     result, out = tiny_run("--method", "none,ntk", "--len", "160,320,640", "--task", "ppl", "--no-prefix")
     assert result.exit_code == 0, result.output
     status = {(r["method"], r["length"]): r["status"] for r in rows(out)}
@@ -226,7 +226,15 @@ def test_prefix_mode_only_where_the_output_cannot_depend_on_the_length():
     assert prefix_mode(scaled, "pi") and prefix_mode(scaled, "ntk") and prefix_mode(scaled, "yarn")
     assert prefix_mode(alpha, "ntk") and not prefix_mode(alpha, "pi")
     assert not prefix_mode(scaled, "dynamic-ntk")
-    assert not prefix_mode(RunConfig(scale=2.0, stride=64, lengths=(128,)), "pi")
+    # sliding windows: each length its own forward even where the method would allow one for all
+    from types import SimpleNamespace
+
+    from evalkit.tasks import TASKS, Cell
+    strided = SimpleNamespace(cfg=RunConfig(scale=2.0, options={"stride": 64}, lengths=(128,), tasks=("ppl",)))
+    a, b = Cell("ppl", 128, 0, None, "d"), Cell("ppl", 256, 0, None, "d")
+    assert TASKS.get("ppl").group(strided, a, True) != TASKS.get("ppl").group(strided, b, True)
+    whole = SimpleNamespace(cfg=RunConfig(scale=2.0, lengths=(128,), tasks=("ppl",)))
+    assert TASKS.get("ppl").group(whole, a, True) == TASKS.get("ppl").group(whole, b, True)
 
 
 @pytest.mark.parametrize("argv, needle", [(["frobnicate"], "No such command 'frobnicate'"),

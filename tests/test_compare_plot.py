@@ -9,7 +9,9 @@ from evalkit.cli import app
 from evalkit.compare import load_results, pivot, summarise
 from evalkit.errors import EvalkitError
 from evalkit.plots import plot_all
-from evalkit.results import COLUMNS, PROFILE_COLUMNS
+from evalkit.results import PROFILE_COLUMNS
+
+from evalkit01 import RESULTS_HEADER as COLUMNS  # rows as evalkit 0.1 wrote them
 
 runner = CliRunner()
 BASE = dict(model="m", trained_len="4096", seed="0", evalkit_version="0.1.0", status="ok", data="stdlib",

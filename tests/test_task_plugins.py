@@ -15,6 +15,8 @@ class EvenLength:
     name = "even-length"
     summary = "toy: is the context length even"
     identity = ("seed",)
+    options = ()
+    columns = {"correct": int, "tokens": int}
     min_length = 1
     default = False
     profile = False
@@ -24,7 +26,7 @@ class EvenLength:
     def cells(self, ctx, lengths):
         return [Cell(self.name, n, s) for n in lengths for s in range(ctx.cfg.samples)]
 
-    def group(self, cell, prefix_mode):
+    def group(self, ctx, cell, prefix_mode):
         return cell
 
     def measure(self, ctx, cells):
