@@ -125,3 +125,63 @@ def test_a_model_that_changes_its_logits_unknowably_is_refused():
     model = Doubled(llama_config()).eval()
     with pytest.raises(EvalkitError, match="changes its logits after the LM head"):
         token_nll(model, ids(20))
+
+
+def _doc_folder(tmp_path, tokenizer, sizes):
+    """Folder of .txt documents, the i-th with about sizes[i] tokens; returns (folder, token counts)."""
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    text = next(documents("stdlib")).text
+    counts = []
+    for i, n in enumerate(sizes):
+        ids = tokenizer(text, verbose=False).input_ids[1 + 1000 * i: 1 + 1000 * i + n]
+        (folder / f"{i}.txt").write_text(tokenizer.decode(ids))
+        counts.append(len(tokenizer((folder / f"{i}.txt").read_text(), verbose=False).input_ids))
+    return folder, counts
+
+
+def test_a_stride_scores_the_whole_document_as_the_window_sees_it(tokenizer, tiny_model_dir, tmp_path):
+    """PI / YaRN protocol: windows of the length every stride over the whole document; checked
+    against the model's own logits window by window."""
+    from typer.testing import CliRunner
+
+    from evalkit.cli import app
+    from evalkit.results import read_rows
+
+    folder, (n,) = _doc_folder(tmp_path, tokenizer, [700])
+    out = tmp_path / "r"
+    result = CliRunner().invoke(app, ["run", "--model", str(tiny_model_dir), "--task", "ppl", "--method", "none",
+                                      "--len", "200", "--stride", "64", "--data", str(folder), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    (row,) = read_rows(out / "results.csv")
+    assert int(row["tokens"]) == n - 1 and row["stride"] == "64"
+    model = transformers.AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    x = torch.tensor([tokenizer((folder / "0.txt").read_text(), verbose=False).input_ids])
+    losses, scored = [], 1  # tokens [0, scored) have their loss (token 0 never)
+    with torch.no_grad():
+        for end in range(200, n + 64, 64):
+            end, start = min(end, n), max(0, min(end, n) - 200)
+            logp = torch.log_softmax(model(x[:, start:end]).logits[0, :-1].float(), -1)
+            nll = -logp.gather(1, x[0, start + 1:end, None])[:, 0]  # predictions of tokens start+1..end-1
+            losses.append(nll[scored - start - 1:])
+            scored = end
+            if end == n:
+                break
+    assert float(row["nll"]) == pytest.approx(float(torch.cat(losses).mean()), rel=1e-5)
+
+
+def test_min_doc_tokens_keeps_only_long_documents(tokenizer, tiny_model_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from evalkit.cli import app
+    from evalkit.results import read_rows
+
+    folder, counts = _doc_folder(tmp_path, tokenizer, [300, 900])
+    out = tmp_path / "r"
+    args = ["run", "--model", str(tiny_model_dir), "--task", "ppl", "--method", "none", "--len", "160",
+            "--samples", "2", "--data", str(folder), "--out", str(out)]
+    result = CliRunner().invoke(app, args + ["--min-doc-tokens", "500"])
+    assert result.exit_code == 0, result.output
+    assert "skipped 1 document(s) shorter than 500 tokens" in result.output
+    assert [r["doc"] for r in read_rows(out / "results.csv")] == ["1.txt"]
+    assert CliRunner().invoke(app, args + ["--min-doc-tokens", "5000"]).exit_code == 2
