@@ -23,6 +23,7 @@ INSTRUCTION = ("There is an important info hidden inside a lot of irrelevant tex
 FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
 NEEDLE = "\nThe pass key is {key}. Remember it. {key} is the pass key.\n"
 QUESTION = "\nWhat is the pass key? The pass key is"
+ASK, ANSWER = "\nWhat is the pass key?", " The pass key is"  # the same split around a chat template's tail
 NEW_TOKENS = 10
 DEFAULT_DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -37,13 +38,14 @@ class Pieces:
     """Token ids of the fixed parts, tokenised once per tokenizer."""
     prefix: list[int]  # the frame's head (BOS or the chat template) + instruction
     filler: list[int]  # one repetition
-    question: list[int]  # the question, and the chat template's tail when there is one
+    question: list[int]  # the question; in a chat template: question, the template's tail, answer prefix
 
     @classmethod
     def of(cls, tokenizer, fr: Frame | None = None) -> "Pieces":
         fr = fr or raw_frame(tokenizer)
-        return cls(fr.head + encode(tokenizer, INSTRUCTION), encode(tokenizer, FILLER),
-                   encode(tokenizer, QUESTION) + fr.tail)
+        question = (encode(tokenizer, ASK) + fr.tail + encode(tokenizer, ANSWER) if fr.tail
+                    else encode(tokenizer, QUESTION))  # raw: one piece, as evalkit 0.1 tokenised it
+        return cls(fr.head + encode(tokenizer, INSTRUCTION), encode(tokenizer, FILLER), question)
 
 
 def needle_ids(ctx, key: int) -> list[int]:

@@ -154,6 +154,11 @@ def test_a_chat_template_frames_every_retrieval_prompt_at_the_exact_length(tiny)
         text = text_of(tiny, trial.prompt)
         assert len(trial.prompt) == 2000
         assert text.startswith("<|user|>Some special magic") and "provided text?<|end|><|assistant|> The special" in text
+        from evalkit.tasks import passkey
+        pieces = passkey.Pieces.of(tiny.tokenizer, retrieval.frame(ctx))
+        prompt = passkey.build_prompt(pieces, retrieval.encode(tiny.tokenizer, "The pass key is 1."), 900, 0.5)
+        assert len(prompt) == 900 and text_of(tiny, prompt).startswith("<|user|>There is an important info")
+        assert text_of(tiny, prompt).endswith("What is the pass key?<|end|><|assistant|> The pass key is")
     finally:
         tiny.tokenizer.chat_template = None
     with pytest.raises(EvalkitError, match="has no chat template"):
