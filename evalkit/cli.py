@@ -127,6 +127,8 @@ def task_values(given: dict) -> dict:
         elif raw is not None:
             try:
                 values[name] = o.parse(raw)
+            except EvalkitError:
+                raise
             except (ValueError, OverflowError):
                 raise EvalkitError(f"bad {o.flag_name} value {raw!r}", f"expected {o.parse.__name__}") from None
     return values

@@ -141,9 +141,10 @@ class Perplexity:
             chosen, skipped = self.pool(ctx).pick(need, ctx.cfg.samples)
             if not chosen:
                 longest = max((len(ids) for _, ids in self.pool(ctx)), default=0)
-                raise EvalkitError(f"length {length} is longer than the data: no document of "
-                                   f"{ctx.cfg.opt('data')!r} has {need} tokens (longest: {longest})",
-                                   "use shorter --len or longer documents (--data)")
+                what = f"length {length} is" if need == length else f"--min-doc-tokens {need} is"
+                raise EvalkitError(f"{what} longer than the data: no document of {ctx.cfg.opt('data')!r} has "
+                                   f"{need} tokens (longest: {longest})",
+                                   "use shorter --len / --min-doc-tokens or longer documents (--data)")
             if skipped:
                 ctx.note(f"ppl at {length}: skipped {skipped} document(s) shorter than {need} tokens")
             if len(chosen) < ctx.cfg.samples:
