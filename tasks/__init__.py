@@ -9,6 +9,7 @@ no task. A new task is one module that calls :func:`register`.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -97,6 +98,8 @@ def register(task):
     - ``cells(ctx, lengths)``, ``group(cell, prefix_mode)``, ``measure(ctx, cells)`` (see the sweep).
     """
     for option in task.options:
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", option.name):  # it becomes a Python parameter and a column
+            raise ValueError(f"task {task.name}: option {option.name!r} must be lower-case letters, digits and _")
         if option.name in OPTIONS and OPTIONS.get(option.name) is not option:
             raise ValueError(f"task option {option.name!r} is declared twice with different meanings")
         if option.name not in OPTIONS:
@@ -106,6 +109,8 @@ def register(task):
     if stray:
         raise ValueError(f"task {task.name}: identity fields {stray} are neither options nor cell fields")
     for column, kind in columns_of(task).items():
+        if not re.fullmatch(r"[a-z_][a-z0-9_]*", column):  # what results files accept as a column name
+            raise ValueError(f"task {task.name}: column {column!r} must be lower-case letters, digits and _")
         if COLUMN_TYPES.setdefault(column, kind) is not kind:
             raise ValueError(f"task {task.name}: column {column!r} has another type in another task")
     TASKS.add(task.name, task)
