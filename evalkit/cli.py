@@ -12,7 +12,7 @@ from typing import List, Optional
 import typer
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
-                  help="Context-length extrapolation evaluation: RoPE/ALiBi scaling methods × passkey / perplexity.")
+                  help="Context-length extrapolation evaluation: RoPE/ALiBi scaling methods × perplexity and retrieval tasks.")
 
 
 def fail(message: str, code: int = 2):
@@ -260,15 +260,15 @@ def tasks():
 @user_errors
 def compare(
     paths: List[Path] = typer.Argument(..., help="Result CSV files or folders of them."),
-    metric: Optional[List[str]] = typer.Option(None, help="ppl, nll and/or passkey (default: ppl and passkey)."),
+    metric: Optional[List[str]] = typer.Option(None, help="Metric(s): ppl, nll, or a retrieval task's name (niah, lines, ...). Default: each task's main one present."),
     model: Optional[List[str]] = typer.Option(None, help="Only these models (as in the model column)."),
     method: Optional[List[str]] = typer.Option(None, "--method", "-m", help="Only these methods."),
     seed: Optional[int] = typer.Option(None, help="Only rows of this seed."),
-    baseline: Optional[str] = typer.Option(None, help="Show ratios (ppl) or differences (passkey) against "
-                                           "this method."),
-    per_depth: bool = typer.Option(False, help="Passkey accuracy per needle depth."),
+    baseline: Optional[str] = typer.Option(None, help="Show ratios (ppl) or differences in "
+                                           "percentage points (accuracies) against this method."),
+    per_depth: bool = typer.Option(False, help="Retrieval accuracy per needle depth."),
     ci: bool = typer.Option(False, "--ci", help="Show 95% intervals: Wilson for accuracy, a seeded bootstrap "
-                            "over documents for perplexity."),
+                            "over trials for fractions recalled and over documents for perplexity."),
     fmt: str = typer.Option("table", "--format", "-f", help="table, markdown, csv or latex."),
 ):
     """Pivot tables from results: methods as rows, context lengths (tokens) as columns."""
@@ -293,7 +293,7 @@ def plot(
     out: Path = typer.Option(Path("figures"), help="Folder for the figures."),
     fmt: str = typer.Option("png", "--format", "-f", help="png, pdf or svg."),
 ):
-    """Figures from results: perplexity and passkey vs length, passkey heatmap, loss by position."""
+    """Figures from results: each task's metric vs length, depth × length heatmaps, loss by position."""
     from evalkit.plots import plot_all
 
     for path in plot_all(paths, out, fmt):

@@ -19,6 +19,7 @@ from evalkit.errors import EvalkitError
 from evalkit.results import (PROFILE, PROFILE_COLUMNS, PROFILE_REQUIRED, RESULTS, CsvAppender, FolderLock, drop_rows,
                              profile_key, read_profile, read_rows, result_columns, row_key, tidy)
 
+
 def ignored_options(tasks, given) -> list[str]:
     """The options given that none of ``tasks`` reads (a note, not an error: shared scripts)."""
     from evalkit.tasks import OPTIONS, options_of
