@@ -251,16 +251,16 @@ def tasks():
     """List tasks, what each measures, and the `evalkit run` options each reads."""
     from evalkit.tasks import TASKS
 
-    _table(["task", "default", "options", "what it measures"],
-           [(n, "yes" if t.default else "", " ".join(o.flag_name for o in t.options) or "-", t.summary)
-            for n, t in TASKS.items()])
+    _table(["task", "default", "metrics", "options", "what it measures"],
+           [(n, "yes" if t.default else "", ",".join(m.name for m in t.metrics),
+             " ".join(o.flag_name for o in t.options) or "-", t.summary) for n, t in TASKS.items()])
 
 
 @app.command()
 @user_errors
 def compare(
     paths: List[Path] = typer.Argument(..., help="Result CSV files or folders of them."),
-    metric: Optional[List[str]] = typer.Option(None, help="Metric(s): ppl, nll, or a retrieval task's name (niah, lines, ...). Default: each task's main one present."),
+    metric: Optional[List[str]] = typer.Option(None, help="Metric(s), as `evalkit tasks` lists them. Default: each task's main metric present."),
     model: Optional[List[str]] = typer.Option(None, help="Only these models (as in the model column)."),
     method: Optional[List[str]] = typer.Option(None, "--method", "-m", help="Only these methods."),
     seed: Optional[int] = typer.Option(None, help="Only rows of this seed."),
