@@ -187,7 +187,8 @@ def run(
     seed: int = typer.Option(0, help="Seed of the retrieval tasks' keys and needles; part of each cell's identity."),
     trust_remote_code: bool = typer.Option(False, help="Allow checkpoints that ship their own Python code (Baichuan)."),
     force: bool = typer.Option(False, help="Redo cells already in the results (their old rows are replaced)."),
-    no_prefix: bool = typer.Option(False, help="Separate forwards per length even where one forward serves all."),
+    no_prefix: bool = typer.Option(False, "--no-prefix", help="Separate forwards per length even where one forward "
+                                   "serves all."),
     task_options: Optional[dict] = None,
 ):
     """Sweep methods × lengths × tasks on one model; rows go to OUT/results.csv as each cell finishes.

@@ -70,12 +70,10 @@ def frame_of(rows: list[dict]):
 
 def check_consistent(df) -> None:
     """Refuse to pool rows that should not be pooled: the same cell (identity) measured twice,
-    or one table cell made of different checkpoints, task settings (the options in the task's
-    identity: data, stride, haystack, chat template, ...) or evalkit versions. Trials that differ
-    only in sample or seed are pooled; different trained lengths of one model are shown as
-    separate rows (``L=…``)."""
-    from evalkit.tasks import OPTIONS, TASKS
-
+    or one table cell made of different checkpoints or evalkit versions. Trials that differ
+    only in sample or seed are pooled; different trained lengths of one model and different
+    task settings are shown as separate rows (``L=…``, ``chat-template=1``: see
+    :func:`summarise`)."""
     ok = df[df["status"] == "ok"]
     twice = ok[ok["_key"].duplicated(keep=False)]
     if len(twice):
@@ -87,14 +85,8 @@ def check_consistent(df) -> None:
     keyed = df.copy()
     for c in ("scale", "alpha", "trained_len"):
         keyed[c] = keyed[c].astype(object).where(keyed[c].notna(), "").astype(str)
-    tasks = [TASKS.get(t) for t in keyed["task"].unique() if t in TASKS]
-    settings = dict.fromkeys(f for t in tasks for f in t.identity if f in OPTIONS)
-    for name, key in ((n, dict(identity_value(keyed, n))) for n in settings):
-        keyed["_" + name] = [key.get(i, "") for i in range(len(keyed))]
-    checks = [("checkpoints", "source", "give one of them another alias in evalkit.toml")]
-    checks += [(f"{OPTIONS.get(n).flag_name} settings", "_" + n, "compare them separately") for n in settings]
-    checks += [("evalkit versions", "evalkit_version", "compare one version at a time")]
-    for what, col, hint in checks:
+    for what, col, hint in (("checkpoints", "source", "give one of them another alias in evalkit.toml"),
+                            ("evalkit versions", "evalkit_version", "compare one version at a time")):
         mixed = keyed.groupby(cell, dropna=False)[col].nunique(dropna=False)
         mixed = mixed[mixed > 1]
         if len(mixed):
@@ -103,10 +95,28 @@ def check_consistent(df) -> None:
             raise EvalkitError(f"cell {m[1]} {m[5]} at {m[6]} of {m[0]} mixes {what} ({', '.join(values)})", hint)
 
 
-def identity_value(df, name: str):
-    """(position, value) of option ``name`` as the row's identity reads it (empty: the default)."""
-    for i, key in enumerate(df["_key"]):
-        yield i, dict(key).get(name, "")
+def with_settings(sub):
+    """``sub`` (one task's rows) with a column per task option in its identity whose value
+    differs between the rows (``--chat-template`` on and off, two haystacks, ...), read as the
+    identity reads it (an old row's empty value is the default); and those columns' names."""
+    from evalkit.tasks import OPTIONS, TASKS
+
+    task = sub["task"].iloc[0]
+    names = [f for f in (TASKS.get(task).identity if task in TASKS else ()) if f in OPTIONS]
+    sub, varying = sub.copy(), []
+    for name in names:
+        values = [dict(k).get(name, "") for k in sub["_key"]]
+        if len(set(values)) > 1:
+            sub["_" + name] = values
+            varying.append("_" + name)
+    return sub, varying
+
+
+def setting_label(column: str, value: str) -> str:
+    from evalkit.tasks import OPTIONS
+
+    shown = Path(value).name if "/" in value else value  # a file's name, not its whole path
+    return f"{OPTIONS.get(column[1:]).flag_name[2:]}={shown}"
 
 
 def summarise(df, metric: str, per_depth: bool = False):
@@ -120,12 +130,15 @@ def summarise(df, metric: str, per_depth: bool = False):
         return pd.DataFrame(columns=["model", "method", "trained_len", "depth", "length", "value", "low", "high", "n",
                                      "status"])
     check_consistent(sub)
+    sub, varying = with_settings(sub)
     out = []
     several_l = sub.groupby("model")["trained_len"].nunique(dropna=False)
-    for (model, method, trained), g in sub.groupby(["model", "method", "trained_len"], sort=False, dropna=False):
+    for (model, method, trained, *setting), g in sub.groupby(["model", "method", "trained_len"] + varying,
+                                                             sort=False, dropna=False):
         label = method_label(g)
         if several_l[model] > 1:  # the same model with different trained lengths: one row each
             label += f" L={trained:g}" if trained == trained else " L=?"
+        label += "".join(" " + setting_label(c, v) for c, v in zip(varying, setting))  # different settings too
         keys = ["depth", "length"] if per_depth else ["length"]
         for k, cell in g.groupby(keys, sort=True):
             ok = cell[cell["status"] == "ok"]

@@ -123,7 +123,8 @@ def _inspect(path: Path, columns: list[str], required: list[str]) -> tuple[str, 
     if b"\n" not in data or len(set(header)) != len(header) or not set(required) <= set(header) or \
             any(not re.fullmatch(r"[a-z_][a-z0-9_]*", h) for h in header):
         raise EvalkitError(f"{path} is not an evalkit results file (unexpected header)",
-                           "choose another --out folder; evalkit never changes files it did not write")
+                           "give evalkit's own CSV files; a run needs another --out folder, evalkit never changes "
+                           "files it did not write")
     start = len(first) + 1
     return "evalkit", data, start + _complete_end(data[start:]), header
 

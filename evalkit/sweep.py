@@ -98,10 +98,8 @@ class RunConfig:
         from evalkit.tasks import OPTIONS, options_of
 
         declared = options_of(self.tasks)
-        for name in self.options:
-            OPTIONS.get(name)  # a name no task declares: "did you mean"
-        return {name: o.validate(self.options[name]) if name in self.options else o.default
-                for name, o in declared.items()}
+        given = {name: OPTIONS.get(name).validate(value) for name, value in self.options.items()}  # read or not
+        return {name: given[name] if name in given else o.default for name, o in declared.items()}
 
     def opt(self, name: str):
         """A task option's value (given or default)."""

@@ -2,7 +2,7 @@
 
 ``--haystack`` takes:
 - ``stdlib-prose`` (default, recorded as ``stdlib-prose-3.X``): English prose that ships with
-  every CPython, no download: the prose paragraphs of the language reference that
+  every CPython, no download (built once per Python, then read from evalkit's cache): the prose paragraphs of the language reference that
   ``help()`` shows (``pydoc_data.topics``), then the prose paragraphs of the standard
   library's docstrings, file by file in path order. A paragraph counts as prose when it
   has no indented (code) lines, no digits, no ``=``/``_``/``>>>``, at most two brackets,
@@ -48,7 +48,30 @@ def _paragraphs(text: str) -> list[str]:
 
 @functools.lru_cache(maxsize=1)
 def builtin_text() -> str:
-    """The built-in prose corpus, the same for every run on the same Python minor version."""
+    """The built-in prose corpus, the same for every run on the same Python. Building it parses
+    the standard library (seconds), so it is kept in evalkit's cache, one file per exact Python
+    version and standard-library path."""
+    import hashlib
+    import os
+
+    from evalkit.models import cache_dir
+
+    tag = hashlib.sha256(f"{sys.version}|{sysconfig.get_paths()['stdlib']}".encode()).hexdigest()[:16]
+    cached = cache_dir() / "haystack" / f"{BUILTIN}-{tag}.txt"
+    if cached.is_file():
+        return cached.read_text(encoding="utf-8")
+    text = _build_builtin_text()
+    try:  # written whole or not at all
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(cached)
+    except OSError:
+        pass  # an unwritable cache only costs the seconds again
+    return text
+
+
+def _build_builtin_text() -> str:
     import pydoc_data.topics
 
     paragraphs = []
@@ -78,9 +101,11 @@ def parse_haystack(value: str) -> str:
     if value in ("stdlib-prose", BUILTIN):
         return BUILTIN
     path = Path(value).expanduser()
+    hint = "give a .txt file, a folder of .txt files, or stdlib-prose (the built-in corpus)"
     if not path.exists():
-        raise EvalkitError(f"--haystack {value!r} does not exist", "give a .txt file, a folder of .txt files, "
-                           "or stdlib-prose (the built-in corpus)")
+        raise EvalkitError(f"--haystack {value!r} does not exist", hint)
+    if path.is_file() and path.suffix != ".txt":
+        raise EvalkitError(f"--haystack {value!r} is not a .txt file", hint)
     return str(path.resolve())
 
 

@@ -150,6 +150,10 @@ class Perplexity:
             if len(chosen) < ctx.cfg.samples:
                 ctx.note(f"ppl at {length}: only {len(chosen)} document(s) long enough (asked {ctx.cfg.samples})")
             cells += [Cell(self.name, length, i, None, doc_id) for i, (doc_id, _) in enumerate(chosen)]
+            if stride:
+                windows = sum(max(1, -(-(len(ids) - length) // stride) + 1) for _, ids in chosen)
+                ctx.note(f"ppl at {length} with --stride {stride}: {windows} windows of {length} tokens per method "
+                         f"over {len(chosen)} whole document(s) of up to {max(len(i) for _, i in chosen)} tokens")
         return cells
 
     def group(self, ctx, cell: Cell, prefix_mode: bool):

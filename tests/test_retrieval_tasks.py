@@ -254,3 +254,26 @@ def test_needle_rows_compare_with_intervals(tiny_model_dir, tmp_path):
     assert made.exit_code == 0, made.output
     names = {p.name for p in (tmp_path / "figs").iterdir()}
     assert any("niah-multivalue_heatmap" in n for n in names) and any("lines_heatmap" in n for n in names)
+
+
+def test_rows_of_different_task_settings_are_separate_rows_in_tables(tiny_model_dir, tmp_path):
+    """Two haystacks in one folder: never pooled, shown as two labelled rows (not refused)."""
+    essay = tmp_path / "essay.txt"
+    essay.write_text(" ".join(f"Sentence number {w} of the essay is here." for w in ["one", "two", "three"] * 80))
+    out, runner = tmp_path / "r", CliRunner()
+    base = ["run", "--model", str(tiny_model_dir), "--method", "none", "--len", "900", "--task", "niah",
+            "--depths", "0,1", "--out", str(out)]
+    assert runner.invoke(app, base).exit_code == 0
+    assert runner.invoke(app, base + ["--haystack", str(essay)]).exit_code == 0
+    table = runner.invoke(app, ["compare", str(out), "--format", "csv"]).output
+    lines = [line for line in table.splitlines() if line.startswith(str(tiny_model_dir))]
+    assert sorted(line.split(",")[1] for line in lines) == sorted([f"none haystack={haystack.BUILTIN}",
+                                                                    "none haystack=essay.txt"])
+    assert all(line.endswith("(2)") for line in lines)  # two depths each, not four pooled
+
+
+def test_a_bad_value_is_an_error_even_for_an_option_no_chosen_task_reads(tiny_model_dir, tmp_path):
+    result = CliRunner().invoke(app, ["run", "--model", str(tiny_model_dir), "--task", "niah", "--len", "900",
+                                      "--multikey-variant", "4", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "--multikey-variant must be 1, 2 or 3" in result.output
+    assert not (tmp_path / "r").exists()
