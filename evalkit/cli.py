@@ -15,6 +15,20 @@ app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions
                   help="Context-length extrapolation evaluation: RoPE/ALiBi scaling methods × perplexity and retrieval tasks.")
 
 
+def _version(value: bool):
+    if value:
+        from evalkit import __version__
+
+        typer.echo(f"evalkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print evalkit's version and exit.")):
+    """Context-length extrapolation evaluation: RoPE/ALiBi scaling methods × perplexity and retrieval tasks."""
+
+
 def fail(message: str, code: int = 2):
     typer.echo(f"evalkit: error: {message}", err=True)
     raise typer.Exit(code)

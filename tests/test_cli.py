@@ -245,3 +245,14 @@ def test_clicks_own_usage_errors_are_one_line_too(argv, needle, capsys):
         main(argv)
     err = capsys.readouterr().err.strip()
     assert stop.value.code == 2 and err.count("\n") == 0 and err.startswith("evalkit: error:") and needle in err
+
+
+def test_version_is_the_installed_distributions():
+    """--version says what pip installed (pyproject's version), so the two cannot drift apart."""
+    import subprocess
+    import sys
+    from importlib.metadata import version
+
+    out = subprocess.run([sys.executable, "-c", "from evalkit.cli import main; main()", "--version"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == f"evalkit {version('evalkit')}"
