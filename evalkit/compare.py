@@ -127,8 +127,8 @@ def summarise(df, metric: str, per_depth: bool = False):
     m = metric_of(metric)
     sub = df[df["task"] == m.task]
     if sub.empty:
-        return pd.DataFrame(columns=["model", "method", "trained_len", "depth", "length", "value", "low", "high", "n",
-                                     "status"])
+        return pd.DataFrame(columns=["model", "method", "setting", "trained_len", "depth", "length", "value", "low",
+                                     "high", "n", "status"])
     check_consistent(sub)
     sub, varying = with_settings(sub)
     out = []
@@ -138,7 +138,8 @@ def summarise(df, metric: str, per_depth: bool = False):
         label = method_label(g)
         if several_l[model] > 1:  # the same model with different trained lengths: one row each
             label += f" L={trained:g}" if trained == trained else " L=?"
-        label += "".join(" " + setting_label(c, v) for c, v in zip(varying, setting))  # different settings too
+        setting = "".join(" " + setting_label(c, v) for c, v in zip(varying, setting))  # different settings too
+        label += setting
         keys = ["depth", "length"] if per_depth else ["length"]
         for k, cell in g.groupby(keys, sort=True):
             ok = cell[cell["status"] == "ok"]
@@ -153,7 +154,8 @@ def summarise(df, metric: str, per_depth: bool = False):
                 status = "skipped"
             low, high = interval or (math.nan, math.nan)
             k = k if isinstance(k, tuple) else (k,)
-            out.append(dict(model=model, method=label, trained_len=trained, depth=k[0] if per_depth else None,
+            out.append(dict(model=model, method=label, setting=setting, trained_len=trained,
+                            depth=k[0] if per_depth else None,
                             length=int(k[-1]), value=value, low=low, high=high, n=len(ok), status=status,
                             n_nan=int((cell["status"] == "nan").sum())))
     return pd.DataFrame(out)
@@ -169,12 +171,13 @@ def method_label(g) -> str:
 
 
 def apply_baseline(long, baseline: str, metric: str):
-    """ppl: ratio to the baseline method of the same model and trained length; passkey: difference."""
+    """ppl: ratio to the baseline method of the same model, trained length and task settings;
+    accuracies: difference."""
     base = long[long["method"].str.split().str[0] == baseline]
     if base.empty:
         raise EvalkitError(f"baseline method {baseline!r} is not in the results",
                            f"methods: {', '.join(sorted(long['method'].unique()))}")
-    keys = ["model", "trained_len", "length"] + (["depth"] if long["depth"].notna().any() else [])
+    keys = ["model", "trained_len", "setting", "length"] + (["depth"] if long["depth"].notna().any() else [])
     merged = long.merge(base[keys + ["value"]].rename(columns={"value": "base"}), on=keys, how="left")
     if metric_of(metric).relative == "ratio":
         merged["value"] = merged["value"] / merged["base"]

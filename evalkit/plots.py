@@ -15,7 +15,8 @@ import math
 import re
 from pathlib import Path
 
-from evalkit.compare import method_label, load_results, summarise
+from evalkit.compare import load_results, method_label, setting_label, summarise
+from evalkit.results import PROFILE_KEY, profile_key
 from evalkit.errors import EvalkitError
 
 FORMATS = ("png", "pdf", "svg")
@@ -147,16 +148,16 @@ def plot_positions(profile, df, model, out, fmt) -> tuple[Path, dict]:
     series = {}
     methods = df[df["task"].isin(profile_tasks()) & (df["length"] == longest)]
     several_l = p["trained_len"].nunique(dropna=False) > 1
-    p = p.assign(stride=p["stride"].replace("", "0").fillna("0"))
-    strides = sorted(set(p["stride"]), key=lambda v: int(float(v)) if v.replace(".", "").isdigit() else -1)
-    for (method, trained, stride), g in p.groupby(["method", "trained_len", "stride"], sort=False, dropna=False):
+    p = p.assign(**{c: [k[PROFILE_KEY.index(c)] for k in map(profile_key, p.to_dict("records"))] for c in
+                    _options_in(PROFILE_KEY)})  # empty (older rows) read as the default
+    varying = [c for c in _options_in(PROFILE_KEY) if p[c].nunique() > 1]  # settings never averaged together
+    for (method, trained, *setting), g in p.groupby(["method", "trained_len"] + varying, sort=False, dropna=False):
         same_l = methods["trained_len"].isna() if trained != trained else methods["trained_len"] == trained
         same = methods[(methods["method"] == method) & same_l]
         label = method_label(same) if len(same) else method
         if several_l:  # one line per trained length, as in the tables (never averaged together)
             label += f" L={trained:g}" if trained == trained else " L=?"
-        if len(strides) > 1:  # sliding windows and plain truncation are different curves
-            label += f" stride={stride}"
+        label += "".join(" " + setting_label("_" + c, v) for c, v in zip(varying, setting))
         # token-weighted mean over documents per bucket
         g = g.assign(w=g["position_end"] - g["position_start"])
         per = g.groupby("position_start").apply(lambda b: (b["nll"] * b["w"]).sum() / b["w"].sum(),
@@ -167,11 +168,17 @@ def plot_positions(profile, df, model, out, fmt) -> tuple[Path, dict]:
     _trained_line(ax, float(df["trained_len"].iloc[0]))
     ax.set_xlabel("token position")
     ax.set_ylabel("mean NLL per bucket (nats)")
-    windows = [s for s in strides if s != "0"]
+    windows = sorted({s for s in p["stride"] if s != "0"}, key=int)
     ax.set_title(f"{model}: loss by position at {longest} tokens" if not windows else
                  f"{model}: loss by document position, windows of {longest} (stride {', '.join(windows)})")
     ax.legend(fontsize=9)
     return _save(fig, out, f"{_slug(model)}_positions", fmt), series
+
+
+def _options_in(columns) -> list[str]:
+    from evalkit.tasks import OPTIONS
+
+    return [c for c in columns if c in OPTIONS]
 
 
 def profile_tasks() -> list[str]:

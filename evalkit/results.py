@@ -26,14 +26,16 @@ from evalkit.errors import EvalkitError
 # row with a column the file lacks first rewrites the file with that column added.
 REQUIRED = ["model", "method", "task", "length", "sample", "status", "evalkit_version", "created_at"]
 PROFILE_COLUMNS = ["model", "method", "scale", "alpha", "trained_len", "length", "sample", "doc", "data",
-                   "stride", "seed", "position_start", "position_end", "nll", "source"]
+                   "stride", "seed", "position_start", "position_end", "nll", "source", "min_doc_tokens",
+                   "text_field"]
 PROFILE_REQUIRED = ["model", "method", "length", "sample", "position_start", "position_end", "nll"]
 # A cell's identity: everything that changes its result. Resume, --force, compare's pooling
 # and the run summary all use this one definition. Each task adds its own fields
 # (``identity`` on the task: passkey its depth, seed and chat template, perplexity its data, ...).
 IDENTITY = ["model", "source", "method", "scale", "alpha", "trained_len", "task", "length", "sample"]
 # the perplexity cell a positions.csv row belongs to
-PROFILE_KEY = ["model", "source", "method", "scale", "alpha", "trained_len", "length", "sample", "data", "stride"]
+PROFILE_KEY = ["model", "source", "method", "scale", "alpha", "trained_len", "length", "sample", "data", "stride",
+               "min_doc_tokens", "text_field"]
 RESULTS, PROFILE = "results.csv", "positions.csv"
 
 
@@ -71,8 +73,11 @@ def row_key(row: dict) -> tuple:
 
 
 def profile_key(row: dict) -> tuple:
-    """The cell a positions.csv row belongs to (perplexity cells only have profiles)."""
-    return tuple(fmt(row.get(k)) for k in PROFILE_KEY)
+    """The cell a positions.csv row belongs to (perplexity cells only have profiles); an empty
+    option (a row written before it existed) reads as its default, as in :func:`row_key`."""
+    from evalkit.tasks import OPTIONS
+
+    return tuple(fmt(row.get(k)) or (fmt(OPTIONS.get(k).default) if k in OPTIONS else "") for k in PROFILE_KEY)
 
 
 def _complete_end(data: bytes) -> int:
@@ -213,6 +218,8 @@ def _rewrite(path: Path, rows: list[dict], columns) -> None:
     rename); a row's fields outside ``columns`` are left out."""
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".evalkit-tmp")  # a new name
     tmp = Path(name)
+    if path.exists():  # mkstemp makes it private (0600): keep the mode the file had
+        os.chmod(tmp, path.stat().st_mode & 0o7777)
     with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
         w.writeheader()
@@ -255,7 +262,7 @@ def tidy(out: Path, log=print) -> set:
 def _fill_sources(profile_rows: list[dict], result_rows: list[dict]) -> None:
     """Profile rows from evalkit 0.1 carry no source: take it from their cell's results row
     (the only one whose other key fields match; left empty if none or several do)."""
-    loose = lambda r: tuple(fmt(r.get(k)) for k in PROFILE_KEY if k != "source")  # noqa: E731
+    loose = lambda r: tuple(v for k, v in zip(PROFILE_KEY, profile_key(r)) if k != "source")  # noqa: E731
     sources: dict = {}
     for r in result_rows:
         sources.setdefault(loose(r), set()).add(r.get("source", ""))

@@ -36,6 +36,7 @@ def default_tasks() -> tuple[str, ...]:
 
 DEMO_LENGTHS = (4096, 12288)
 MAX_SAMPLES = 100_000  # trials per depth / documents per length
+ANSWER_ROOM = 256  # positions past the longest length for decoded answers (models with a fixed maximum)
 
 
 @dataclass(frozen=True)
@@ -261,7 +262,7 @@ def run(cfg: RunConfig, log=print, progress=None) -> Summary:
         raise EvalkitError(f"--out {out} is a file", "give a folder for the CSV files")
     read_rows(out / RESULTS), read_profile(out / PROFILE)  # refuse foreign files before any work
     loaded = load_model(spec, cfg.device, cfg.dtype, cfg.trust_remote_code, log=log)
-    ensure_length(loaded.model, max(cfg.lengths) + 16)
+    ensure_length(loaded.model, max(cfg.lengths) + ANSWER_ROOM)
     ctx = RunContext(cfg, loaded, log)
     groups = plan(cfg, spec, ctx)
     for method in cfg.methods:  # a method the checkpoint refuses stops the run before anything is written

@@ -77,7 +77,8 @@ class Lines:
     def cells(self, ctx, lengths) -> list[Cell]:
         depths, samples = ctx.cfg.opt("depths"), range(ctx.cfg.samples)
         for depth in depths:  # every prompt must fit, before anything is measured or written
-            self.prompt(ctx, min(lengths), 0, depth)
+            for sample in samples:
+                self.prompt(ctx, min(lengths), sample, depth)
         return [Cell(self.name, n, s, d) for n in lengths for d in depths for s in samples]
 
     def group(self, ctx, cell: Cell, prefix_mode: bool):

@@ -116,7 +116,7 @@ def strided_nll(model, ids, window: int, stride: int):
 
 class Perplexity:
     name = "ppl"
-    identity = ("data", "stride", "min_doc_tokens")  # the seed changes nothing here
+    identity = ("data", "text_field", "stride", "min_doc_tokens")  # the seed changes nothing here
     options = (DATA, TEXT_FIELD, STRIDE, MIN_DOC, BUCKET)
     columns = {"ppl": float, "nll": float, "tokens": int, "doc": str}
     min_length = 2  # at least one predicted token

@@ -6,3 +6,5 @@ RESULTS_HEADER = [  # results.csv of evalkit 0.1, in its order
     "device", "dtype", "seed", "status", "evalkit_version", "created_at",
     "data", "doc", "stride", "prefix_mode", "source", "error", "transformers_version", "torch_version",
 ]
+POSITIONS_HEADER = ["model", "method", "scale", "alpha", "trained_len", "length", "sample", "doc", "data",
+                    "stride", "seed", "position_start", "position_end", "nll"]  # positions.csv of evalkit 0.1

@@ -194,3 +194,30 @@ def test_baseline_and_position_lines_stay_within_one_trained_length(results, tmp
     made = plot_all([tmp_path / "mixed"], tmp_path / "figs")
     lines = next(series for f, series in made.items() if f.name.endswith("_positions.png"))
     assert {label: ys for label, (xs, ys) in lines.items()} == {"pi L=4096": [3.0], "pi L=2048": [4.4]}
+
+
+def test_a_baseline_is_taken_within_the_same_task_settings(tmp_path):
+    """With and without chat template in one folder: each row is compared with the baseline of
+    its own setting (none 100%/0%, ntk 100%/100% -> ntk +0 pp without, +100 pp with)."""
+    rows = []
+    for s in range(4):
+        rows += [pk_row("none", 4096, 0.5, s, 1, chat_template=0), pk_row("none", 4096, 0.5, s, 0, chat_template=1),
+                 pk_row("ntk", 4096, 0.5, s, 1, chat_template=0), pk_row("ntk", 4096, 0.5, s, 1, chat_template=1)]
+    path = write(tmp_path / "r" / "results.csv", rows, COLUMNS + ["chat_template"])
+    table = runner.invoke(app, ["compare", str(path), "--baseline", "none", "--format", "csv"]).output
+    cells = {line.split(",")[1]: line.split(",")[2] for line in table.splitlines()[1:] if line.startswith("m,")}
+    assert cells == {"none chat-template=0": "+0 pp (4)", "none chat-template=1": "+0 pp (4)",
+                     "ntk chat-template=0": "+0 pp (4)", "ntk chat-template=1": "+100 pp (4)"}, table
+
+
+def test_rewriting_a_results_file_keeps_its_permissions(tmp_path):
+    import os
+    import stat
+
+    from evalkit.results import CsvAppender, result_columns
+
+    path = write(tmp_path / "results.csv", [ppl_row("none", 4096, 0, 2.0, 4095)])  # the 0.1 layout
+    os.chmod(path, 0o644)
+    CsvAppender(path, result_columns()).close()  # adds the newer columns: a rewrite
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert "min_doc_tokens" in path.read_text().splitlines()[0]

@@ -15,7 +15,7 @@ from evalkit.cli import app, parse_length, split_list
 from evalkit.errors import EvalkitError
 from evalkit.results import PROFILE_COLUMNS, CsvAppender, FolderLock, read_profile, read_rows, result_columns
 
-from evalkit01 import RESULTS_HEADER as V01
+from evalkit01 import POSITIONS_HEADER as V01_POSITIONS, RESULTS_HEADER as V01
 
 runner = CliRunner()
 QUICK = ("--len", "160")
@@ -406,7 +406,7 @@ def test_a_positions_file_of_evalkit_0_1_is_read_and_brought_to_the_current_head
     result, out = run("--task", "ppl", "--method", "none", *QUICK)
     profile = out / "positions.csv"
     rows = read_profile(profile)
-    old_header = PROFILE_COLUMNS[:-1]  # 0.1 wrote no source column
+    old_header = V01_POSITIONS  # 0.1 wrote no source (nor the later settings) columns
     with open(profile, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=old_header, extrasaction="ignore", lineterminator="\n")
         w.writeheader()

@@ -277,3 +277,17 @@ def test_a_bad_value_is_an_error_even_for_an_option_no_chosen_task_reads(tiny_mo
                                       "--multikey-variant", "4", "--out", str(tmp_path / "r")])
     assert result.exit_code == 2 and "--multikey-variant must be 1, 2 or 3" in result.output
     assert not (tmp_path / "r").exists()
+
+
+def test_every_lines_sample_is_checked_before_anything_is_written(tiny_model_dir, tmp_path):
+    """At a length where some samples' questions do not fit, the run stops before its first row."""
+    lengths = []
+    for length in range(150, 1500, 25):
+        result = CliRunner().invoke(app, ["run", "--model", str(tiny_model_dir), "--task", "lines", "--len",
+                                          str(length), "--samples", "12", "--method", "none", "--out",
+                                          str(tmp_path / f"r{length}")])
+        lengths.append((length, result.exit_code, (tmp_path / f"r{length}" / "results.csv").exists()))
+        if result.exit_code == 0:
+            break
+    assert all(written == (code == 0) for _, code, written in lengths), lengths
+    assert lengths[0][1] == 2 and lengths[-1][1] == 0  # refused up to a length where all fit
