@@ -255,8 +255,8 @@ def _repair_baichuan_rotary(model, log) -> None:
         emb = torch.cat([torch.outer(t, inv)] * 2, dim=-1)[None, None]  # (1, 1, L, d)
         for name, want in (("cos_cached", emb.cos()), ("sin_cached", emb.sin())):
             have = getattr(rot, name)
-            if (have.is_meta or have.shape != want.shape
-                    or not torch.allclose(have.detach().float().cpu(), want, atol=1e-2)):
+            # exactly the formula: memory left over from another model can be merely close to it
+            if have.is_meta or have.shape != want.shape or not torch.equal(have.detach().cpu(), want.to(have.dtype)):
                 _set_tensor(rot, name, want.to(device=device, dtype=have.dtype))
                 repaired.add(name)
     if repaired:
