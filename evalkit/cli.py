@@ -211,6 +211,7 @@ def run(
     (--depths, --data, --haystack, ...) are declared by the tasks: `evalkit tasks` says which.
     """
     from evalkit.sweep import DEMO_LENGTHS, RunConfig, default_tasks, ignored_options, run as run_sweep
+    from evalkit.tasks import OPTIONS
 
     lists = dict(methods=split_list(method, what="method", option="--method"),
                  lengths=split_list(length, parse_length, "length", "--len"),
@@ -218,7 +219,7 @@ def run(
     options = task_values(task_options or {})
     log = functools.partial(typer.echo, err=True)
     for option, values in [("--method", lists["methods"]), ("--len", lists["lengths"]), ("--task", lists["tasks"])] \
-            + [("--" + n.replace("_", "-"), v) for n, v in options.items() if isinstance(v, tuple)]:
+            + [(OPTIONS.get(n).flag_name, v) for n, v in options.items() if isinstance(v, tuple)]:
         _dedupe_note(log, option, values)
     cfg = RunConfig(
         model=model, methods=lists["methods"] or ("none", "ntk"), lengths=lists["lengths"] or DEMO_LENGTHS,

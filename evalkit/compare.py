@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from evalkit import stats
 from evalkit.errors import EvalkitError
 from evalkit.results import read_rows, result_columns, row_key
 

@@ -148,8 +148,8 @@ def plot_positions(profile, df, model, out, fmt) -> tuple[Path, dict]:
     series = {}
     methods = df[df["task"].isin(profile_tasks()) & (df["length"] == longest)]
     several_l = p["trained_len"].nunique(dropna=False) > 1
-    p = p.assign(**{c: [k[PROFILE_KEY.index(c)] for k in map(profile_key, p.to_dict("records"))] for c in
-                    _options_in(PROFILE_KEY)})  # empty (older rows) read as the default
+    keys = [profile_key(r) for r in p.to_dict("records")]  # an empty setting (older rows) reads as its default
+    p = p.assign(**{c: [k[PROFILE_KEY.index(c)] for k in keys] for c in _options_in(PROFILE_KEY)})
     varying = [c for c in _options_in(PROFILE_KEY) if p[c].nunique() > 1]  # settings never averaged together
     for (method, trained, *setting), g in p.groupby(["method", "trained_len"] + varying, sort=False, dropna=False):
         same_l = methods["trained_len"].isna() if trained != trained else methods["trained_len"] == trained

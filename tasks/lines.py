@@ -10,12 +10,11 @@ and more. Correct when the first integer of the greedy answer equals the line's 
 """
 from __future__ import annotations
 
-import re
-
 from evalkit import stats
 from evalkit.errors import EvalkitError
 from evalkit.tasks import Cell, Metric, register
-from evalkit.tasks.retrieval import (CHAT_TEMPLATE, DEPTHS, encode, frame, generate, trial_rng, word_key, words)
+from evalkit.tasks.retrieval import (CHAT_TEMPLATE, DEPTHS, NON_FINITE, TrialTask, encode, first_integer_is, frame,
+                                     generate, integer_complete, trial_rng, word_key, words)
 
 # LongEval's prompt (longchat/longeval/utils.py), with an answer prefix for raw completion
 HEADER = ("Below is a record of lines I want you to remember. Each line begins with 'line <line index>' and "
@@ -28,15 +27,12 @@ ANSWER = " The <REGISTER_CONTENT> in line {key} is"
 NEW_TOKENS = 12
 
 
-class Lines:
+class Lines(TrialTask):
     name = "lines"
     summary = "LongEval lines: 'line KEY: REGISTER_CONTENT is <N>' records filling the context, one asked; accuracy"
     identity = ("depth", "seed", "chat_template")
     options = (DEPTHS, CHAT_TEMPLATE)
     columns = {"answer": str, "expected": str, "correct": int, "tokens": int, "lines": int}
-    min_length = 1
-    default = False
-    profile = False
     metrics = (Metric("lines", "lines", "LongEval lines accuracy", stats.accuracy("correct"), percent=True,
                       relative="difference"),)
 
@@ -63,36 +59,27 @@ class Lines:
             total += len(ids)
         while pairs:  # room for the question about the line at the depth, or one line fewer
             key, value = pairs[min(int(depth * len(pairs)), len(pairs) - 1)]
-            end = encode(tok, QUESTION.format(key=key)) + encode(tok, ANSWER.format(key=key))
-            if total + len(end) <= length:
+            question, answer = encode(tok, QUESTION.format(key=key)), encode(tok, ANSWER.format(key=key))
+            if total + len(question) + len(answer) <= length:
                 break
             total -= len(lines.pop())
             pairs.pop()
         if not pairs:
             raise EvalkitError(f"lines length {length} is too short for one line", "use at least 512 tokens")
         body = [t for ids in lines for t in ids]
-        prompt = head + body + encode(tok, QUESTION.format(key=key)) + fr.tail + encode(tok, ANSWER.format(key=key))
-        return prompt, value, len(pairs)
+        return head + body + question + fr.tail + answer, value, len(pairs)
 
-    def cells(self, ctx, lengths) -> list[Cell]:
-        depths, samples = ctx.cfg.opt("depths"), range(ctx.cfg.samples)
-        for depth in depths:  # every prompt must fit, before anything is measured or written
-            for sample in samples:
-                self.prompt(ctx, min(lengths), sample, depth)
-        return [Cell(self.name, n, s, d) for n in lengths for d in depths for s in samples]
-
-    def group(self, ctx, cell: Cell, prefix_mode: bool):
-        return cell
+    def fits(self, ctx, length, sample, depth) -> None:
+        self.prompt(ctx, length, sample, depth)
 
     def measure(self, ctx, cells: list[Cell]) -> list[dict]:
         (cell,) = cells
         prompt, value, n_lines = self.prompt(ctx, cell.length, cell.sample, cell.depth)
-        answer = generate(ctx, prompt, NEW_TOKENS, lambda text: re.search(r"\d+\D", text) is not None)
+        answer = generate(ctx, prompt, NEW_TOKENS, integer_complete)
         row = dict(expected=str(value), tokens=len(prompt), lines=n_lines)
         if answer is None:
-            return [dict(row, status="nan", error="non-finite logits")]
-        found = re.search(r"\d+", answer)
-        return [dict(row, answer=answer.strip(), correct=int(found is not None and int(found.group()) == value))]
+            return [dict(row, **NON_FINITE)]
+        return [dict(row, answer=answer.strip(), correct=int(first_integer_is(answer, value)))]
 
 
 register(Lines())

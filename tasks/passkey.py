@@ -10,13 +10,13 @@ tokens with the KV cache; correct when the first integer of the answer equals th
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import dataclass
 
 from evalkit import stats
 from evalkit.errors import EvalkitError
 from evalkit.tasks import Cell, Metric, register
-from evalkit.tasks.retrieval import CHAT_TEMPLATE, DEPTHS, Frame, encode, frame, generate, raw_frame
+from evalkit.tasks.retrieval import (CHAT_TEMPLATE, DEPTHS, NON_FINITE, Frame, TrialTask, encode, first_integer_is, frame,
+                                     generate, integer_complete, raw_frame)
 
 INSTRUCTION = ("There is an important info hidden inside a lot of irrelevant text. "
                "Find it and memorize them. I will quiz you about the important information there.\n")
@@ -68,44 +68,33 @@ def build_prompt(pieces: Pieces, needle: list[int], length: int, depth: float) -
     return pieces.prefix + filler[:at] + needle + filler[at:] + pieces.question
 
 
-def score(answer: str, key: int) -> bool:
-    """The first integer of the answer equals the key (no substring leniency)."""
-    found = re.search(r"\d+", answer)
-    return found is not None and int(found.group()) == key
+score = first_integer_is  # correct: the first integer of the answer is the key (no substring leniency)
 
 
-class Passkey:
+class Passkey(TrialTask):
     name = "passkey"
     identity = ("depth", "seed", "chat_template")  # the seed picks the keys
     options = (DEPTHS, CHAT_TEMPLATE)
     columns = {"passkey": int, "answer": str, "correct": int, "tokens": int}
-    min_length = 1  # the real minimum depends on the tokenizer: build_prompt says it
     default = True
-    profile = False
     metrics = (Metric("passkey", "passkey", "passkey accuracy", stats.accuracy("correct"), percent=True,
                       relative="difference"),)
     summary = "passkey retrieval: a 5-digit key hidden at a depth in filler text; accuracy"
 
-    def cells(self, ctx, lengths) -> list[Cell]:
+    def prompt(self, ctx, length: int, sample: int, depth: float) -> tuple[list[int], int]:
         pieces = ctx.cached("passkey-pieces", lambda: Pieces.of(ctx.tokenizer, frame(ctx)))
-        longest_needle = max(len(needle_ids(ctx, passkey_for(ctx.cfg.seed, s, d)))
-                             for d in ctx.cfg.opt("depths") for s in range(ctx.cfg.samples))
-        for length in lengths:  # every prompt must fit, checked before anything is measured or written
-            build_prompt(pieces, [0] * longest_needle, length, 0.0)
-        return [Cell(self.name, length, sample, depth)
-                for length in lengths for depth in ctx.cfg.opt("depths") for sample in range(ctx.cfg.samples)]
+        key = passkey_for(ctx.cfg.seed, sample, depth)
+        return build_prompt(pieces, needle_ids(ctx, key), length, depth), key
 
-    def group(self, ctx, cell: Cell, prefix_mode: bool):
-        return cell  # one prefill per trial
+    def fits(self, ctx, length, sample, depth) -> None:
+        self.prompt(ctx, length, sample, depth)
 
     def measure(self, ctx, cells: list[Cell]) -> list[dict]:
         (cell,) = cells
-        pieces = ctx.cached("passkey-pieces", lambda: Pieces.of(ctx.tokenizer, frame(ctx)))
-        key = passkey_for(ctx.cfg.seed, cell.sample, cell.depth)
-        prompt = build_prompt(pieces, needle_ids(ctx, key), cell.length, cell.depth)
-        answer = generate(ctx, prompt, NEW_TOKENS, lambda text: re.search(r"\d+\D", text) is not None)
-        if answer is None:  # non-finite logits: a row of its own status, never scored as wrong or right
-            return [dict(passkey=key, tokens=len(prompt), status="nan", error="non-finite logits")]
+        prompt, key = self.prompt(ctx, cell.length, cell.sample, cell.depth)
+        answer = generate(ctx, prompt, NEW_TOKENS, integer_complete)
+        if answer is None:
+            return [dict(passkey=key, tokens=len(prompt), **NON_FINITE)]
         return [dict(passkey=key, answer=answer.strip(), correct=int(score(answer, key)), tokens=len(prompt))]
 
 

@@ -113,9 +113,18 @@ def generate(ctx, prompt: list[int], max_new: int, stop: Callable[[str], bool]) 
     return tokenizer.decode(out, skip_special_tokens=True)
 
 
-def ends_line(text: str) -> bool:
-    """Stop at the first line break after some text (the answer is one line)."""
-    return "\n" in text.strip(" ") and bool(text.strip())
+def integer_complete(text: str) -> bool:
+    """A stop rule: an integer has been written and ended."""
+    return re.search(r"\d+\D", text) is not None
+
+
+def first_integer_is(answer: str, value: int) -> bool:
+    """The first integer of the answer equals ``value`` (no substring leniency)."""
+    found = re.search(r"\d+", answer)
+    return found is not None and int(found.group()) == value
+
+
+NON_FINITE = dict(status="nan", error="non-finite logits")  # a trial with no answer: never scored
 
 
 def recalled(answer: str, values: list[str]) -> float:
@@ -207,7 +216,7 @@ def haystack_prompt(ctx, length: int, instruction: str, question: str, answer_pr
     if n_hay < 1:
         raise EvalkitError(f"{what} length {length} is too short for the prompt",
                            f"use at least {length - n_hay + 1} tokens")
-    head = len(fr.head) + len(ctx.cached(("text", instruction), lambda: encode(tok, instruction)))
+    head = len(fr.head) + len(ctx.cached(("text", instruction), lambda: encode(tok, instruction)))  # cached above
     return fixed[:head] + place(hay.take(n_hay), needle_ids) + fixed[head:]
 
 
@@ -232,17 +241,38 @@ class Trial:
     expected: list[str]  # every value the answer must contain
 
 
-class NeedleTask:
-    """RULER-style needle tasks: cells are length × depth × sample; a trial is one greedy answer
-    scored by the fraction of expected values recalled (``score``; ``correct`` when all are).
-    A subclass sets ``name``, ``summary``, ``metrics`` and writes :meth:`trial`."""
+class TrialTask:
+    """What the retrieval tasks share: cells are length × depth × sample, one prefill per trial,
+    and every trial's prompt is built once at the shortest length while planning, so a length
+    too short for any of them stops the run before anything is measured or written. A subclass
+    writes :meth:`fits` (raises EvalkitError when the prompt does not fit)."""
+
+    min_length = 1  # the real minimum depends on the tokenizer: planning says it
+    default = False
+    profile = False
+
+    def fits(self, ctx, length: int, sample: int, depth: float) -> None:
+        raise NotImplementedError
+
+    def cells(self, ctx, lengths) -> list[Cell]:
+        depths, samples = ctx.cfg.opt("depths"), range(ctx.cfg.samples)
+        for depth in depths:
+            for sample in samples:
+                self.fits(ctx, min(lengths), sample, depth)
+        return [Cell(self.name, n, s, d) for n in lengths for d in depths for s in samples]
+
+    def group(self, ctx, cell: Cell, prefix_mode: bool):
+        return cell  # one prefill per trial
+
+
+class NeedleTask(TrialTask):
+    """RULER-style needle tasks: a trial is one greedy answer scored by the fraction of expected
+    values recalled (``score``; ``correct`` when all are). A subclass sets ``name``, ``summary``,
+    ``metrics`` and writes :meth:`trial`."""
 
     identity = ("depth", "seed", "haystack", "chat_template")
     options = (DEPTHS, HAYSTACK, CHAT_TEMPLATE)
     columns = {"answer": str, "expected": str, "score": float, "correct": int, "tokens": int}
-    min_length = 1  # the real minimum depends on the tokenizer: the planning says it
-    default = False
-    profile = False
 
     @classmethod
     def metric(cls, name: str, title: str) -> tuple[Metric]:
@@ -251,15 +281,8 @@ class NeedleTask:
     def trial(self, ctx, length: int, sample: int, depth: float) -> Trial:
         raise NotImplementedError
 
-    def cells(self, ctx, lengths) -> list[Cell]:
-        depths, samples = ctx.cfg.opt("depths"), range(ctx.cfg.samples)
-        for depth in depths:  # every prompt must fit, checked before anything is measured or written
-            for sample in samples:
-                self.trial(ctx, min(lengths), sample, depth)
-        return [Cell(self.name, n, s, d) for n in lengths for d in depths for s in samples]
-
-    def group(self, ctx, cell: Cell, prefix_mode: bool):
-        return cell  # one prefill per trial
+    def fits(self, ctx, length, sample, depth) -> None:
+        self.trial(ctx, length, sample, depth)
 
     def measure(self, ctx, cells: list[Cell]) -> list[dict]:
         (cell,) = cells
@@ -267,7 +290,7 @@ class NeedleTask:
         budget = len(encode(ctx.tokenizer, " " + ", ".join(t.expected) + ".")) + 16
         answer = generate(ctx, t.prompt, budget, lambda text: False)
         row = dict(expected=" ".join(t.expected), tokens=len(t.prompt))
-        if answer is None:  # a row of its own status, never scored as wrong or right
-            return [dict(row, status="nan", error="non-finite logits")]
+        if answer is None:
+            return [dict(row, **NON_FINITE)]
         score = recalled(answer, t.expected)
         return [dict(row, answer=answer.strip(), score=score, correct=int(score == 1))]
