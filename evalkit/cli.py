@@ -75,6 +75,21 @@ def split_list(values: Optional[List[str]], cast=str, what="value", option: str 
     return tuple(out)
 
 
+def param_values(values: Optional[List[str]]) -> dict:
+    """--param window=512,group=4 --param k=2 -> {"window": "512", ...} (checked by each method)."""
+    from evalkit.errors import EvalkitError
+
+    out: dict = {}
+    for item in split_list(values, what="parameter", option="--param") or ():
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip() or not value.strip():
+            raise EvalkitError(f"--param {item!r} is not key=value", "e.g. --param window=1024,group=8")
+        if key.strip() in out:
+            raise EvalkitError(f"--param {key.strip()} is given twice", "give it once")
+        out[key.strip()] = value.strip()
+    return out
+
+
 def parse_length(text: str) -> int:
     """4096, 4k, 16K, 128k -> tokens (a whole, finite number)."""
     t = text.strip().lower()
@@ -184,7 +199,8 @@ def run(
     model: Optional[str] = typer.Option(None, help="Alias (evalkit models), Hugging Face id or local checkpoint "
                                                    "folder. Default: the embedded smollm2-135m."),
     method: Optional[List[str]] = typer.Option(None, "--method", "-m", help="Scaling method(s), comma list or "
-                                               "repeated (evalkit methods). Default: none,ntk."),
+                                               "repeated, each with its parameters: ntk:alpha=2, "
+                                               "self-extend:window=512,group=4 (evalkit methods). Default: none,ntk."),
     length: Optional[List[str]] = typer.Option(None, "--len", "-l", help="Context length(s) in the model's tokens "
                                                "(8192 or 8k), comma list or repeated. Default: 4096,12288."),
     task: Optional[List[str]] = typer.Option(None, "--task", "-t", help="Task(s), comma list or repeated "
@@ -193,6 +209,10 @@ def run(
     scale: Optional[float] = typer.Option(None, help="Fixed scale s for pi/yarn/alibi-pi. Default: length / "
                                           "trained length, per length (never below 1)."),
     alpha: Optional[float] = typer.Option(None, help="Fixed alpha for ntk/dynamic-ntk/ntk-alibi. Default: the scale."),
+    param: Optional[List[str]] = typer.Option(None, "--param", "-p", help="Method parameter(s) k=v for every "
+                                              "method that has them, comma list or repeated: --param window=512."),
+    rope_reset: bool = typer.Option(False, "--rope-reset", help="Remove the RoPE scaling a checkpoint ships "
+                                    "(llama3, yarn, longrope, ...): plain RoPE over its pretraining length."),
     trained_len: Optional[int] = typer.Option(None, help="Override the trained context length (tokens) read "
                                               "from the registry / config."),
     out: Path = typer.Option(Path("results"), help="Folder for results.csv and positions.csv."),
@@ -213,7 +233,12 @@ def run(
     from evalkit.sweep import DEMO_LENGTHS, RunConfig, default_tasks, ignored_options, run as run_sweep
     from evalkit.tasks import OPTIONS
 
-    lists = dict(methods=split_list(method, what="method", option="--method"),
+    from evalkit.errors import EvalkitError
+    from evalkit.patches import split_method_list
+
+    if method is not None and not split_method_list(method):
+        raise EvalkitError("--method was given an empty list", "give at least one value, or leave it out")
+    lists = dict(methods=tuple(split_method_list(method or [])) or None,
                  lengths=split_list(length, parse_length, "length", "--len"),
                  tasks=split_list(task, what="task", option="--task"))
     options = task_values(task_options or {})
@@ -224,8 +249,10 @@ def run(
     cfg = RunConfig(
         model=model, methods=lists["methods"] or ("none", "ntk"), lengths=lists["lengths"] or DEMO_LENGTHS,
         tasks=lists["tasks"] or default_tasks(), samples=samples, scale=scale, alpha=alpha, trained_len=trained_len,
-        options=options, out=str(out), device=device, dtype=dtype, seed=seed, trust_remote_code=trust_remote_code,
+        params=param_values(param), rope_reset=rope_reset, options=options, out=str(out), device=device, dtype=dtype, seed=seed, trust_remote_code=trust_remote_code,
         force=force, prefix=not no_prefix)
+    for name in cfg.unused_params():
+        log(f"evalkit: --param {name} is not a parameter of the methods run ({', '.join(cfg.methods)}); ignored")
     for flag in ignored_options(cfg.tasks, options):
         log(f"evalkit: {flag} is not read by the tasks run ({', '.join(cfg.tasks)}); ignored (see evalkit tasks)")
     summary = run_sweep(cfg, log=log, progress=_progress)
@@ -242,23 +269,33 @@ def run(
 @app.command()
 @user_errors
 def models():
-    """List model aliases (built in and from ./evalkit.toml)."""
+    """List model aliases (built in and from ./evalkit.toml), then the model families evalkit patches."""
+    from evalkit.families import FAMILIES
     from evalkit.models import all_models
 
     rows = [(s.name, s.family, s.encoding, str(s.trained_len), "yes" if s.remote_code else "", s.source)
             for s in all_models().values()]
     _table(["alias", "family", "encoding", "trained", "remote code", "source"], rows)
+    typer.echo("")
+    _table(["family", "model_type", "encoding", "installer", "checked against"],
+           [(f.name, ",".join(f.model_types), f.encoding, f.adapter, f.checked) for f in FAMILIES.values()])
 
 
 @app.command()
 @user_errors
 def methods():
-    """List scaling methods, the encoding each applies to, and its formula."""
+    """List scaling methods: encoding, parameters (default), length-independence and formula."""
     from evalkit.patches import METHODS
 
-    _table(["method", "encoding", "reads", "one forward for all lengths", "what it does"],
-           [(m.name, m.encoding, ",".join(m.reads) or "-", "yes (fixed factors)" if m.static else "no",
-             m.summary) for m in (METHODS.get(n) for n in METHODS)])
+    def independent(m) -> str:
+        if not m.static:
+            return "no"
+        derived = [p.name for p in m.params if p.derive]
+        return f"if {','.join(derived)} given" if derived else "yes"
+
+    _table(["method", "encoding", "parameters (default)", "length-independent", "what it does"],
+           [(m.name, m.encoding, " ".join(f"{p.name}={p.shown_default}" for p in m.params) or "-", independent(m),
+             m.summary) for m in METHODS.values()])
 
 
 @app.command()

@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 
 from evalkit.errors import EvalkitError
-from evalkit.results import read_rows, result_columns, row_key
+from evalkit.results import read_table, result_columns, row_key
 
 FORMATS = ("table", "markdown", "csv", "latex")
 
@@ -42,7 +42,9 @@ def load_results(paths):
     """All rows of the given CSVs / folders as a DataFrame (with the file in ``_file``)."""
     rows = []
     for f in find_csvs(paths):
-        rows += [dict(r, _file=str(f)) for r in read_rows(f)]  # one-line error for a non-evalkit CSV
+        header, found = read_table(f)  # one-line error for a non-evalkit CSV
+        legacy = {"_no_params": 1} if "params" not in header else {}  # written by evalkit <= 0.2
+        rows += [dict(r, _file=str(f), **legacy) for r in found]
     return frame_of(rows)
 
 
@@ -57,6 +59,7 @@ def frame_of(rows: list[dict]):
     columns = list(dict.fromkeys(result_columns() + [c for r in rows for c in r]))
     df = pd.DataFrame(rows, columns=columns + (["_file"] if "_file" not in columns else []))
     df["_key"] = [row_key(r) for r in rows]
+    df["_method"] = [row_method_label(r) for r in _with_legacy_params(rows)]
     measured = [c for c, kind in COLUMN_TYPES.items() if kind is float and c not in CORE_COLUMNS]
     given = df[measured].fillna("").astype(str).apply(lambda c: c.str.strip() != "")
     for col in df.columns:
@@ -80,7 +83,7 @@ def check_consistent(df) -> None:
         files = sorted(twice["_file"].dropna().unique())
         raise EvalkitError(f"the same cell ({r['method']} {r['task']} at {r['length']}, sample {r['sample']}) "
                            f"is measured more than once ({', '.join(files)})", "compare the runs separately")
-    cell = ["model", "method", "scale", "alpha", "trained_len", "task", "length"]
+    cell = ["model", "_method", "scale", "alpha", "trained_len", "task", "length"]
     keyed = df.copy()
     for c in ("scale", "alpha", "trained_len"):
         keyed[c] = keyed[c].astype(object).where(keyed[c].notna(), "").astype(str)
@@ -132,9 +135,8 @@ def summarise(df, metric: str, per_depth: bool = False):
     sub, varying = with_settings(sub)
     out = []
     several_l = sub.groupby("model")["trained_len"].nunique(dropna=False)
-    for (model, method, trained, *setting), g in sub.groupby(["model", "method", "trained_len"] + varying,
-                                                             sort=False, dropna=False):
-        label = method_label(g)
+    for (model, label, trained, *setting), g in sub.groupby(["model", "_method", "trained_len"] + varying,
+                                                            sort=False, dropna=False):
         if several_l[model] > 1:  # the same model with different trained lengths: one row each
             label += f" L={trained:g}" if trained == trained else " L=?"
         setting = "".join(" " + setting_label(c, v) for c, v in zip(varying, setting))  # different settings too
@@ -160,19 +162,48 @@ def summarise(df, metric: str, per_depth: bool = False):
     return pd.DataFrame(out)
 
 
-def method_label(g) -> str:
-    parts = [g["method"].iloc[0]]
-    for col, sym in (("scale", "s"), ("alpha", "alpha")):
-        values = g[col].dropna().unique()
-        if len(values) == 1 and g[col].notna().all():  # one fixed factor (not derived per length)
-            parts.append(f"{sym}={values[0]:g}")
-    return " ".join(parts)
+def _with_legacy_params(rows: list[dict]) -> list[dict]:
+    """Rows written before the ``params`` column (evalkit <= 0.2) do not say whether scale / alpha
+    were given or derived per length; as those versions did, a factor is named when every row of
+    the method (per model and trained length) has the same one."""
+    legacy: dict = {}
+    for r in rows:
+        if r.get("_no_params"):
+            legacy.setdefault((r.get("model"), r.get("method"), r.get("trained_len")), []).append(r)
+    if not legacy:
+        return rows
+    named: dict = {}
+    for key, group in legacy.items():
+        parts = []
+        for col in ("scale", "alpha"):
+            values = {str(r.get(col) or "") for r in group}
+            if len(values) == 1 and "" not in values:
+                parts.append(f"{col}={values.pop()}")
+        named[key] = ",".join(parts)
+    return [dict(r, params=named[(r.get("model"), r.get("method"), r.get("trained_len"))]) if r.get("_no_params")
+            else r for r in rows]
+
+
+def row_method_label(row: dict) -> str:
+    """How a row's method is named in tables and figures: the method, the parameters that differ
+    from its defaults (``ntk alpha=2``), and ``rope-reset`` when the checkpoint's own scaling was
+    removed. Derived factors (scale = length / trained) are not named: they differ per column."""
+    from evalkit.patches import params_label
+    from evalkit.results import fmt
+
+    method = str(row.get("method") or "")
+    parts = [method, params_label(method, fmt(row.get("params")))]
+    if str(row.get("rope_scaling") or "").startswith("removed:"):
+        parts.append("rope-reset")
+    return " ".join(p for p in parts if p)
 
 
 def apply_baseline(long, baseline: str, metric: str):
     """ppl: ratio to the baseline method of the same model, trained length and task settings;
     accuracies: difference."""
-    base = long[long["method"].str.split().str[0] == baseline]
+    base = long[long["method"] == baseline]
+    if base.empty:
+        base = long[long["method"].str.split().str[0] == baseline]
     if base.empty:
         raise EvalkitError(f"baseline method {baseline!r} is not in the results",
                            f"methods: {', '.join(sorted(long['method'].unique()))}")

@@ -70,10 +70,6 @@ for _spec in [
 ]:
     MODELS.add(_spec.name, _spec)
 
-ROPE_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
-ALIBI_TYPES = {"bloom", "mpt"}
-
-
 def user_models(path: Path | None = None) -> dict[str, ModelSpec]:
     """Aliases from ``evalkit.toml`` ([models.NAME] tables); an existing alias
     named there keeps the fields that are not given (e.g. only ``source``)."""
@@ -146,41 +142,45 @@ def _looks_like_a_path(name: str) -> bool:
 
 
 def spec_from_config(name: str, source: str, **given) -> ModelSpec:
-    """Family, encoding and trained length read from a checkpoint's config.json."""
+    """Family, encoding and trained length read from a checkpoint's config.json, through the
+    family table (:mod:`evalkit.families`)."""
+    from evalkit.families import families_for, rope_lengths, stated_length, supported_types
+
     config = _read_config(source)
     model_type = config.get("model_type", "")
     if not isinstance(model_type, str):
         raise EvalkitError(f"{source}: config.json says model_type = {model_type!r}, not a string",
                            "fix the checkpoint's config.json")
-    if model_type == "baichuan" and not given.get("encoding"):
-        encoding = encoding_from_code(source, config)  # 7B releases: RoPE, 13B: ALiBi, same model_type
-    elif model_type in ALIBI_TYPES or (model_type == "falcon" and config.get("alibi")):
-        encoding = "alibi"
-    elif model_type in ROPE_TYPES:
-        encoding = "rope"
+    candidates = families_for(model_type, config)
+    if len(candidates) > 1:  # Baichuan: 7B releases RoPE, 13B ALiBi, one model_type
+        encoding = given.get("encoding") or encoding_from_code(source, config)
+        candidates = [f for f in candidates if f.encoding == encoding]
+    if candidates:
+        family, encoding = candidates[0].name, candidates[0].encoding
     else:
-        encoding = given.get("encoding") or ""
+        family, encoding = model_type or "custom", given.get("encoding") or ""
         if not encoding:
             raise EvalkitError(f"{source}: model type {model_type!r} is not supported",
-                               "supported: LLaMA-architecture (llama, mistral, qwen2), baichuan, bloom, mpt")
-    trained = _config_length(source, config)
-    fields = dict(family=model_type, encoding=encoding, trained_len=trained,
-                  remote_code=bool(config.get("auto_map")))
+                               f"supported model types: {supported_types()}")
+    trained = _config_length(source, config, candidates[0] if candidates else None)
+    if encoding == "rope":
+        trained = rope_lengths(config, trained)[0]  # a shipped scaling's extended length
+    fields = dict(family=family, encoding=encoding, trained_len=trained, remote_code=bool(config.get("auto_map")))
     fields.update(given)
     return ModelSpec(name, source, **fields)
 
 
-def _config_length(source: str, config: dict) -> int:
-    """The trained length a config states (the first of the fields families use), else 2048."""
-    for field in ("max_position_embeddings", "model_max_length", "max_seq_len", "seq_length"):
-        value = config.get(field)
-        if value is None:
-            continue
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise EvalkitError(f"{source}: config.json says {field} = {value!r}, not a positive whole number",
-                               "fix the config, or give the length with --trained-len / evalkit.toml")
-        return value
-    return 2048
+def _config_length(source: str, config: dict, family=None) -> int:
+    """The trained length a config states (the first of the family's length fields), else 2048."""
+    from evalkit.families import stated_length
+
+    value = stated_length(config, family)
+    if value is None:
+        return 2048
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise EvalkitError(f"{source}: config.json states its length as {value!r}, not a positive whole number",
+                           "fix the config, or give the length with --trained-len / evalkit.toml")
+    return value
 
 
 def encoding_from_code(source: str, config: dict) -> str:

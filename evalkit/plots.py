@@ -15,7 +15,7 @@ import math
 import re
 from pathlib import Path
 
-from evalkit.compare import load_results, method_label, setting_label, summarise
+from evalkit.compare import load_results, row_method_label, setting_label, summarise
 from evalkit.results import PROFILE_KEY, profile_key
 from evalkit.errors import EvalkitError
 
@@ -146,15 +146,12 @@ def plot_positions(profile, df, model, out, fmt) -> tuple[Path, dict]:
     p = profile[profile["length"] == longest]
     fig, ax = _figure()
     series = {}
-    methods = df[df["task"].isin(profile_tasks()) & (df["length"] == longest)]
     several_l = p["trained_len"].nunique(dropna=False) > 1
     keys = [profile_key(r) for r in p.to_dict("records")]  # an empty setting (older rows) reads as its default
     p = p.assign(**{c: [k[PROFILE_KEY.index(c)] for k in keys] for c in _options_in(PROFILE_KEY)})
     varying = [c for c in _options_in(PROFILE_KEY) if p[c].nunique() > 1]  # settings never averaged together
-    for (method, trained, *setting), g in p.groupby(["method", "trained_len"] + varying, sort=False, dropna=False):
-        same_l = methods["trained_len"].isna() if trained != trained else methods["trained_len"] == trained
-        same = methods[(methods["method"] == method) & same_l]
-        label = method_label(same) if len(same) else method
+    p = p.assign(_method=[row_method_label(r) for r in p.to_dict("records")])
+    for (label, trained, *setting), g in p.groupby(["_method", "trained_len"] + varying, sort=False, dropna=False):
         if several_l:  # one line per trained length, as in the tables (never averaged together)
             label += f" L={trained:g}" if trained == trained else " L=?"
         label += "".join(" " + setting_label("_" + c, v) for c, v in zip(varying, setting))

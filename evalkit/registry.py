@@ -43,3 +43,6 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return list(self._entries)
+
+    def values(self):
+        return list(self._entries.values())

@@ -27,15 +27,20 @@ from evalkit.errors import EvalkitError
 REQUIRED = ["model", "method", "task", "length", "sample", "status", "evalkit_version", "created_at"]
 PROFILE_COLUMNS = ["model", "method", "scale", "alpha", "trained_len", "length", "sample", "doc", "data",
                    "stride", "seed", "position_start", "position_end", "nll", "source", "min_doc_tokens",
-                   "text_field"]
+                   "text_field", "params", "rope_scaling"]
 PROFILE_REQUIRED = ["model", "method", "length", "sample", "position_start", "position_end", "nll"]
 # A cell's identity: everything that changes its result. Resume, --force, compare's pooling
 # and the run summary all use this one definition. Each task adds its own fields
 # (``identity`` on the task: passkey its depth, seed and chat template, perplexity its data, ...).
-IDENTITY = ["model", "source", "method", "scale", "alpha", "trained_len", "task", "length", "sample"]
+# ``params``: the method's parameters fixed for the sweep (see sweep.cell_fields); a row written
+# before a parameter existed reads as its default. ``rope_scaling``: the checkpoint's own RoPE
+# ("default" for plain RoPE and for rows written before the column existed).
+IDENTITY = ["model", "source", "method", "scale", "alpha", "params", "rope_scaling", "trained_len", "task", "length",
+            "sample"]
 # the perplexity cell a positions.csv row belongs to
-PROFILE_KEY = ["model", "source", "method", "scale", "alpha", "trained_len", "length", "sample", "data", "stride",
-               "min_doc_tokens", "text_field"]
+PROFILE_KEY = ["model", "source", "method", "scale", "alpha", "params", "rope_scaling", "trained_len", "length",
+               "sample", "data", "stride", "min_doc_tokens", "text_field"]
+CORE_EMPTY = {"rope_scaling": "default"}  # what an empty core field reads as
 RESULTS, PROFILE = "results.csv", "positions.csv"
 
 
@@ -65,11 +70,19 @@ def identity_fields(task: str | None) -> list[tuple[str, str]]:
     from evalkit.tasks import OPTIONS, TASKS
 
     extra = TASKS.get(task).identity if task in TASKS else ("depth", "seed", "data", "stride")
-    return [(k, "") for k in IDENTITY] + [(k, fmt(OPTIONS.get(k).default) if k in OPTIONS else "") for k in extra]
+    return ([(k, CORE_EMPTY.get(k, "")) for k in IDENTITY]
+            + [(k, fmt(OPTIONS.get(k).default) if k in OPTIONS else "") for k in extra])
+
+
+def _value(row: dict, k: str, empty: str) -> str:
+    if k == "params":
+        from evalkit.patches import normalise_params
+        return normalise_params(str(row.get("method") or ""), fmt(row.get(k)))
+    return fmt(row.get(k)) or empty
 
 
 def row_key(row: dict) -> tuple:
-    return tuple((k, fmt(row.get(k)) or empty) for k, empty in identity_fields(row.get("task")))
+    return tuple((k, _value(row, k, empty)) for k, empty in identity_fields(row.get("task")))
 
 
 def profile_key(row: dict) -> tuple:
@@ -77,7 +90,8 @@ def profile_key(row: dict) -> tuple:
     option (a row written before it existed) reads as its default, as in :func:`row_key`."""
     from evalkit.tasks import OPTIONS
 
-    return tuple(fmt(row.get(k)) or (fmt(OPTIONS.get(k).default) if k in OPTIONS else "") for k in PROFILE_KEY)
+    return tuple(_value(row, k, CORE_EMPTY.get(k, fmt(OPTIONS.get(k).default) if k in OPTIONS else ""))
+                 for k in PROFILE_KEY)
 
 
 def _complete_end(data: bytes) -> int:

@@ -6,6 +6,7 @@ bar. Tasks only turn settings into cells and measure groups of cells.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import gc
 import math
@@ -47,12 +48,14 @@ class RunConfig:
     :func:`ignored_options`)."""
 
     model: str | None = None
-    methods: tuple[str, ...] = ("none",)
+    methods: tuple[str, ...] = ("none",)  # method texts: "ntk", "ntk:alpha=2", "self-extend:window=512,group=4"
     lengths: tuple[int, ...] = DEMO_LENGTHS
     tasks: tuple[str, ...] = field(default_factory=lambda: default_tasks())
     samples: int = 1
-    scale: float | None = None
+    scale: float | None = None  # shorthand for params scale (and alpha, unless given)
     alpha: float | None = None
+    params: dict = field(default_factory=dict)  # method parameters for every selected method that declares them
+    rope_reset: bool = False
     trained_len: int | None = None
     options: dict = field(default_factory=dict)
     out: str = "results"
@@ -64,13 +67,17 @@ class RunConfig:
     prefix: bool = True
 
     def __post_init__(self):
-        from evalkit.patches import MAX_FACTOR, METHODS
+        from evalkit.patches import MAX_FACTOR
         from evalkit.tasks import TASKS
 
-        for name in ("methods", "lengths", "tasks"):  # each value once, in the order given
+        for name in ("scale", "alpha"):
+            v = getattr(self, name)
+            if v is not None and not (math.isfinite(v) and 1 <= v <= MAX_FACTOR):
+                raise EvalkitError(f"--{name} must be a finite number from 1 to {MAX_FACTOR:g}, got {v}",
+                                   "omit it for the default (length / trained)")
+        object.__setattr__(self, "methods", tuple(dict.fromkeys(c.text for c in self._calls())))
+        for name in ("lengths", "tasks"):  # each value once, in the order given
             object.__setattr__(self, name, tuple(dict.fromkeys(getattr(self, name))))
-        for m in self.methods:
-            METHODS.get(m)
         for t in self.tasks:
             TASKS.get(t)
         if not self.methods or not self.lengths or not self.tasks:
@@ -86,13 +93,40 @@ class RunConfig:
                                    "e.g. --len 8192")
         if not 1 <= self.samples <= MAX_SAMPLES:
             raise EvalkitError(f"--samples must be between 1 and {MAX_SAMPLES}, got {self.samples}", "e.g. --samples 5")
-        for name in ("scale", "alpha"):
-            v = getattr(self, name)
-            if v is not None and not (math.isfinite(v) and 1 <= v <= MAX_FACTOR):
-                raise EvalkitError(f"--{name} must be a finite number from 1 to {MAX_FACTOR:g}, got {v}",
-                                   "omit it for the default (length / trained)")
         if self.trained_len is not None and self.trained_len <= 0:
             raise EvalkitError("--trained-len must be positive", "e.g. --trained-len 4096")
+
+    def sweep_params(self) -> dict:
+        """Parameters given for every method (``--param``; ``--scale`` also sets alpha unless given)."""
+        given = dict(self.params)
+        if self.scale is not None:
+            given.setdefault("scale", self.scale)
+            given.setdefault("alpha", self.alpha if self.alpha is not None else self.scale)
+        if self.alpha is not None:
+            given.setdefault("alpha", self.alpha)
+        return given
+
+    def _calls(self) -> list:
+        """Each method text parsed, with the sweep-wide parameters it declares added."""
+        from evalkit.patches import METHODS, parse_call
+
+        known = {p.name for m in METHODS.values() for p in m.params}
+        unknown = sorted(set(self.params) - known)
+        if unknown:
+            raise EvalkitError(f"--param {unknown[0]}: no method has such a parameter",
+                               f"method parameters: {', '.join(sorted(known))} (evalkit methods)")
+        return [parse_call(text).with_defaults(self.sweep_params()) for text in self.methods]
+
+    @property
+    def calls(self) -> list:
+        from evalkit.patches import parse_call
+
+        return [parse_call(text) for text in self.methods]
+
+    def unused_params(self) -> list[str]:
+        """``--param`` names none of the selected methods declares (a note, not an error)."""
+        declared = {p.name for c in self.calls for p in c.method.params}
+        return [n for n in self.params if n not in declared]
 
     def _task_options(self) -> dict:
         """Every option of the selected tasks: given (validated) or its default."""
@@ -130,7 +164,7 @@ class RunContext:
 
 @dataclass
 class Group:
-    method: str
+    method: object  # a MethodCall
     task: object
     cells: list
     keys: list[dict]  # the identifying fields of each cell's row
@@ -147,26 +181,28 @@ class Summary:
     keys: set = field(default_factory=set)  # identities of every cell this run covers (measured or resumed)
 
 
-def prefix_mode(cfg: RunConfig, method: str) -> bool:
+def prefix_mode(cfg: RunConfig, call, model=None) -> bool:
     """One forward serves every length when position i's output cannot depend on the length:
-    a static method whose factors are fixed (alpha defaults to the scale, so --scale fixes both)."""
-    from evalkit.patches import METHODS
+    a static method none of whose parameters is derived from the length, on a checkpoint whose
+    own RoPE is length-independent too (not ``dynamic`` or ``longrope`` as shipped)."""
+    from evalkit.patches import find_adapter
 
-    m = METHODS.get(method)
-    fixed = {"scale": cfg.scale is not None, "alpha": cfg.alpha is not None or cfg.scale is not None}
-    return cfg.prefix and m.static and all(fixed[p] for p in m.reads)
+    shipped_ok = model is None or find_adapter(model).length_independent(model, cfg.rope_reset)
+    return cfg.prefix and call.length_independent and shipped_ok
 
 
-def cell_fields(cfg, spec, method: str, cell) -> dict:
+def cell_fields(cfg, spec, call, cell, rope_scaling: str = "default") -> dict:
     """The identifying fields of a cell's row (the resume key): the common ones, then the task's
-    (cell fields such as depth, the seed, or its options); factors the method does not read are empty."""
-    from evalkit.patches import METHODS, resolve_params
+    (cell fields such as depth, the seed, or its options). ``scale`` and ``alpha`` hold the values
+    used when the method has them; ``params`` every other value fixed for the whole sweep (given or
+    constant, as ``k=v,k=v``) and the given scale/alpha."""
+    from evalkit.patches import format_params
     from evalkit.tasks import TASKS
 
-    p = resolve_params(spec.trained_len, cell.length, cfg.scale, cfg.alpha)
-    reads = METHODS.get(method).reads
-    fields = dict(model=spec.name, source=spec.source, method=method, scale=p.scale if "scale" in reads else None,
-                  alpha=p.alpha if "alpha" in reads else None, trained_len=spec.trained_len, task=cell.task,
+    values = call.resolve(spec.trained_len, cell.length)
+    fields = dict(model=spec.name, source=spec.source, method=call.name, scale=values.get("scale"),
+                  alpha=values.get("alpha"), params=format_params(call.method, call.fixed()),
+                  rope_scaling=rope_scaling, trained_len=spec.trained_len, task=cell.task,
                   length=cell.length, depth=cell.depth, sample=cell.sample, seed=cfg.seed)
     for f in TASKS.get(cell.task).identity:
         if f not in fields:
@@ -174,20 +210,30 @@ def cell_fields(cfg, spec, method: str, cell) -> dict:
     return fields
 
 
+def rope_scaling_label(cfg, model) -> str:
+    """What a row records of the checkpoint's own RoPE: "default" (plain), its shipped scaling
+    ("llama3", "yarn", ...), or "removed:TYPE" under --rope-reset."""
+    from evalkit.patches import find_adapter
+
+    shipped = find_adapter(model).shipped_type(model)
+    return f"removed:{shipped}" if cfg.rope_reset and shipped != "default" else shipped
+
+
 def plan(cfg, spec, ctx) -> list[Group]:
     from evalkit.tasks import TASKS
 
     groups = []
+    shipped = rope_scaling_label(cfg, ctx.model)
     for task_name in cfg.tasks:
         task = TASKS.get(task_name)
         cells = ctx.cached(("cells", task_name), lambda: task.cells(ctx, sorted(cfg.lengths)))
-        for method in cfg.methods:
+        for call in cfg.calls:
             by_group: dict = {}
             for cell in cells:
-                by_group.setdefault(task.group(ctx, cell, prefix_mode(cfg, method)), []).append(cell)
+                by_group.setdefault(task.group(ctx, cell, prefix_mode(cfg, call, ctx.model)), []).append(cell)
             for members in by_group.values():
-                groups.append(Group(method, task, members, [cell_fields(cfg, spec, method, c) for c in members]))
-    order = {m: i for i, m in enumerate(cfg.methods)}
+                groups.append(Group(call, task, members, [cell_fields(cfg, spec, call, c, shipped) for c in members]))
+    order = {c: i for i, c in enumerate(cfg.calls)}
     groups.sort(key=lambda g: (order[g.method], max(c.length for c in g.cells)))
     return groups
 
@@ -232,7 +278,7 @@ def measure_group(ctx, group: Group, spec, oom_at: dict) -> list[dict]:
     t0 = time.perf_counter()
     try:
         with patched(ctx.model, group.method, trained_len=spec.trained_len, target_len=longest,
-                     scale=cfg.scale, alpha=cfg.alpha):
+                     rope_reset=cfg.rope_reset):
             rows = group.task.measure(ctx, group.cells)
         status, error = "ok", ""
     except Exception as e:  # noqa: BLE001 (only memory errors are caught; others re-raise)
@@ -252,22 +298,24 @@ def measure_group(ctx, group: Group, spec, oom_at: dict) -> list[dict]:
 def run(cfg: RunConfig, log=print, progress=None) -> Summary:
     """Run the sweep described by ``cfg``; returns what was written."""
     from evalkit.models import ensure_length, load_model, resolve_model
-    from evalkit.patches import check_applicable, patched
+    from evalkit.patches import check_applicable, find_adapter, patched
 
     spec = resolve_model(cfg.model, cfg.trained_len)
-    for m in cfg.methods:
-        check_applicable(m, spec.encoding)
+    for call in cfg.calls:
+        check_applicable(call, spec.encoding)
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise EvalkitError(f"--out {out} is a file", "give a folder for the CSV files")
     read_rows(out / RESULTS), read_profile(out / PROFILE)  # refuse foreign files before any work
     loaded = load_model(spec, cfg.device, cfg.dtype, cfg.trust_remote_code, log=log)
+    if cfg.rope_reset and not cfg.trained_len:  # the pretraining length under the removed scaling
+        spec = dataclasses.replace(spec, trained_len=find_adapter(loaded.model).trained_len(loaded.model, True))
     ensure_length(loaded.model, max(cfg.lengths) + ANSWER_ROOM)
     ctx = RunContext(cfg, loaded, log)
     groups = plan(cfg, spec, ctx)
-    for method in cfg.methods:  # a method the checkpoint refuses stops the run before anything is written
-        with patched(loaded.model, method, trained_len=spec.trained_len, target_len=max(cfg.lengths),
-                     scale=cfg.scale, alpha=cfg.alpha):
+    for call in cfg.calls:  # a method the checkpoint refuses stops the run before anything is written
+        with patched(loaded.model, call, trained_len=spec.trained_len, target_len=max(cfg.lengths),
+                     rope_reset=cfg.rope_reset):
             pass
     lock = FolderLock(out)  # one writer per folder, from the first write to the end
     try:
@@ -305,7 +353,7 @@ def _write_cells(cfg, spec, ctx, groups, out: Path, log, progress) -> Summary:
     advance = progress(sum(len(g.cells) for g in pending)) if progress else (lambda n, desc: None)
     try:
         for g in pending:
-            advance(0, f"{g.method} {g.task.name} {max(c.length for c in g.cells)}")
+            advance(0, f"{g.method.text} {g.task.name} {max(c.length for c in g.cells)}")
             measured = measure_group(ctx, g, spec, oom_at)
             now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
             rows = [dict(common, **key, **row, prefix_mode=int(len(g.cells) > 1), created_at=now)

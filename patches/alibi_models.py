@@ -27,15 +27,6 @@ from evalkit.patches import alibi
 from evalkit.patches._swap import swap
 
 
-# method -> (base slopes in head order, params) -> scaled slopes
-SLOPE_FORMULAS = {
-    "alibi-pi": lambda base, p: alibi.alibi_interpolate(base, p.scale),
-    "ntk-alibi": lambda base, p: alibi.ntk_alibi(base, p.alpha),
-    "ntk-alibi-index": lambda base, p: base / alibi.ntk_alibi_index_divisors(len(base), p.alpha),
-    "ntk-alibi-keezen": lambda base, p: base / alibi.ntk_alibi_keezen_divisors(len(base), p.alpha),
-}
-
-
 @dataclass(frozen=True)
 class AlibiAdapter:
     name: str
@@ -48,11 +39,19 @@ class AlibiAdapter:
     def after_load(self, model, log=print) -> None:
         pass
 
-    def trained_len(self, model) -> int:
+    def trained_len(self, model, rope_reset: bool = False) -> int:
         return int(self.trained_len_fn(model))
 
-    def install(self, model, method, params, stack: contextlib.ExitStack) -> None:
-        slopes = SLOPE_FORMULAS[method](self.base_slopes(model).float(), params)
+    def shipped_type(self, model) -> str:
+        return "default"
+
+    def length_independent(self, model, rope_reset: bool = False) -> bool:
+        return True
+
+    def install(self, model, method, resolved, stack: contextlib.ExitStack, rope_reset: bool = False) -> None:
+        if method.slopes is None:
+            return  # none: the model's own slopes
+        slopes = method.slopes(self.base_slopes(model).float(), **resolved.values)
         self.install_slopes(model, slopes, stack)
 
 
@@ -95,6 +94,31 @@ def _bloom_install(model, slopes, stack) -> None:
 
     swap(stack, tr, "build_alibi_tensor", build_alibi_tensor)
     stack.callback(tr.register_forward_pre_hook(pass_a_mask, with_kwargs=True).remove)
+
+
+# --- Falcon with ALiBi (the RW releases) ---
+
+def _falcon_module(model):
+    return sys.modules[type(model.transformer).__module__]
+
+
+def _falcon_base(model) -> torch.Tensor:
+    heads = model.transformer.num_heads
+    built = _falcon_module(model).build_alibi_tensor(torch.ones(1, 2, dtype=torch.long), heads, torch.float32)
+    return built.reshape(heads, 2)[:, 1]  # slope × distance 1 (bf16-rounded, as Falcon multiplies)
+
+
+def _falcon_install(model, slopes, stack) -> None:
+    """Falcon calls its module-level ``build_alibi_tensor`` by name: replaced for the block,
+    keeping Falcon's own arithmetic (slopes in bf16 times the positions)."""
+
+    def build_alibi_tensor(attention_mask, num_heads, dtype):
+        batch, length = attention_mask.shape
+        positions = ((attention_mask.cumsum(dim=-1) - 1) * attention_mask)[:, None, :]  # (B, 1, T)
+        bias = slopes.to(attention_mask.device)[..., None].bfloat16() * positions  # (H, 1) x (B, 1, T)
+        return bias.reshape(batch * num_heads, 1, length).to(dtype)
+
+    swap(stack, _falcon_module(model), "build_alibi_tensor", build_alibi_tensor)
 
 
 # --- MPT ---
@@ -176,6 +200,8 @@ def _config_len(*names):
 ADAPTERS = (
     AlibiAdapter("baichuan-alibi", _is_baichuan_alibi, _baichuan_base, _baichuan_install,
                  _config_len("model_max_length", "max_position_embeddings")),
+    AlibiAdapter("falcon-alibi", lambda m: model_type(m) == "falcon" and bool(getattr(m.config, "alibi", False)),
+                 _falcon_base, _falcon_install, _config_len("max_position_embeddings")),
     AlibiAdapter("bloom", lambda m: model_type(m) == "bloom", _bloom_base, _bloom_install, _config_len("seq_length")),
     AlibiAdapter("mpt", lambda m: model_type(m) == "mpt", _mpt_base, _mpt_install, _config_len("max_seq_len")),
 )

@@ -26,34 +26,65 @@ from evalkit.errors import EvalkitError
 from evalkit.patches import rope
 from evalkit.patches._swap import swap
 
-FORMULAS = {
-    "pi": rope.rope_pi,
-    "ntk": rope.rope_ntk,
-    "dynamic-ntk": rope.rope_dynamic_ntk,
-    "yarn": rope.rope_yarn,
-    "logn": rope.rope_none,
-}
+class Shipped:
+    """The frequencies a checkpoint ships: plain RoPE (``rope_type`` "default"), or its own scaling
+    (``llama3``, ``yarn``, ``longrope``, ``linear``, ``dynamic``, ...) computed by transformers'
+    own ``ROPE_INIT_FUNCTIONS``. ``rope_reset``: plain RoPE with the checkpoint's base instead."""
+
+    def __init__(self, rotary: nn.Module, config, dim: int, base: float, rope_reset: bool = False):
+        self.rope_type = str(getattr(rotary, "rope_type", "default"))
+        self.config, self.dim, self.base = config, dim, base
+        if rope_reset or self.rope_type == "default":
+            self.rope_type = "default"
+            self.inv_freq = (rope.default_inv_freq(dim, base) if rope_reset else
+                             getattr(rotary, "original_inv_freq", rotary.inv_freq).detach().float().cpu())
+            self.factor = 1.0
+        else:
+            self.inv_freq, self.factor = self._transformers(None)
+        self.plain = self.rope_type == "default"
+        # length-dependent types choose their frequencies per sequence (transformers: per forward)
+        self.static = not ("dynamic" in self.rope_type or self.rope_type == "longrope")
+
+    def _transformers(self, seq_len: int | None) -> tuple[torch.Tensor, float]:
+        from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+        inv_freq, factor = ROPE_INIT_FUNCTIONS[self.rope_type](self.config, "cpu", seq_len=seq_len)
+        return inv_freq.float().cpu(), float(factor)
+
+    def for_length(self, seq_len: int) -> tuple[torch.Tensor, float]:
+        return (self.inv_freq, self.factor) if self.static else self._transformers(seq_len)
+
+
+def _load_values(method, values: dict) -> dict:
+    """Parameter values as the formula reads them (a factors file -> its numbers)."""
+    return {k: (method.param(k).load(v) if method.param(k).load else v) for k, v in values.items()}
 
 
 class RopeSchedule:
-    """The (inv_freq, attention factor) a method gives for a sequence length."""
+    """The (inv_freq, attention factor) a method gives for a sequence length, on top of what the
+    checkpoint ships. On plain RoPE that is the method's formula. On a shipped scaling, each
+    shipped frequency is multiplied by the factor the method applies to the plain frequency
+    (θ'_i · θ^m_i / θ_i; PI: θ'_i / s) and the attention factors multiply; L is the length the
+    shipped scaling was made for. A formula's None means "the frequencies as they are"."""
 
-    def __init__(self, method: str, dim: int, base: float, params, original_inv_freq: torch.Tensor):
-        self.method, self.dim, self.base, self.params = method, dim, base, params
-        self.original = original_inv_freq.detach().float().cpu()
-        self._static = None if method == "dynamic-ntk" else self._compute(params.trained_len)
+    def __init__(self, method, values: dict, dim: int, base: float, trained_len: int, shipped: Shipped):
+        self.method, self.dim, self.base, self.trained_len = method, dim, base, trained_len
+        self.values, self.shipped = _load_values(method, values), shipped
+        self._static = self._compute(trained_len) if method.static and shipped.static else None
 
     def _compute(self, seq_len: int) -> tuple[torch.Tensor, float]:
-        p = self.params
-        return FORMULAS[self.method](dim=self.dim, base=self.base, scale=p.scale, alpha=p.alpha,
-                                     trained_len=p.trained_len, seq_len=seq_len)
+        formula = self.method.rope or rope.rope_none
+        inv, factor = formula(dim=self.dim, base=self.base, trained_len=self.trained_len, seq_len=seq_len,
+                              **self.values)
+        shipped_inv, shipped_factor = self.shipped.for_length(seq_len)
+        if inv is None:
+            return shipped_inv, shipped_factor * factor
+        if self.shipped.plain:
+            return inv, factor
+        return shipped_inv * (inv / rope.default_inv_freq(self.dim, self.base)), shipped_factor * factor
 
     def for_length(self, seq_len: int) -> tuple[torch.Tensor, float]:
-        if self._static is not None:
-            return self._static
-        if seq_len <= self.params.trained_len:
-            return self.original, 1.0  # dynamic NTK: the trained frequencies, bit for bit
-        return self._compute(seq_len)
+        return self._static if self._static is not None else self._compute(seq_len)
 
 
 class ScaledRotary(nn.Module):
@@ -62,15 +93,15 @@ class ScaledRotary(nn.Module):
     def __init__(self, schedule: RopeSchedule):
         super().__init__()
         self.schedule = schedule
-        self.current = schedule.for_length(schedule.params.trained_len)
-        self.positions: torch.Tensor | None = None  # (B, T) of the last forward, for logn
+        self.current = schedule.for_length(schedule.trained_len)
+        self.positions: torch.Tensor | None = None  # (B, T) of the last forward, for logn and attention hooks
 
     def select(self, first_position: int, seq_len: int) -> tuple[torch.Tensor, float]:
         if first_position == 0:  # a new sequence (prefill): choose its frequencies
             self.current = self.schedule.for_length(seq_len)
         return self.current
 
-    def forward(self, x, position_ids, *args, **kwargs):
+    def forward(self, x, position_ids, layer_type=None):
         first, last = int(position_ids.min()), int(position_ids.max())
         inv_freq, factor = self.select(first, last + 1)
         self.positions = position_ids
@@ -99,33 +130,59 @@ class ScaledBaichuanRotary(ScaledRotary):
         return self._cached
 
 
-def add_logn_hooks(stack, projections: list[nn.Module], rotary: ScaledRotary, n_query_cols: int | None,
+def query_target(attn: nn.Module, model_type: str) -> tuple[nn.Module, Callable | None]:
+    """Where an attention module's queries can be scaled before their dot products: the module
+    whose output holds them and, for a fused projection, which of its columns are queries.
+    A query norm (Qwen3, Gemma 3: ``q_norm``) comes after the projection and would undo a scale
+    applied there, so the norm's output is scaled instead."""
+    norm = getattr(attn, "q_norm", None)
+    if isinstance(norm, nn.Module):
+        return norm, None
+    if isinstance(getattr(attn, "q_layernorm", None), nn.Module):
+        raise EvalkitError("logn: this model normalises its queries after a transposition evalkit does not "
+                           "follow (q_layernorm)", "use another method for this model")
+    if isinstance(getattr(attn, "q_proj", None), nn.Module):
+        return attn.q_proj, None
+    heads = attn.config.num_attention_heads
+    head_dim = getattr(attn, "head_dim", None) or getattr(attn, "head_size")
+    if isinstance(getattr(attn, "qkv_proj", None), nn.Module):  # Phi-3: [q | k | v] along the columns
+        return attn.qkv_proj, lambda cols: torch.arange(cols) < heads * head_dim
+    if model_type == "gpt_neox":  # per head [q | k | v], head_size columns each
+        return attn.query_key_value, lambda cols: torch.arange(cols) % (3 * head_dim) < head_dim
+    raise EvalkitError(f"logn: evalkit does not know which columns of {type(attn).__name__}'s projection are "
+                       "queries", "use another method for this model")
+
+
+def add_logn_hooks(stack, targets: list[tuple[nn.Module, Callable | None]], rotary: ScaledRotary,
                    trained_len: int) -> None:
-    """Multiply the query part of each projection's output by max(1, ln n / ln L)."""
+    """Multiply the queries in each target's output by max(1, ln n / ln L), n the 1-based position."""
 
-    def hook(_module, _inputs, output):
-        factor = rope.logn_factor(rotary.positions, trained_len).to(output.device, output.dtype)
-        factor = factor.reshape(-1, output.shape[-2], 1)  # (B or 1, T, 1)
-        if n_query_cols is None:
+    def hook(module, _inputs, output):
+        positions = rotary.positions  # (B or 1, T)
+        if output.shape[1] != positions.shape[-1]:
+            raise EvalkitError(f"logn: {type(module).__name__}'s output is not laid out (batch, tokens, ...)",
+                               "use another method for this model")
+        factor = rope.logn_factor(positions, trained_len).to(output.device, output.dtype)
+        factor = factor.reshape(factor.shape + (1,) * (output.dim() - 2))  # (B or 1, T, 1, ...)
+        columns = masks.get(module)
+        if columns is None:
             return output * factor
-        out = output.clone()
-        out[..., :n_query_cols] *= factor
-        return out
+        mask = columns(output.shape[-1]).to(output.device)
+        return torch.where(mask, output * factor, output)
 
-    for proj in projections:
-        stack.callback(proj.register_forward_hook(hook).remove)
+    masks = {}
+    for module, columns in targets:
+        masks[module] = columns
+        stack.callback(module.register_forward_hook(hook).remove)
 
 
-def check_frequencies(inv_freq: torch.Tensor, base: float, where: str) -> int:
-    """The head dim, after checking the model's frequencies are plain RoPE with ``base``."""
-    dim = 2 * inv_freq.numel()
-    expected = rope.default_inv_freq(dim, base)
-    if not torch.allclose(inv_freq.detach().float().cpu(), expected, rtol=1e-2, atol=0):  # bf16 buffers round to 3 digits
-        raise EvalkitError(
-            f"{where} does not hold plain RoPE frequencies for base {base:g}",
-            "the checkpoint already uses a RoPE scaling; load it without rope_scaling to compare methods",
-        )
-    return dim
+def check_frequencies(inv_freq: torch.Tensor, expected: torch.Tensor, where: str) -> int:
+    """The rotary dimension, after checking the model holds the frequencies evalkit computed for it."""
+    if inv_freq.numel() != expected.numel() or not torch.allclose(
+            inv_freq.detach().float().cpu(), expected, rtol=1e-2, atol=0):  # bf16 buffers round to 3 digits
+        raise EvalkitError(f"{where} does not hold the RoPE frequencies its config describes",
+                           "the checkpoint's rotary module was changed after loading, or its config is wrong")
+    return 2 * inv_freq.numel()
 
 
 def check_layout(rotary: nn.Module, where: str, positions: int = 64) -> None:
@@ -139,10 +196,11 @@ def check_layout(rotary: nn.Module, where: str, positions: int = 64) -> None:
     except (TypeError, ValueError, RuntimeError, IndexError) as e:  # not forward(x, position_ids) with (B, T)
         raise EvalkitError(f"{where} of {type(rotary).__name__} is not called as forward(x, position_ids)",
                            "evalkit patches rotate-half RoPE as in Llama, Mistral and Qwen2") from e
-    freqs = pos[..., None].float() * inv_freq
+    freqs = pos[..., None].float() * rotary.inv_freq.detach().float()
     emb = torch.cat((freqs, freqs), dim=-1)
-    if cos.shape != emb.shape or not (torch.allclose(cos.float(), emb.cos(), atol=1e-4)
-                                      and torch.allclose(sin.float(), emb.sin(), atol=1e-4)):
+    factor = float(getattr(rotary, "attention_scaling", 1.0) or 1.0)
+    if cos.shape != emb.shape or not (torch.allclose(cos.float(), emb.cos() * factor, atol=1e-4)
+                                      and torch.allclose(sin.float(), emb.sin() * factor, atol=1e-4)):
         raise EvalkitError(f"{where} ({type(rotary).__name__}) lays out its cos/sin differently from "
                            "rotate-half RoPE (interleaved, as in Cohere?); evalkit's replacement would be wrong",
                            "evalkit patches rotate-half RoPE as in Llama, Mistral and Qwen2")
@@ -165,46 +223,81 @@ class RopeAdapter:
     after_load_fn: Callable | None = None
     encoding: str = "rope"
 
-    def trained_len(self, model) -> int:
-        return int(getattr(model.config, "max_position_embeddings", None)
-                   or getattr(model.config, "model_max_length"))
+    def trained_len(self, model, rope_reset: bool = False) -> int:
+        """The length the checkpoint (with its shipped scaling) is made for; its pretraining
+        length under ``rope_reset`` (see :mod:`evalkit.families`)."""
+        from evalkit.families import config_dict, family_of, rope_lengths, stated_length
 
-    def install(self, model, method, params, stack: contextlib.ExitStack) -> None:
-        self.install_fn(model, method, params, stack)
+        config = config_dict(model.config)
+        stated = stated_length(config, family_of(model))
+        extended, original = rope_lengths(config, int(stated))
+        return original if rope_reset else extended
+
+    def shipped_type(self, model) -> str:
+        """The RoPE scaling the checkpoint ships ("default" for plain RoPE)."""
+        owner = _hf_rotary_owner(model)
+        return str(getattr(owner.rotary_emb, "rope_type", "default")) if owner is not None else "default"
+
+    def length_independent(self, model, rope_reset: bool = False) -> bool:
+        """The checkpoint as shipped gives position i the same output at every length."""
+        kind = "default" if rope_reset else self.shipped_type(model)
+        return not ("dynamic" in kind or kind == "longrope")
+
+    def install(self, model, method, resolved, stack: contextlib.ExitStack, rope_reset: bool = False) -> None:
+        self.install_fn(model, method, resolved, stack, rope_reset)
 
     def after_load(self, model, log=print) -> None:
         if self.after_load_fn:
             self.after_load_fn(model, log)
 
 
-# --- LLaMA architecture in transformers (one rotary module on the base model) ---
+# --- transformers' RoPE families (one rotary module on the base model) ---
 
 def _hf_rotary_owner(model) -> nn.Module | None:
-    base = getattr(model, "model", model)
+    base = getattr(model, "base_model", model)
     rot = getattr(base, "rotary_emb", None)
     return base if rot is not None and hasattr(rot, "inv_freq") else None
 
 
-def _install_hf(model, method, params, stack) -> None:
+def hf_attention_modules(owner: nn.Module) -> list[nn.Module]:
+    """Each decoder layer's attention module (Llama-like: ``layers[i].self_attn``; GPT-NeoX:
+    ``layers[i].attention``; Falcon: ``h[i].self_attention``)."""
+    layers = getattr(owner, "layers", None) or getattr(owner, "h", None) or []
+    found = [next((getattr(layer, n) for n in ("self_attn", "attention", "self_attention")
+                   if isinstance(getattr(layer, n, None), nn.Module)), None) for layer in layers]
+    if not found or any(a is None for a in found):
+        raise EvalkitError(f"evalkit cannot find the attention modules of {type(owner).__name__}",
+                           "use a method that only changes the RoPE frequencies")
+    return found
+
+
+def _install_hf(model, method, resolved, stack, rope_reset: bool) -> None:
+    from evalkit.patches import attention
+
     owner = _hf_rotary_owner(model)
     rotary = owner.rotary_emb
-    rope_type = getattr(rotary, "rope_type", "default")
-    if rope_type != "default":
-        raise EvalkitError(f"the checkpoint already uses RoPE scaling {rope_type!r}",
-                           "load it without rope_scaling to compare methods")
-    original = getattr(rotary, "original_inv_freq", rotary.inv_freq)
     base = rope_theta(model.config) or 10000.0
-    dim = check_frequencies(original, base, "model.rotary_emb")
+    original = getattr(rotary, "original_inv_freq", rotary.inv_freq)
+    dim = 2 * original.numel()  # the rotary dimension (partial rotary: part of the head)
+    shipped = Shipped(rotary, model.config, dim, base)
+    check_frequencies(original, shipped.inv_freq, "model.rotary_emb")
     check_layout(rotary, "model.rotary_emb")
-    scaled = ScaledRotary(RopeSchedule(method, dim, base, params, original))
-    if method == "logn":
-        attentions = [layer.self_attn for layer in owner.layers]
-        if not all(isinstance(getattr(a, "q_proj", None), nn.Module) for a in attentions):
-            raise EvalkitError(f"logn scales the queries through q_proj, which {type(model).__name__}'s attention "
-                               "does not have (a fused qkv projection?)", "use another method for this model")
+    if rope_reset:
+        shipped = Shipped(rotary, model.config, dim, base, rope_reset=True)
+    scaled = ScaledRotary(RopeSchedule(method, resolved.values, dim, base, resolved.trained_len, shipped))
+    attentions = hf_attention_modules(owner) if (method.logn or method.attention) else []
+    model_type = getattr(model.config, "model_type", "")
+    targets = [query_target(a, model_type) for a in attentions] if method.logn else []
+    if method.attention:
+        region = method.attention(**resolved.values)
+        for a in attentions:
+            attention.check_supported(a)
     swap(stack, owner, "rotary_emb", scaled)
-    if method == "logn":
-        add_logn_hooks(stack, [a.q_proj for a in attentions], scaled, None, params.trained_len)
+    if method.logn:
+        add_logn_hooks(stack, targets, scaled, resolved.trained_len)
+    if method.attention:
+        for a in attentions:
+            swap(stack, a, "forward", attention.two_region_forward(a, region, scaled))
 
 
 # --- Baichuan-7B / Baichuan2-7B remote code (a RotaryEmbedding per layer) ---
@@ -264,16 +357,21 @@ def _repair_baichuan_rotary(model, log) -> None:
             "meta device or uninitialised after loading)")
 
 
-def _install_baichuan(model, method, params, stack) -> None:
+def _install_baichuan(model, method, resolved, stack, rope_reset: bool) -> None:
     layers = baichuan_rope_layers(model)
-    original = layers[0].self_attn.rotary_emb.inv_freq
+    rotary = layers[0].self_attn.rotary_emb
+    if method.attention:
+        raise EvalkitError(f"{method.name} replaces the attention, which evalkit does not do for Baichuan's "
+                           "fused W_pack attention", "use a method that changes the RoPE frequencies")
     # Baichuan-7B's RotaryEmbedding has base=10000 as a default argument; configs carry none.
     base = rope_theta(model.config) or 10000.0
-    dim = check_frequencies(original, base, "layers[0].self_attn.rotary_emb")
-    scaled = ScaledBaichuanRotary(RopeSchedule(method, dim, base, params, original))
+    dim = 2 * rotary.inv_freq.numel()
+    shipped = Shipped(rotary, model.config, dim, base)  # no rope_type: plain RoPE
+    check_frequencies(rotary.inv_freq, shipped.inv_freq, "layers[0].self_attn.rotary_emb")
+    scaled = ScaledBaichuanRotary(RopeSchedule(method, resolved.values, dim, base, resolved.trained_len, shipped))
     for layer in layers:
         swap(stack, layer.self_attn, "rotary_emb", scaled)
-    if method == "logn":
+    if method.logn:
         def record_positions(_module, _args, kwargs):  # W_pack runs before the rotary module
             if kwargs.get("position_ids") is None:
                 raise EvalkitError("logn on Baichuan needs position_ids passed to the attention by keyword",
@@ -282,8 +380,9 @@ def _install_baichuan(model, method, params, stack) -> None:
 
         for layer in layers:
             stack.callback(layer.self_attn.register_forward_pre_hook(record_positions, with_kwargs=True).remove)
-        add_logn_hooks(stack, [layer.self_attn.W_pack for layer in layers], scaled,
-                       model.config.hidden_size, params.trained_len)
+        n_query = model.config.hidden_size  # W_pack: [q | k | v] along the columns
+        add_logn_hooks(stack, [(layer.self_attn.W_pack, lambda cols: torch.arange(cols) < n_query)
+                               for layer in layers], scaled, resolved.trained_len)
 
 
 ADAPTERS = (

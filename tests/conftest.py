@@ -50,6 +50,30 @@ def tiny_qwen2(seed=0, **kw):
     return transformers.Qwen2ForCausalLM(llama_config(cls=transformers.Qwen2Config, **kw)).eval()
 
 
+def _tiny(cls_name, seed=0, **kw):
+    torch.manual_seed(seed)
+    config = llama_config(cls=getattr(transformers, f"{cls_name}Config"), **kw)
+    return getattr(transformers, f"{cls_name}ForCausalLM")(config).eval()
+
+
+tiny_qwen3 = functools.partial(_tiny, "Qwen3", head_dim=16)  # per-head q_norm / k_norm
+tiny_gemma = functools.partial(_tiny, "Gemma", head_dim=16)
+tiny_gemma2 = functools.partial(_tiny, "Gemma2", head_dim=16)  # logit softcapping, sliding layers
+tiny_phi3 = functools.partial(_tiny, "Phi3", pad_token_id=0, eos_token_id=1, bos_token_id=1)  # fused qkv_proj
+tiny_phi = functools.partial(_tiny, "Phi", partial_rotary_factor=0.5)  # Phi-2: half of each head rotates
+tiny_gpt_neox = functools.partial(_tiny, "GPTNeoX", rotary_pct=0.5, partial_rotary_factor=0.5)  # per-head fused qkv
+tiny_falcon = functools.partial(_tiny, "Falcon", new_decoder_architecture=False)
+
+
+def tiny_falcon_alibi(heads=4, seed=0):
+    torch.manual_seed(seed)
+    cfg = transformers.FalconConfig(vocab_size=VOCAB, hidden_size=16 * heads, num_hidden_layers=2,
+                                    num_attention_heads=heads, alibi=True, new_decoder_architecture=False,
+                                    max_position_embeddings=64)
+    cfg._attn_implementation = "eager"
+    return transformers.FalconForCausalLM(cfg).eval()
+
+
 def tiny_bloom(heads=4, seed=0):
     torch.manual_seed(seed)
     cfg = transformers.BloomConfig(vocab_size=VOCAB, hidden_size=16 * heads, n_layer=2, n_head=heads)
@@ -79,10 +103,41 @@ def tiny_baichuan(release: str):
     return load_model(spec, device="cpu", dtype="float32", trust_remote_code=True, log=lambda _: None).model
 
 
-ROPE_MODELS = {"llama": tiny_llama, "mistral": tiny_mistral, "qwen2": tiny_qwen2,
+# one tiny model per family of evalkit.families (test_families checks that every family has one)
+ROPE_MODELS = {"llama": tiny_llama, "mistral": tiny_mistral, "qwen2": tiny_qwen2, "qwen3": tiny_qwen3,
+               "gemma": tiny_gemma, "gemma2": tiny_gemma2, "phi3": tiny_phi3, "phi": tiny_phi,
+               "gpt-neox": tiny_gpt_neox, "falcon": tiny_falcon,
                **{r: functools.partial(tiny_baichuan, r) for r in ("baichuan-7b", "baichuan2-7b")}}
-ALIBI_MODELS = {"bloom": tiny_bloom, "mpt": tiny_mpt,
+ALIBI_MODELS = {"bloom": tiny_bloom, "mpt": tiny_mpt, "falcon-alibi": tiny_falcon_alibi,
                 **{r: functools.partial(tiny_baichuan, r) for r in ("baichuan-13b", "baichuan2-13b")}}
+# what a family's layout cannot take, refused with a one-line error (the test matrix checks the refusal)
+ATTENTION_HOOK_REFUSED = {"gemma2", "phi3", "phi", "gpt-neox", "falcon", "baichuan-7b", "baichuan2-7b", "mistral"}
+LOGN_REFUSED = {"falcon"}
+
+
+def rotary_half(model) -> int:
+    """The number of rotary frequencies of a tiny RoPE model (d/2 of the rotary dimension)."""
+    base = model.base_model
+    rot = getattr(base, "rotary_emb", None) or base.layers[0].self_attn.rotary_emb
+    return rot.inv_freq.numel()
+
+
+def method_params(method: str, model=None, s: float = 3.0, folder=None) -> dict:
+    """Values for a method's parameters that make it act on the tiny models (trained length 16,
+    inputs of 40-60 tokens): the scale / alpha factors, and small windows for the attention methods."""
+    from evalkit.patches import METHODS
+
+    names = {p.name for p in METHODS.get(method).params}
+    given = {n: s for n in ("scale", "alpha") if n in names}
+    given.update({"self-extend": {"window": 4, "group": 2}, "rerope": {"window": 4},
+                  "leaky-rerope": {"window": 4, "k": 2.0}}.get(method, {}))
+    if "factors" in names:
+        import json
+        n = rotary_half(model) if model is not None else 8
+        path = Path(folder or tempfile.mkdtemp(prefix="evalkit-factors-")) / f"factors-{n}.json"
+        path.write_text(json.dumps([1.0 + 0.5 * i for i in range(n)]))
+        given["factors"] = str(path)
+    return given
 
 
 def ids(length, seed=1, batch=1):

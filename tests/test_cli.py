@@ -220,12 +220,16 @@ def test_listings():
 def test_prefix_mode_only_where_the_output_cannot_depend_on_the_length():
     from evalkit.sweep import RunConfig, prefix_mode
 
-    free, scaled, alpha = RunConfig(), RunConfig(scale=2.0), RunConfig(alpha=2.0)
-    assert prefix_mode(free, "none") and prefix_mode(free, "logn")
-    assert not prefix_mode(free, "pi") and not prefix_mode(free, "ntk")  # factor derived per length
-    assert prefix_mode(scaled, "pi") and prefix_mode(scaled, "ntk") and prefix_mode(scaled, "yarn")
-    assert prefix_mode(alpha, "ntk") and not prefix_mode(alpha, "pi")
-    assert not prefix_mode(scaled, "dynamic-ntk")
+    def independent(method, **kw):
+        cfg = RunConfig(methods=(method,), **kw)
+        return prefix_mode(cfg, cfg.calls[0])
+
+    assert independent("none") and independent("logn") and independent("self-extend") and independent("rerope")
+    assert not independent("pi") and not independent("ntk") and not independent("llama3")  # derived per length
+    assert independent("pi", scale=2.0) and independent("ntk", scale=2.0) and independent("yarn", scale=2.0)
+    assert independent("ntk", alpha=2.0) and not independent("pi", alpha=2.0)
+    assert independent("pi:scale=2") and independent("ntk-by-parts", params={"scale": "3"})
+    assert not independent("dynamic-ntk", scale=2.0) and not independent("dynamic-yarn")
     # sliding windows: each length its own forward even where the method would allow one for all
     from types import SimpleNamespace
 

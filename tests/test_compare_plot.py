@@ -42,11 +42,13 @@ def results(tmp_path):
     rows = [
         ppl_row("none", 4096, 0, 2.0, 4095), ppl_row("none", 4096, 1, 3.0, 1000),
         ppl_row("none", 8192, 0, 4.0, 8191),
-        ppl_row("pi", 4096, 0, 2.5, 4095, scale="2"), ppl_row("pi", 8192, 0, 2.2, 8191, scale="2"),
+        ppl_row("pi", 4096, 0, 2.5, 4095, scale="2"),
+        ppl_row("pi", 8192, 0, 2.2, 8191, scale="2"),
         dict(ppl_row("ntk", 8192, 0, "", ""), status="oom", ppl=""),
         pk_row("none", 4096, 0.0, 0, 1), pk_row("none", 4096, 0.0, 1, 0), pk_row("none", 4096, 1.0, 0, 1),
         pk_row("none", 8192, 0.0, 0, 0), pk_row("none", 8192, 1.0, 0, 0),
-        pk_row("pi", 4096, 0.0, 0, 1, scale="2"), pk_row("pi", 8192, 0.0, 0, 1, scale="2"),
+        pk_row("pi", 4096, 0.0, 0, 1, scale="2"),
+        pk_row("pi", 8192, 0.0, 0, 1, scale="2"),
     ]
     return write(tmp_path / "run" / "results.csv", rows)
 
@@ -56,7 +58,7 @@ def test_token_weighted_perplexity_and_counts(results):
     expected = math.exp((2.0 * 4095 + 3.0 * 1000) / 5095)  # not the mean of per-document ppl
     assert long.loc[("none", 4096), "value"] == pytest.approx(expected)
     assert long.loc[("none", 4096), "n"] == 2
-    assert long.loc[("pi s=2", 8192), "value"] == pytest.approx(math.exp(2.2))
+    assert long.loc[("pi scale=2", 8192), "value"] == pytest.approx(math.exp(2.2))
     assert long.loc[("ntk", 8192), "status"] == "oom" and long.loc[("ntk", 8192), "n"] == 0
 
 
@@ -145,7 +147,7 @@ def test_figures_hold_the_expected_series_and_are_reproducible(results, tmp_path
     names = sorted(p.name for p in made)
     assert names == ["m_passkey.png", "m_passkey_heatmap.png", "m_positions.png", "m_ppl.png"]
     series = {p.name: s for p, s in made.items()}
-    assert series["m_ppl.png"]["pi s=2"] == ([4096, 8192], [pytest.approx(math.exp(2.5)), pytest.approx(math.exp(2.2))])
+    assert series["m_ppl.png"]["pi scale=2"] == ([4096, 8192], [pytest.approx(math.exp(2.5)), pytest.approx(math.exp(2.2))])
     assert series["m_ppl.png"]["none"][0] == [4096, 8192]
     assert "ntk" in series["m_ppl.png"] and series["m_ppl.png"]["ntk"] == ([], [])  # OOM: no point drawn
     assert series["m_passkey.png"]["none"][1] == [pytest.approx(200 / 3), 0.0]

@@ -6,7 +6,8 @@ import sys
 import pytest
 import torch
 
-from conftest import ALIBI_MODELS, ROPE_MODELS, ids, logits, tiny_llama
+from conftest import (ALIBI_MODELS, ATTENTION_HOOK_REFUSED, LOGN_REFUSED, ROPE_MODELS, ids, logits, method_params,
+                      tiny_llama)
 from evalkit.errors import EvalkitError
 from evalkit.patches import METHODS, alibi, methods_for, patched
 
@@ -28,12 +29,25 @@ def _cases():
             yield family, build, method
 
 
+def refused(family: str, method: str) -> bool:
+    """A method the family's layout cannot take (see conftest): refused, never applied wrongly."""
+    m = METHODS.get(method)
+    return (m.attention is not None and family in ATTENTION_HOOK_REFUSED) or (m.logn and family in LOGN_REFUSED)
+
+
 @pytest.mark.parametrize("family, build, method", [pytest.param(f, b, m, id=f"{f}-{m}") for f, b, m in _cases()])
-def test_patch_changes_long_inputs_and_unpatch_restores_bit_identical_logits(family, build, method):
+def test_patch_changes_long_inputs_and_unpatch_restores_bit_identical_logits(family, build, method, tmp_path):
     model = build()
     x = ids(48)
     before = logits(model, x)
-    with patched(model, method, trained_len=16, scale=3.0, alpha=3.0):
+    if refused(family, method):
+        with pytest.raises(EvalkitError) as error:
+            with patched(model, method, trained_len=16, **method_params(method, model, folder=tmp_path)):
+                pass
+        assert "\n" not in str(error.value)
+        assert torch.equal(logits(model, x), before)
+        return
+    with patched(model, method, trained_len=16, **method_params(method, model, folder=tmp_path)):
         during = logits(model, x)
     after = logits(model, x)
     assert torch.equal(before, after)
@@ -46,10 +60,11 @@ def test_methods_do_not_leak_into_each_other(family):
     build = {**ROPE_MODELS, **ALIBI_MODELS}[family]
     methods = ROPE_METHODS if family in ROPE_MODELS else ALIBI_METHODS
     model, fresh, x = build(), build(), ids(40)
-    for method in methods:  # one model serves every method, as in a sweep
-        with patched(model, method, trained_len=16, scale=2.0):
+    for method in (m for m in methods if not refused(family, m)):  # one model serves every method, as in a sweep
+        params = method_params(method, model, s=2.0)
+        with patched(model, method, trained_len=16, **params):
             got = logits(model, x)
-        with patched(fresh, method, trained_len=16, scale=2.0):
+        with patched(fresh, method, trained_len=16, **params):
             want = logits(fresh, x)
         torch.testing.assert_close(got, want, rtol=0, atol=0)
         fresh = build()
@@ -159,7 +174,7 @@ def test_bloom_patch_equals_hand_set_slopes(monkeypatch, heads, method):
     base = alibi.alibi_slopes(heads)
     want_slopes = per_slope_ntk_alibi(base.tolist(), 4.0) if method == "ntk-alibi" else base / 4.0
     model, x = tiny_bloom(heads), ids(30)
-    with patched(model, method, trained_len=8, scale=4.0):
+    with patched(model, method, trained_len=8, **{"ntk-alibi": {"alpha": 4.0}, "alibi-pi": {"scale": 4.0}}[method]):
         got = logits(model, x)
         got_masked = model(input_ids=x, attention_mask=torch.ones_like(x)).logits
     original_build = bloom.build_alibi_tensor
@@ -253,7 +268,7 @@ def test_unknown_method_suggests_a_close_name():
 
 
 def test_scale_below_one_is_refused():
-    with pytest.raises(EvalkitError, match="scale must be >= 1"):
+    with pytest.raises(EvalkitError, match="pi:scale must be between 1 and"):
         with patched(tiny_llama(), "pi", scale=0.5, trained_len=16):
             pass
 
@@ -261,7 +276,9 @@ def test_scale_below_one_is_refused():
 def test_default_scale_is_target_over_trained_never_below_one():
     model = tiny_llama()
     with patched(model, "pi", target_len=64, trained_len=16) as p:
-        assert (p.scale, p.alpha) == (4.0, 4.0)
+        assert p.scale == 4.0 and p.values == {"scale": 4.0}
+    with patched(model, "ntk", target_len=64, trained_len=16) as p:
+        assert p.alpha == 4.0  # alpha defaults to the scale
     with patched(model, "pi", target_len=8, trained_len=16) as p:
         assert p.scale == 1.0
 
@@ -292,10 +309,13 @@ def test_interleaved_rope_is_refused_not_patched_wrongly(method):
     model = transformers.CohereForCausalLM(llama_config(cls=transformers.CohereConfig)).eval()
     x = ids(20)
     before = logits(model, x)
-    with pytest.raises(EvalkitError, match="lays out its cos/sin differently"):
-        with patched(model, method, scale=2.0, trained_len=16):
+    with pytest.raises(EvalkitError, match="cannot patch a CohereForCausalLM"):  # not in the family table
+        with patched(model, method, trained_len=16, **method_params(method)):
             pass
     assert torch.equal(logits(model, x), before)
+    from evalkit.patches.rope_models import check_layout
+    with pytest.raises(EvalkitError, match="lays out its cos/sin differently"):  # nor would the layout check pass
+        check_layout(model.model.rotary_emb, "model.rotary_emb")
 
 
 def test_rotate_half_rope_of_other_families_passes_the_layout_check():
@@ -308,16 +328,16 @@ def test_rotate_half_rope_of_other_families_passes_the_layout_check():
         check_layout(getattr(transformers, f"{family}ForCausalLM")(cfg).model.rotary_emb, "model.rotary_emb")
 
 
-def test_logn_on_a_fused_qkv_projection_is_refused_before_anything_is_patched():
+def test_an_attention_method_on_a_fused_qkv_projection_is_refused_before_anything_is_patched():
     import transformers
 
     from conftest import llama_config
     torch.manual_seed(0)
     model = transformers.Phi3ForCausalLM(llama_config(cls=transformers.Phi3Config, pad_token_id=0)).eval()
     rotary = model.model.rotary_emb
-    with pytest.raises(EvalkitError, match="through q_proj"):
-        with patched(model, "logn", trained_len=16):
+    with pytest.raises(EvalkitError, match="separate q/k/v/o projections"):
+        with patched(model, "self-extend", trained_len=16):
             pass
     assert model.model.rotary_emb is rotary
-    with patched(model, "ntk", scale=2.0, trained_len=16):  # the other methods work on it
+    with patched(model, "ntk", alpha=2.0, trained_len=16):  # the other methods work on it
         assert model.model.rotary_emb is not rotary

@@ -338,17 +338,12 @@ def test_mistakes_found_while_planning_write_nothing(run, tiny_model_dir, tmp_pa
     result, out = run("--task", "ppl,passkey", "--method", "none", "--len", "40")
     one_line_error(result, "too short for the prompt")
     assert not out.exists()
-    # a method the checkpoint refuses (it ships a RoPE scaling), behind `none`
-    import json
-    scaled = tmp_path / "scaled"
-    shutil.copytree(tiny_model_dir, scaled)
-    config = json.loads((scaled / "config.json").read_text())
-    config.setdefault("rope_parameters", {"rope_theta": 10000.0})
-    config["rope_parameters"].update(rope_type="linear", factor=2.0)
-    config["rope_scaling"] = config["rope_parameters"]
-    (scaled / "config.json").write_text(json.dumps(config))
-    result, out = run("--task", "passkey", "--method", "none,ntk", *QUICK, model=scaled, out=tmp_path / "r2")
-    one_line_error(result, "already uses RoPE scaling")
+    # a method the checkpoint refuses (factors for another rotary dimension), behind `none`
+    factors = tmp_path / "factors.json"
+    factors.write_text("[1.0, 2.0, 3.0]")
+    result, out = run("--task", "passkey", "--method", f"none,longrope:factors={factors}", *QUICK,
+                      out=tmp_path / "r2")
+    one_line_error(result, "longrope needs 8 factors")
     assert not out.exists()
 
 
@@ -367,7 +362,7 @@ def test_factors_and_counts_beyond_reason(run, args, needle):
 
 
 @pytest.mark.parametrize("edit, needle", [
-    (lambda c: c.update(max_position_embeddings="abc"), "max_position_embeddings = 'abc', not a positive whole"),
+    (lambda c: c.update(max_position_embeddings="abc"), "states its length as 'abc', not a positive whole"),
     (lambda c: c.update(max_position_embeddings=0), "not a positive whole number"),
     (lambda c: c.update(model_type=["llama"]), "model_type = ['llama'], not a string"),
 ])

@@ -65,11 +65,14 @@ def test_ntk_is_rope_with_the_new_base():
 
 
 def test_scale_one_is_identity_for_every_rope_formula():
-    plain, _ = rope.rope_none(64, 1e4)
-    for fn in (rope.rope_pi, rope.rope_ntk, rope.rope_yarn, rope.rope_dynamic_ntk):
+    plain = 1.0 / (1e4 ** (torch.arange(0, 64, 2).float() / 64))
+    for fn in (rope.rope_pi, rope.rope_ntk, rope.rope_yarn, rope.rope_ntk_by_parts, rope.rope_llama3,
+               rope.rope_dynamic_ntk, rope.rope_dynamic_yarn):
         inv, factor = fn(dim=64, base=1e4, scale=1.0, alpha=1.0, trained_len=2048, seq_len=2048)
-        torch.testing.assert_close(inv, plain)
+        if inv is not None:  # None: "the frequencies as they are" (dynamic methods within L)
+            torch.testing.assert_close(inv, plain)
         assert factor == 1.0
+    assert rope.rope_none(64, 1e4) == (None, 1.0)
 
 
 def test_logn_factor():

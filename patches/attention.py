@@ -1,0 +1,141 @@
+"""Two-region attention: Self-Extend and ReRoPE as one attention hook.
+
+Both methods score a query at position i against a key at position j with ordinary
+RoPE when the two are close (i - j < W) and with remapped positions beyond:
+
+- Self-Extend (Jin et al. 2024, arXiv 2401.01325; datamllab/LongLM ``SelfExtend.py``):
+  far query at ⌊i/G⌋ + W - W/G, far key at ⌊j/G⌋, so the two regions meet at i - j = W.
+- ReRoPE (Su 2023, bojone/rerope ``rerope_patch.py``): far query at W, far key at 0
+  (every far distance reads as W).
+- Leaky ReRoPE (``leaky_rerope_patch.py``): far query at i/k + W - W/k, far key at j/k
+  (far distance W + (i - j - W)/k).
+
+Scores of the two regions are merged per query (a mask, not a sum), then one softmax.
+The hook replaces the forward of each attention module of a LLaMA-like layout (q/k/v/o
+projections, optional per-head q/k norms, partial rotary); keys enter the KV cache
+unrotated, so cached decoding rotates them afresh for each new query, as the reference
+code does. Memory: queries are taken in row blocks so that one block's scores stay
+within :data:`SCORE_BUDGET` elements; there is never a full L × L matrix per head.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from evalkit.errors import EvalkitError
+
+SCORE_BUDGET = 1 << 24  # scores in flight per block (B·H·rows·keys): 64 MiB in fp32 for each of the two regions
+
+
+@dataclass(frozen=True)
+class TwoRegion:
+    window: int
+    far_query: Callable[[torch.Tensor], torch.Tensor]  # float positions -> positions
+    far_key: Callable[[torch.Tensor], torch.Tensor]
+
+
+def self_extend(window: int, group: int, **_) -> TwoRegion:
+    return TwoRegion(window, lambda p: torch.floor(p / group) + window - window / group,
+                     lambda p: torch.floor(p / group))
+
+
+def rerope(window: int, **_) -> TwoRegion:
+    return TwoRegion(window, lambda p: torch.full_like(p, float(window)), lambda p: torch.zeros_like(p))
+
+
+def leaky_rerope(window: int, k: float, **_) -> TwoRegion:
+    return TwoRegion(window, lambda p: p / k + window - window / k, lambda p: p / k)
+
+
+def check_supported(attn: nn.Module) -> None:
+    """Refuse attention modules the hook would compute wrongly."""
+    missing = [n for n in ("q_proj", "k_proj", "v_proj", "o_proj") if not isinstance(getattr(attn, n, None), nn.Module)]
+    if missing:
+        raise EvalkitError(f"this attention replacement needs separate q/k/v/o projections; {type(attn).__name__} "
+                           f"has no {', '.join(missing)}", "use a method that changes the RoPE frequencies")
+    config = getattr(attn, "config", None)
+    sliding = getattr(attn, "sliding_window", None) or (
+        getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True))
+    if getattr(config, "attn_logit_softcapping", None) or sliding:
+        raise EvalkitError(f"{type(attn).__name__} caps its logits or attends within a sliding window, which "
+                           "this attention replacement does not reproduce", "use another method for this model")
+    if getattr(attn, "q_layernorm", None) is not None:
+        raise EvalkitError(f"{type(attn).__name__} normalises its queries in a layout the replacement does not "
+                           "follow", "use another method for this model")
+
+
+def rotate(x: torch.Tensor, positions: torch.Tensor, inv_freq: torch.Tensor, factor: float) -> torch.Tensor:
+    """Rotate-half RoPE of ``x`` (B, H, T, D) at float ``positions`` (T,), on its first
+    2·len(inv_freq) dims (partial rotary leaves the rest); cos/sin as transformers builds them."""
+    rd = 2 * inv_freq.numel()
+    freqs = positions.float()[:, None] * inv_freq.to(x.device)[None, :]  # (T, rd/2)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    cos, sin = (emb.cos() * factor).to(x.dtype), (emb.sin() * factor).to(x.dtype)
+    x_rot, x_pass = x[..., :rd], x[..., rd:]
+    half = rd // 2
+    rotated = x_rot * cos + torch.cat((-x_rot[..., half:], x_rot[..., :half]), dim=-1) * sin
+    return torch.cat((rotated, x_pass), dim=-1) if x_pass.shape[-1] else rotated
+
+
+def two_region_attention(q, k, v, q_pos, k_pos, region: TwoRegion, inv_freq, factor: float, scaling: float):
+    """softmax(merge(near, far) + causal) @ v for q (B, H, T, D), k/v (B, H, S, D), positions (T,), (S,)."""
+    batch, heads, n_q, _ = q.shape
+    n_k = k.shape[-2]
+    k_near = rotate(k, k_pos, inv_freq, factor)
+    k_far = rotate(k, region.far_key(k_pos.double()), inv_freq, factor)
+    out = torch.empty(batch, heads, n_q, v.shape[-1], dtype=v.dtype, device=v.device)
+    rows = max(1, SCORE_BUDGET // max(1, batch * heads * n_k))
+    for start in range(0, n_q, rows):
+        p = q_pos[start:start + rows]
+        block = q[:, :, start:start + rows]
+        near = torch.matmul(rotate(block, p, inv_freq, factor), k_near.transpose(2, 3)) * scaling
+        far = torch.matmul(rotate(block, region.far_query(p.double()), inv_freq, factor),
+                           k_far.transpose(2, 3)) * scaling
+        distance = p[:, None] - k_pos[None, :]  # (rows, S)
+        scores = torch.where(distance < region.window, near, far)
+        scores = scores.masked_fill(distance < 0, float("-inf"))
+        del near, far
+        probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(v.dtype)
+        out[:, :, start:start + rows] = torch.matmul(probs, v)
+    return out
+
+
+def _repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
+    return x if n_rep == 1 else x.repeat_interleave(n_rep, dim=1)
+
+
+def two_region_forward(attn: nn.Module, region: TwoRegion, rotary) -> Callable:
+    """A forward for ``attn`` (transformers' attention call signature, both lines) computing the
+    two-region attention with the frequencies of ``rotary`` (a ScaledRotary: the checkpoint's own,
+    or scaled by another method) at the positions it saw in this forward."""
+
+    def forward(hidden_states, position_embeddings=None, attention_mask=None, past_key_values=None,
+                cache_position=None, **kwargs):
+        batch, n_new, _ = hidden_states.shape
+        shape = (batch, n_new, -1, attn.head_dim)
+        q, k = attn.q_proj(hidden_states).view(shape), attn.k_proj(hidden_states).view(shape)
+        v = attn.v_proj(hidden_states).view(shape).transpose(1, 2)
+        if isinstance(getattr(attn, "q_norm", None), nn.Module):  # Qwen3, Gemma 3: per-head norms first
+            q, k = attn.q_norm(q), attn.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, H, T, D)
+        cache = past_key_values if past_key_values is not None else kwargs.get("past_key_value")
+        if cache is not None:  # unrotated keys: every step rotates them for its own queries
+            k, v = cache.update(k, v, attn.layer_idx)
+        positions = rotary.positions[0]  # (T,): the same positions for every row of the batch
+        n_keys = k.shape[-2]
+        if int(positions[-1]) != n_keys - 1:
+            raise EvalkitError(f"{type(attn).__name__}: positions end at {int(positions[-1])} but {n_keys} keys are "
+                               "cached", "two-region attention needs positions 0..n-1 without padding")
+        k_pos = torch.arange(n_keys, device=k.device, dtype=torch.float64)
+        inv_freq, factor = rotary.current
+        groups = q.shape[1] // k.shape[1]
+        out = two_region_attention(q, _repeat_kv(k, groups), _repeat_kv(v, groups), positions.double(), k_pos,
+                                   region, inv_freq, factor, float(attn.scaling))
+        out = out.transpose(1, 2).reshape(batch, n_new, -1)
+        return attn.o_proj(out), None
+
+    return forward
+
