@@ -1,0 +1,348 @@
+"""Every RoPE method on every transformers family equals an independent reference:
+transformers' own rope types configured on that family (the oracle table below), a
+hand-set frequency buffer, or a few lines of reference attention written here.
+Also: checkpoints that ship a scaling (llama3, yarn, Phi-3 longrope), --rope-reset,
+and the two-region attention methods (Self-Extend, ReRoPE) through cached decoding."""
+import json
+import math
+
+import pytest
+import torch
+import transformers
+
+from conftest import (HF5, ROPE_MODELS, ids, llama_config, logits, tiny_llama, tiny_phi3, tiny_qwen3)
+from evalkit.errors import EvalkitError
+from evalkit.patches import METHODS, methods_for, parse_call, patched, split_method_list
+
+L, S, N = 16, 4.0, 40  # trained length, scale, input length (N > L: every method acts)
+FACTORS = [1.0, 1.5, 2.0, 3.0, 4.0, 4.0, 4.0, 4.0]  # longrope: one per frequency of a 16-dim rotary
+
+
+def _factors(n):
+    return (FACTORS * 2)[:n]
+
+
+# method -> (its parameters, the transformers rope type that computes the same frequencies)
+ORACLES = {
+    "pi": ({"scale": S}, lambda d: {"rope_type": "linear", "factor": S}),
+    "yarn": ({"scale": S}, lambda d: {"rope_type": "yarn", "factor": S, "original_max_position_embeddings": L}),
+    "ntk-by-parts": ({"scale": S}, lambda d: {"rope_type": "yarn", "factor": S, "original_max_position_embeddings": L,
+                                              "attention_factor": 1.0}),
+    "llama3": ({"scale": S}, lambda d: {"rope_type": "llama3", "factor": S, "original_max_position_embeddings": L,
+                                        "low_freq_factor": 1.0, "high_freq_factor": 4.0}),
+    "longrope": (None, lambda d: {"rope_type": "longrope", "long_factor": _factors(d // 2), "factor": S,
+                                  "short_factor": _factors(d // 2), "original_max_position_embeddings": L}),
+    "dynamic-ntk": ({"alpha": 2.0}, lambda d: {"rope_type": "dynamic", "factor": 2.0}),
+    "dynamic-yarn": ({}, lambda d: {"rope_type": "yarn", "factor": N / L, "original_max_position_embeddings": L}),
+}
+# not a transformers rope type: checked against hand-written maths or reference attention below
+OTHER_REFERENCES = {"none", "ntk", "logn", "self-extend", "rerope", "leaky-rerope"}
+HF_FAMILIES = [f for f in ROPE_MODELS if not f.startswith("baichuan")]
+
+
+def test_every_rope_method_has_an_independent_reference():
+    assert set(methods_for("rope")) == set(ORACLES) | OTHER_REFERENCES
+
+
+def _rotary_dim(model):
+    return 2 * model.base_model.rotary_emb.inv_freq.numel()
+
+
+@pytest.mark.parametrize("method", list(ORACLES))
+@pytest.mark.parametrize("family", HF_FAMILIES)
+def test_method_equals_transformers_rope_type_on_every_family(family, method, tmp_path):
+    build = ROPE_MODELS[family]
+    model = build(max_pos=L)
+    params, rope = ORACLES[method]
+    d = _rotary_dim(model)
+    if params is None:
+        path = tmp_path / "factors.json"
+        path.write_text(json.dumps(_factors(d // 2)))
+        params = {"scale": S, "factors": str(path)}
+    extra = {"original_max_position_embeddings": L} if method == "longrope" else {}  # 4.57 reads it here
+    max_pos = L if method == "dynamic-ntk" else int(L * S)  # dynamic: L is max_position_embeddings
+    try:
+        ref = build(max_pos=max_pos, rope=rope(d), **extra)
+    except Exception:  # noqa: BLE001 (Phi-3's config takes longrope only: hand-set transformers' frequencies)
+        from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+        cfg = llama_config(max_pos=max_pos, rope=rope(d), head_dim=d, **extra)
+        inv, factor = ROPE_INIT_FUNCTIONS[rope(d)["rope_type"]](cfg, "cpu", seq_len=N)
+        ref = _hand_set(build(max_pos=L), inv, factor)
+    ref.load_state_dict(model.state_dict())
+    x = ids(N)
+    with patched(model, method, trained_len=L, **params):
+        got = logits(model, x)
+    torch.testing.assert_close(got, logits(ref, x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", HF_FAMILIES)
+def test_ntk_equals_the_family_built_with_the_changed_base(family):
+    build = ROPE_MODELS[family]
+    model = build(max_pos=L)
+    d = _rotary_dim(model)
+    theta = 1e4 * 3.0 ** (d / (d - 2))  # NTK-aware: b·α^(d/(d-2)), d the rotary dim
+    extra = {"rotary_emb_base": theta} if family == "gpt-neox" else {}  # its 4.x config's name for the base
+    ref = build(max_pos=L, theta=theta, **extra)
+    ref.load_state_dict(model.state_dict())
+    x = ids(N)
+    with patched(model, "ntk", alpha=3.0, trained_len=L):
+        torch.testing.assert_close(logits(model, x), logits(ref, x), rtol=1e-5, atol=1e-5)
+
+
+# --- checkpoints that ship a scaling ---
+
+SHIPPED = {
+    "llama3": dict(rope={"rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 8,
+                         "low_freq_factor": 1.0, "high_freq_factor": 4.0}, max_pos=64),
+    "yarn": dict(rope={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16}, max_pos=32),
+}
+
+
+def _hand_set(model, inv_freq, factor):
+    """Make a plain-RoPE model rotate with ``inv_freq`` and ``factor`` (its own rotary, buffers set by hand)."""
+    rot = model.model.rotary_emb
+    rot.inv_freq = inv_freq.clone()
+    rot.original_inv_freq = inv_freq.clone()
+    rot.attention_scaling = factor
+    return model
+
+
+@pytest.mark.parametrize("kind", list(SHIPPED))
+def test_a_shipped_scaling_as_none_equals_transformers_and_pi_on_top_divides_its_frequencies(kind):
+    model = tiny_llama(**SHIPPED[kind])
+    rot = model.model.rotary_emb
+    shipped_inv, shipped_factor = rot.inv_freq.clone(), float(rot.attention_scaling)
+    x = ids(80)
+    want = logits(model, x)
+    with patched(model, "none") as p:
+        assert torch.equal(logits(model, x), want)  # as shipped: not touched at all
+        assert p.trained_len == 64  # the length the scaling was made for: max(max_pos, original x factor)
+    ext = 64  # PI on top: s = 80 / 64 over the extended length
+    with patched(model, "pi", target_len=80) as p:
+        assert p.scale == 80 / ext
+        got = logits(model, x)
+    ref = _hand_set(tiny_llama(max_pos=64), shipped_inv / (80 / ext), shipped_factor)
+    ref.load_state_dict(model.state_dict(), strict=False)
+    torch.testing.assert_close(got, logits(ref, x), rtol=1e-5, atol=1e-5)
+
+
+def test_yarn_on_top_of_llama3_multiplies_frequencies_and_attention_factors():
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+    model = tiny_llama(**SHIPPED["llama3"])
+    shipped_inv = model.model.rotary_emb.inv_freq.clone()
+    plain_cfg = llama_config(max_pos=64)
+    plain = 1.0 / (1e4 ** (torch.arange(0, 16, 2).float() / 16))
+    yarn_cfg = llama_config(max_pos=256, rope={"rope_type": "yarn", "factor": 2.0,
+                                               "original_max_position_embeddings": 64})
+    yarn_inv, yarn_factor = ROPE_INIT_FUNCTIONS["yarn"](yarn_cfg, "cpu")
+    x = ids(80)
+    with patched(model, "yarn", scale=2.0):
+        got = logits(model, x)
+    ref = _hand_set(transformers.LlamaForCausalLM(plain_cfg).eval(), shipped_inv * (yarn_inv / plain), yarn_factor)
+    ref.load_state_dict(model.state_dict(), strict=False)
+    torch.testing.assert_close(got, logits(ref, x), rtol=1e-5, atol=1e-5)
+
+
+def test_ntk_on_top_of_yarn_scales_each_frequency_as_the_base_change_would():
+    model = tiny_llama(**SHIPPED["yarn"])
+    rot = model.model.rotary_emb
+    shipped_inv, factor = rot.inv_freq.clone(), float(rot.attention_scaling)
+    i = torch.arange(8, dtype=torch.float64)
+    ntk_ratio = (2.0 ** (-2 * i / (16 - 2))).float()  # b^(-2i/d) -> (b·α^(d/(d-2)))^(-2i/d)
+    x = ids(80)
+    with patched(model, "ntk", alpha=2.0):
+        got = logits(model, x)
+    ref = _hand_set(tiny_llama(max_pos=64), shipped_inv * ntk_ratio, factor)
+    ref.load_state_dict(model.state_dict(), strict=False)
+    torch.testing.assert_close(got, logits(ref, x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", list(SHIPPED))
+def test_rope_reset_equals_the_checkpoint_without_its_scaling(kind):
+    model = tiny_llama(**SHIPPED[kind])
+    plain = tiny_llama(max_pos=SHIPPED[kind]["max_pos"])
+    plain.load_state_dict(model.state_dict())
+    x = ids(40)
+    with patched(model, "none", rope_reset=True) as p:
+        assert p.trained_len == SHIPPED[kind]["rope"]["original_max_position_embeddings"]
+        torch.testing.assert_close(logits(model, x), logits(plain, x), rtol=1e-6, atol=1e-6)
+    with patched(model, "pi", rope_reset=True, scale=2.0):  # a method then acts on the plain frequencies
+        ref = tiny_llama(max_pos=SHIPPED[kind]["max_pos"], rope={"rope_type": "linear", "factor": 2.0})
+        ref.load_state_dict(model.state_dict())
+        torch.testing.assert_close(logits(model, x), logits(ref, x), rtol=1e-6, atol=1e-6)
+
+
+PHI3_LONGROPE = {"rope_type": "longrope", "long_factor": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0],
+                 "short_factor": [1.0, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6], "original_max_position_embeddings": 16}
+
+
+def _phi3_longrope():
+    # as Phi-3 configs state it: 4.x wants exactly type / short_factor / long_factor, the length beside them
+    rope = PHI3_LONGROPE if HF5 else {"type": "longrope", "long_factor": PHI3_LONGROPE["long_factor"],
+                                      "short_factor": PHI3_LONGROPE["short_factor"]}
+    return tiny_phi3(max_pos=64, rope=rope, original_max_position_embeddings=16)
+
+
+@pytest.mark.parametrize("length", [12, 40])
+def test_phi3_longrope_as_none_equals_transformers_and_pi_on_top_uses_the_factors_of_the_length(length):
+    model = _phi3_longrope()
+    x = ids(length)
+    want = logits(model, x)
+    with patched(model, "none"):
+        assert torch.equal(logits(model, x), want)
+    base = 1.0 / (1e4 ** (torch.arange(0, 16, 2).float() / 16))
+    factors = PHI3_LONGROPE["long_factor" if length > 16 else "short_factor"]  # as transformers picks them
+    attention = math.sqrt(1 + math.log(64 / 16) / math.log(16))
+    with patched(model, "pi", scale=2.0):
+        got = logits(model, x)
+    ref = tiny_phi3(max_pos=64)
+    ref.load_state_dict(model.state_dict())
+    _hand_set(ref, base / torch.tensor(factors) / 2.0, attention)
+    torch.testing.assert_close(got, logits(ref, x), rtol=1e-5, atol=1e-5)
+
+
+def test_shipped_longrope_makes_none_length_dependent():
+    from evalkit.sweep import RunConfig, prefix_mode
+    cfg = RunConfig(methods=("none",))
+    assert not prefix_mode(cfg, cfg.calls[0], _phi3_longrope())
+    assert prefix_mode(cfg, cfg.calls[0], tiny_llama(**SHIPPED["llama3"]))
+    reset = RunConfig(methods=("none",), rope_reset=True)
+    assert prefix_mode(reset, reset.calls[0], _phi3_longrope())
+
+
+# --- two-region attention: a straightforward reference (full matrices, LongLM's masks) ---
+
+def _reference_attention(attn, near_window, far_q, far_k):
+    """Self-Extend / ReRoPE as the reference code computes it (datamllab/LongLM Llama.py,
+    bojone/rerope): both score matrices in full, the neighbour mask built as tril minus the
+    shifted tril, one softmax. Only prefill (no cache)."""
+    def rope(x, pos, inv):
+        freqs = pos.double()[:, None] * inv.double()[None]
+        emb = torch.cat((freqs, freqs), -1)
+        half = x.shape[-1] // 2
+        return x * emb.cos().float() + torch.cat((-x[..., half:], x[..., :half]), -1) * emb.sin().float()
+
+    def forward(hidden_states, position_embeddings=None, attention_mask=None, **kwargs):
+        b, t, _ = hidden_states.shape
+        shape = (b, t, -1, attn.head_dim)
+        q, k = attn.q_proj(hidden_states).view(shape), attn.k_proj(hidden_states).view(shape)
+        if hasattr(attn, "q_norm"):
+            q, k = attn.q_norm(q), attn.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
+        v = attn.v_proj(hidden_states).view(shape).transpose(1, 2)
+        rep = q.shape[1] // k.shape[1]
+        k, v = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)
+        inv = 1.0 / (1e4 ** (torch.arange(0, attn.head_dim, 2).float() / attn.head_dim))
+        pos = torch.arange(t)
+        near = rope(q, pos, inv) @ rope(k, pos, inv).transpose(2, 3) * attn.scaling
+        far = rope(q, far_q(pos.double()), inv) @ rope(k, far_k(pos.double()), inv).transpose(2, 3) * attn.scaling
+        neighbour = torch.tril(torch.ones(t, t))
+        if t > near_window:
+            neighbour[near_window:, :-near_window] -= torch.tril(torch.ones(t - near_window, t - near_window))
+        scores = torch.where(neighbour.bool(), near, far).masked_fill(~torch.tril(torch.ones(t, t)).bool(), -math.inf)
+        out = torch.softmax(scores, -1) @ v
+        return attn.o_proj(out.transpose(1, 2).reshape(b, t, -1)), None
+    return forward
+
+
+REGIONS = {  # method, params -> (window, far query position, far key position), as in the reference code
+    "self-extend": ({"window": 6, "group": 3}, lambda p: torch.floor(p / 3) + 6 - 6 / 3, lambda p: torch.floor(p / 3)),
+    "rerope": ({"window": 6}, lambda p: p * 0 + 6, lambda p: p * 0),
+    "leaky-rerope": ({"window": 6, "k": 4.0}, lambda p: p / 4 + 6 - 6 / 4, lambda p: p / 4),
+}
+
+
+@pytest.mark.parametrize("build", [tiny_llama, tiny_qwen3], ids=["llama", "qwen3"])
+@pytest.mark.parametrize("method", list(REGIONS))
+def test_two_region_attention_equals_the_reference(method, build, monkeypatch):
+    params, far_q, far_k = REGIONS[method]
+    model, ref = build(), build()
+    x = ids(N)
+    for layer in ref.model.layers:
+        layer.self_attn.forward = _reference_attention(layer.self_attn, params["window"], far_q, far_k)
+    with patched(model, method, trained_len=L, **params):
+        got = logits(model, x)
+    if METHODS.get(method).logn:  # ReRoPE's recipe scales the queries by logn too (in the reference code)
+        factor = torch.clamp(torch.log(torch.arange(1, N + 1).float()) / math.log(L), min=1.0)
+        for layer in ref.model.layers:
+            target = getattr(layer.self_attn, "q_norm", None) or layer.self_attn.q_proj
+            target.register_forward_hook(
+                lambda m, i, o: o * factor.reshape((1, N) + (1,) * (o.dim() - 2)))
+    torch.testing.assert_close(got, logits(ref, x), rtol=1e-4, atol=1e-4)
+
+
+def test_self_extend_with_a_window_past_the_input_is_plain_attention():
+    model, x = tiny_llama(), ids(30)
+    want = logits(model, x)
+    with patched(model, "self-extend", window=64, group=4, trained_len=L):
+        torch.testing.assert_close(logits(model, x), want, rtol=1e-5, atol=1e-5)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("method", list(REGIONS))
+def test_two_region_attention_through_cached_decoding_equals_full_forwards(method):
+    params = REGIONS[method][0]
+    model = tiny_llama()
+    prompt, extra = ids(30), ids(4, seed=5)
+    with patched(model, method, trained_len=L, **params):
+        out = model(input_ids=prompt, use_cache=True)
+        cache, steps = out.past_key_values, []
+        for t in range(extra.shape[1]):
+            out = model(input_ids=extra[:, t:t + 1], past_key_values=cache, use_cache=True)
+            cache, steps = out.past_key_values, steps + [out.logits[:, -1]]
+        full = logits(model, torch.cat([prompt, extra], 1))
+    torch.testing.assert_close(torch.stack(steps, 1), full[:, 30:], rtol=1e-4, atol=1e-4)
+
+
+def test_two_region_attention_holds_one_block_of_scores_at_a_time(monkeypatch):
+    from evalkit.patches import attention
+    seen = []
+    real = torch.softmax
+
+    def spy(x, *a, **k):
+        seen.append(x.shape)
+        return real(x, *a, **k)
+
+    monkeypatch.setattr(attention, "SCORE_BUDGET", 4 * 40 * 8)  # 8 query rows of 40 keys, 4 heads
+    monkeypatch.setattr(attention.torch, "softmax", spy)
+    model, x = tiny_llama(), ids(40)
+    with patched(model, "self-extend", window=6, group=3, trained_len=L):
+        logits(model, x)
+    assert seen and max(s[-2] for s in seen) == 8  # (B, H, rows, keys): never 40 x 40 at once
+
+
+# --- method calls: parameters parsed, checked, written back ---
+
+def test_method_texts_split_and_parse():
+    assert split_method_list(["ntk:alpha=2,yarn", "self-extend:window=512,group=4"]) == [
+        "ntk:alpha=2", "yarn", "self-extend:window=512,group=4"]
+    call = parse_call("self-extend:group=4,window=512")
+    assert call.text == "self-extend:window=512,group=4" and call.length_independent
+    assert parse_call("ntk").resolve(4096, 16384) == {"alpha": 4.0}
+    assert parse_call("ntk:alpha=2").resolve(4096, 16384) == {"alpha": 2.0}
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("ntk:alpha=0.5", "ntk:alpha must be between 1 and"), ("ntk:beta=2", "has no parameter 'beta'"),
+    ("self-extend:window=1.5", "must be a whole number"), ("yarn:scale", "is not key=value"),
+    ("ntk:alpha=x", "must be a number"), ("ntk:alpha=2,alpha=3", "given twice"),
+    ("longrope:factors=/no/such.json", "cannot read the factors file"), ("longrope", "needs its parameter factors"),
+])
+def test_bad_method_parameters_are_one_line(text, needle):
+    with pytest.raises(EvalkitError, match=needle):
+        parse_call(text).resolve(16, 32)
+
+
+def test_rope_method_on_a_longrope_file_of_the_wrong_length_is_refused(tmp_path):
+    path = tmp_path / "f.json"
+    path.write_text(json.dumps({"rope_scaling": {"long_factor": [1.0, 2.0]}}))
+    with pytest.raises(EvalkitError, match="longrope needs 8 factors"):
+        with patched(tiny_llama(), "longrope", factors=str(path), trained_len=L):
+            pass
+
+
+def test_registry_lists_every_method_with_a_summary_and_source():
+    for m in METHODS.values():
+        assert m.summary and m.source and m.encoding in ("rope", "alibi", "any")
+        kinds = [m.rope, m.slopes, m.attention]
+        assert m.name == "none" or sum(k is not None for k in kinds) == 1, m.name
