@@ -215,6 +215,8 @@ def run(
                                     "(llama3, yarn, longrope, ...): plain RoPE over its pretraining length."),
     trained_len: Optional[int] = typer.Option(None, help="Override the trained context length (tokens) read "
                                               "from the registry / config."),
+    adapter: Optional[str] = typer.Option(None, help="A PEFT adapter folder (LoRA, ...), merged into the model."),
+    quantize: Optional[str] = typer.Option(None, help="4bit or 8bit weights through bitsandbytes (CUDA only)."),
     out: Path = typer.Option(Path("results"), help="Folder for results.csv and positions.csv."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N (auto: GPU if there is one)."),
     dtype: str = typer.Option("auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16."),
@@ -249,7 +251,7 @@ def run(
     cfg = RunConfig(
         model=model, methods=lists["methods"] or ("none", "ntk"), lengths=lists["lengths"] or DEMO_LENGTHS,
         tasks=lists["tasks"] or default_tasks(), samples=samples, scale=scale, alpha=alpha, trained_len=trained_len,
-        params=param_values(param), rope_reset=rope_reset, options=options, out=str(out), device=device, dtype=dtype, seed=seed, trust_remote_code=trust_remote_code,
+        params=param_values(param), rope_reset=rope_reset, adapter=adapter, quantize=quantize, options=options, out=str(out), device=device, dtype=dtype, seed=seed, trust_remote_code=trust_remote_code,
         force=force, prefix=not no_prefix)
     for name in cfg.unused_params():
         log(f"evalkit: --param {name} is not a parameter of the methods run ({', '.join(cfg.methods)}); ignored")

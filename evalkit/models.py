@@ -371,9 +371,56 @@ def _attention_implementation(spec: ModelSpec, device: str, dtype: str) -> str |
     return "sdpa"
 
 
+QUANTIZE = ("4bit", "8bit")
+
+
+def _quantization(quantize: str | None, device: str, dtype: str):
+    """bitsandbytes' config for 4-/8-bit weights, which need a CUDA GPU."""
+    if not quantize:
+        return None
+    if quantize not in QUANTIZE:
+        raise EvalkitError(f"--quantize {quantize}: unknown", "use 4bit or 8bit")
+    if not device.startswith("cuda"):
+        raise EvalkitError(f"--quantize {quantize} needs a CUDA GPU (bitsandbytes); this run is on {device}",
+                           "leave --quantize out on the CPU")
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise EvalkitError(f"--quantize {quantize} needs the bitsandbytes package", "pip install bitsandbytes")
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if quantize == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=getattr(torch, dtype),
+                              bnb_4bit_quant_type="nf4")
+
+
+def apply_adapter(model, adapter: str, log=print):
+    """A PEFT adapter (LoRA, ...) on the base model, merged into its weights so that every patch
+    sees a plain transformers model."""
+    path = Path(adapter).expanduser()
+    if not (path / "adapter_config.json").is_file():
+        raise EvalkitError(f"--adapter {adapter}: no adapter_config.json there",
+                           "give the folder a PEFT adapter was saved to (save_pretrained)")
+    try:
+        from peft import PeftModel
+    except ImportError:
+        raise EvalkitError("--adapter needs the peft package", "pip install peft (or evalkit[peft])") from None
+    try:
+        merged = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
+    except Exception as e:  # noqa: BLE001 (an adapter for another model: its files, not evalkit)
+        raise EvalkitError(f"cannot apply the adapter {adapter}: {type(e).__name__}: "
+                           f"{(str(e).splitlines() or [''])[0][:200]}", "was it trained on this base model?") from None
+    log(f"evalkit: adapter {path.name} merged into the base model")
+    return merged
+
+
 def load_model(spec: ModelSpec | str | None = None, device: str = "auto", dtype: str = "auto",
-               trust_remote_code: bool = False, log=print) -> Loaded:
-    """Load model and tokenizer once; ``device_map="auto"`` (accelerate) on GPUs."""
+               trust_remote_code: bool = False, log=print, adapter: str | None = None,
+               quantize: str | None = None) -> Loaded:
+    """Load model and tokenizer once; ``device_map="auto"`` (accelerate) on GPUs; an ``adapter``
+    (PEFT) merged in; ``quantize`` 4bit / 8bit through bitsandbytes (GPU only)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -384,6 +431,7 @@ def load_model(spec: ModelSpec | str | None = None, device: str = "auto", dtype:
         raise EvalkitError(f"{spec.name} runs Python code shipped with its checkpoint ({spec.source})",
                            "pass --trust-remote-code if you trust that code")
     device, dtype = pick_device(device), pick_dtype(dtype, device)
+    quantization = _quantization(quantize, device, dtype)
     source = str(smollm2_dir(log)) if spec.source == "embedded:smollm2" else spec.source
     if _looks_like_a_path(source) and not Path(source).expanduser().is_dir():  # never a hub id
         raise EvalkitError(f"{spec.name}: its source {source} is not a folder here",
@@ -394,6 +442,9 @@ def load_model(spec: ModelSpec | str | None = None, device: str = "auto", dtype:
         kwargs["attn_implementation"] = attn
     if device == "cuda":
         kwargs["device_map"] = "auto"  # spreads models larger than one GPU over all of them
+    if quantization is not None:
+        kwargs["quantization_config"] = quantization
+        kwargs.setdefault("device_map", "auto")
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # evalkit shows one progress bar of its own
@@ -418,9 +469,12 @@ def load_model(spec: ModelSpec | str | None = None, device: str = "auto", dtype:
                                                                             if spec.remote_code else "")) from None
     if "device_map" not in kwargs:
         model.to(device)
+    if adapter:
+        model = apply_adapter(model, adapter, log)
     model.eval()
     prepare_loaded(model, spec, log)
-    return Loaded(model, tokenizer, spec, device, dtype, time.perf_counter() - t0)
+    return Loaded(model, tokenizer, spec, device, dtype + (f"+{quantize}" if quantize else ""),
+                  time.perf_counter() - t0)
 
 
 def _from_pretrained(auto_class, source: str, kwargs: dict):

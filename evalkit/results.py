@@ -27,7 +27,7 @@ from evalkit.errors import EvalkitError
 REQUIRED = ["model", "method", "task", "length", "sample", "status", "evalkit_version", "created_at"]
 PROFILE_COLUMNS = ["model", "method", "scale", "alpha", "trained_len", "length", "sample", "doc", "data",
                    "stride", "seed", "position_start", "position_end", "nll", "source", "min_doc_tokens",
-                   "text_field", "params", "rope_scaling"]
+                   "text_field", "params", "rope_scaling", "adapter"]
 PROFILE_REQUIRED = ["model", "method", "length", "sample", "position_start", "position_end", "nll"]
 # A cell's identity: everything that changes its result. Resume, --force, compare's pooling
 # and the run summary all use this one definition. Each task adds its own fields
@@ -35,10 +35,11 @@ PROFILE_REQUIRED = ["model", "method", "length", "sample", "position_start", "po
 # ``params``: the method's parameters fixed for the sweep (see sweep.cell_fields); a row written
 # before a parameter existed reads as its default. ``rope_scaling``: the checkpoint's own RoPE
 # ("default" for plain RoPE and for rows written before the column existed).
-IDENTITY = ["model", "source", "method", "scale", "alpha", "params", "rope_scaling", "trained_len", "task", "length",
-            "sample"]
+IDENTITY = ["model", "source", "adapter", "method", "scale", "alpha", "params", "rope_scaling", "trained_len", "task",
+            "length", "sample"]
 # the perplexity cell a positions.csv row belongs to
-PROFILE_KEY = ["model", "source", "method", "scale", "alpha", "params", "rope_scaling", "trained_len", "length",
+PROFILE_KEY = ["model", "source", "adapter", "method", "scale", "alpha", "params", "rope_scaling", "trained_len",
+               "length",
                "sample", "data", "stride", "min_doc_tokens", "text_field"]
 CORE_EMPTY = {"rope_scaling": "default"}  # what an empty core field reads as
 RESULTS, PROFILE = "results.csv", "positions.csv"

@@ -56,6 +56,8 @@ class RunConfig:
     alpha: float | None = None
     params: dict = field(default_factory=dict)  # method parameters for every selected method that declares them
     rope_reset: bool = False
+    adapter: str | None = None  # a PEFT adapter folder, merged into the model
+    quantize: str | None = None  # 4bit / 8bit (bitsandbytes, GPU)
     trained_len: int | None = None
     options: dict = field(default_factory=dict)
     out: str = "results"
@@ -93,6 +95,11 @@ class RunConfig:
                                    "e.g. --len 8192")
         if not 1 <= self.samples <= MAX_SAMPLES:
             raise EvalkitError(f"--samples must be between 1 and {MAX_SAMPLES}, got {self.samples}", "e.g. --samples 5")
+        if self.quantize is not None and self.quantize not in ("4bit", "8bit"):
+            raise EvalkitError(f"--quantize {self.quantize}: unknown", "use 4bit or 8bit")
+        if self.adapter is not None and not (Path(self.adapter).expanduser() / "adapter_config.json").is_file():
+            raise EvalkitError(f"--adapter {self.adapter}: no adapter_config.json there",
+                               "give the folder a PEFT adapter was saved to (save_pretrained)")
         if self.trained_len is not None and self.trained_len <= 0:
             raise EvalkitError("--trained-len must be positive", "e.g. --trained-len 4096")
 
@@ -202,7 +209,8 @@ def cell_fields(cfg, spec, call, cell, rope_scaling: str = "default") -> dict:
     values = call.resolve(spec.trained_len, cell.length)
     fields = dict(model=spec.name, source=spec.source, method=call.name, scale=values.get("scale"),
                   alpha=values.get("alpha"), params=format_params(call.method, call.fixed()),
-                  rope_scaling=rope_scaling, trained_len=spec.trained_len, task=cell.task,
+                  rope_scaling=rope_scaling, adapter=str(Path(cfg.adapter).expanduser().resolve()) if cfg.adapter else "",
+                  trained_len=spec.trained_len, task=cell.task,
                   length=cell.length, depth=cell.depth, sample=cell.sample, seed=cfg.seed)
     for f in TASKS.get(cell.task).identity:
         if f not in fields:
@@ -307,7 +315,8 @@ def run(cfg: RunConfig, log=print, progress=None) -> Summary:
     if out.exists() and not out.is_dir():
         raise EvalkitError(f"--out {out} is a file", "give a folder for the CSV files")
     read_rows(out / RESULTS), read_profile(out / PROFILE)  # refuse foreign files before any work
-    loaded = load_model(spec, cfg.device, cfg.dtype, cfg.trust_remote_code, log=log)
+    loaded = load_model(spec, cfg.device, cfg.dtype, cfg.trust_remote_code, log=log, adapter=cfg.adapter,
+                        quantize=cfg.quantize)
     if cfg.rope_reset and not cfg.trained_len:  # the pretraining length under the removed scaling
         spec = dataclasses.replace(spec, trained_len=find_adapter(loaded.model).trained_len(loaded.model, True))
     ensure_length(loaded.model, max(cfg.lengths) + ANSWER_ROOM)

@@ -346,3 +346,47 @@ def test_registry_lists_every_method_with_a_summary_and_source():
         assert m.summary and m.source and m.encoding in ("rope", "alibi", "any")
         kinds = [m.rope, m.slopes, m.attention]
         assert m.name == "none" or sum(k is not None for k in kinds) == 1, m.name
+
+
+# --- loading options ---
+
+@pytest.fixture
+def lora_adapter(tiny_model_dir, tmp_path):
+    """A LoRA adapter with non-zero weights for the tiny checkpoint, saved as PEFT saves it."""
+    peft = pytest.importorskip("peft")
+    base = transformers.AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model = peft.get_peft_model(base, peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    model.save_pretrained(tmp_path / "adapter")
+    return tmp_path / "adapter", model.eval()
+
+
+def test_adapter_is_merged_and_equals_peft_and_rows_name_it(lora_adapter, tiny_model_dir, tmp_path):
+    from evalkit.models import load_model, spec_from_config
+    folder, peft_model = lora_adapter
+    x = ids(20)
+    loaded = load_model(spec_from_config("tiny", str(tiny_model_dir)), device="cpu", dtype="float32",
+                        adapter=str(folder), log=lambda _: None)
+    torch.testing.assert_close(logits(loaded.model, x), logits(peft_model, x), rtol=1e-5, atol=1e-5)
+    plain = load_model(spec_from_config("tiny", str(tiny_model_dir)), device="cpu", dtype="float32").model
+    assert not torch.allclose(logits(plain, x), logits(loaded.model, x))
+    from typer.testing import CliRunner
+
+    from evalkit.cli import app
+    from evalkit.results import read_rows
+    result = CliRunner().invoke(app, ["run", "--model", str(tiny_model_dir), "--adapter", str(folder), "--task",
+                                      "ppl", "--method", "none", "--len", "128", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert {r["adapter"] for r in read_rows(tmp_path / "r" / "results.csv")} == {str(folder.resolve())}
+
+
+@pytest.mark.parametrize("args, needle", [(["--quantize", "4bit", "--device", "cpu"], "needs a CUDA GPU"),
+                                          (["--quantize", "3bit"], "use 4bit or 8bit"),
+                                          (["--adapter", "/no/such/adapter"], "no adapter_config.json")])
+def test_loading_options_refused_in_one_line(args, needle, tiny_model_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from evalkit.cli import app
+    result = CliRunner().invoke(app, ["run", "--model", str(tiny_model_dir), "--task", "ppl", "--len", "128",
+                                      "--out", str(tmp_path / "r"), *args])
+    assert result.exit_code == 2 and needle in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
