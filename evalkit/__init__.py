@@ -6,7 +6,7 @@
 """
 from __future__ import annotations
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = ["__version__", "patched", "load_model", "EvalkitError"]
 
