@@ -141,6 +141,19 @@ def plot_heatmap(df, metric, model, out, fmt) -> tuple[Path, dict]:
     return path, series
 
 
+def _label_from_results(row: dict, df) -> str:
+    """A positions.csv row's method label: that of its cell's results rows (so a file of evalkit <= 0.2
+    is labelled as its table is), else computed from the row itself."""
+    from evalkit.patches import normalise_params
+    from evalkit.results import fmt
+
+    method, params = str(row.get("method") or ""), normalise_params(str(row.get("method") or ""),
+                                                                    fmt(row.get("params")))
+    same = df[(df["method"] == method) & (df["params"].fillna("").astype(str).map(
+        lambda v: normalise_params(method, v)) == params)]
+    return same["_method"].iloc[0] if len(same) else row_method_label(row)
+
+
 def plot_positions(profile, df, model, out, fmt) -> tuple[Path, dict]:
     longest = int(profile["length"].max())
     p = profile[profile["length"] == longest]
@@ -150,7 +163,7 @@ def plot_positions(profile, df, model, out, fmt) -> tuple[Path, dict]:
     keys = [profile_key(r) for r in p.to_dict("records")]  # an empty setting (older rows) reads as its default
     p = p.assign(**{c: [k[PROFILE_KEY.index(c)] for k in keys] for c in _options_in(PROFILE_KEY)})
     varying = [c for c in _options_in(PROFILE_KEY) if p[c].nunique() > 1]  # settings never averaged together
-    p = p.assign(_method=[row_method_label(r) for r in p.to_dict("records")])
+    p = p.assign(_method=[_label_from_results(r, df) for r in p.to_dict("records")])
     for (label, trained, *setting), g in p.groupby(["_method", "trained_len"] + varying, sort=False, dropna=False):
         if several_l:  # one line per trained length, as in the tables (never averaged together)
             label += f" L={trained:g}" if trained == trained else " L=?"
