@@ -66,6 +66,7 @@ class Param:
     low: float | None = None
     high: float | None = None
     load: Callable[[str], object] | None = None
+    derived_text: str = "derived"  # how a derived default reads in listings
 
     def parse(self, text, method: str):
         """The value of ``text`` (or of a number given in Python), checked; a one-line error otherwise."""
@@ -94,14 +95,14 @@ class Param:
 
     @property
     def shown_default(self) -> str:
-        return "derived" if self.derive else ("required" if self.default is None else f"{self.default:g}"
+        return self.derived_text if self.derive else ("required" if self.default is None else f"{self.default:g}"
                                               if isinstance(self.default, float) else str(self.default))
 
 
 SCALE = Param("scale", "s = target / trained length (>= 1)", low=1, high=MAX_FACTOR,
-              derive=lambda v, trained, n: max(1.0, n / trained))
+              derive=lambda v, trained, n: max(1.0, n / trained), derived_text="length/L")
 ALPHA = Param("alpha", "NTK factor alpha (>= 1); defaults to the scale", low=1, high=MAX_FACTOR,
-              derive=lambda v, trained, n: v.get("scale", max(1.0, n / trained)))
+              derive=lambda v, trained, n: v.get("scale", max(1.0, n / trained)), derived_text="scale")
 BETA_FAST = Param("beta_fast", "YaRN: rotations within L above which a dimension is kept", default=32.0,
                   low=1e-3, high=1e6)
 BETA_SLOW = Param("beta_slow", "YaRN: rotations within L below which a dimension is interpolated", default=1.0,

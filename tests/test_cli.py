@@ -212,7 +212,13 @@ def test_trained_len_override_changes_the_default_scale(tiny_run):
 
 
 def test_listings():
-    assert "dynamic-ntk" in evalkit("methods").output
+    listed = evalkit("methods").output
+    from evalkit.families import FAMILIES
+    from evalkit.patches import METHODS
+    assert all(f"\n{name} " in listed for name in METHODS.names())  # every registered method, by the registry
+    assert "window=1024 group=8" in listed and "scale=length/L" in listed
+    families = evalkit("models").output
+    assert all(f"\n{name} " in families for name in FAMILIES.names())
     assert "smollm2-135m" in evalkit("models").output and "baichuan-13b" in evalkit("models").output
     assert "passkey" in evalkit("tasks").output
 

@@ -390,3 +390,119 @@ def test_loading_options_refused_in_one_line(args, needle, tiny_model_dir, tmp_p
                                       "--out", str(tmp_path / "r"), *args])
     assert result.exit_code == 2 and needle in result.output and len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()
+
+
+# --- trained lengths of checkpoints that ship a scaling (config.json fields as those checkpoints state them) ---
+
+@pytest.mark.parametrize("config, extended, original", [
+    ({"model_type": "llama", "max_position_embeddings": 131072,  # Llama-3.1-8B
+      "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                       "original_max_position_embeddings": 8192, "rope_type": "llama3"}}, 131072, 8192),
+    ({"model_type": "qwen2", "max_position_embeddings": 32768,  # Qwen2.5-7B-Instruct with its YaRN note applied
+      "rope_scaling": {"factor": 4.0, "original_max_position_embeddings": 32768, "type": "yarn"}}, 131072, 32768),
+    ({"model_type": "phi3", "max_position_embeddings": 131072, "original_max_position_embeddings": 4096,
+      "rope_scaling": {"type": "longrope", "long_factor": [1.0], "short_factor": [1.0]}}, 131072, 4096),
+    ({"model_type": "llama", "max_position_embeddings": 4096}, 4096, 4096),
+])
+def test_trained_length_of_a_shipped_scaling(config, extended, original, tmp_path):
+    from evalkit.families import rope_lengths
+    from evalkit.models import spec_from_config
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert spec_from_config("m", str(tmp_path)).trained_len == extended
+    assert rope_lengths(config, config["max_position_embeddings"]) == (extended, original)
+
+
+def test_family_table_decides_resolution_and_installation(tmp_path):
+    from evalkit.families import FAMILIES, family_of
+    from evalkit.models import spec_from_config
+    from conftest import ALIBI_MODELS
+    tiny = {**ROPE_MODELS, **ALIBI_MODELS}
+    for name, build in tiny.items():
+        family = family_of(build())
+        assert family.name == {"baichuan-7b": "baichuan-rope", "baichuan2-7b": "baichuan-rope",
+                               "baichuan-13b": "baichuan-alibi", "baichuan2-13b": "baichuan-alibi"}.get(name, name)
+    assert {family_of(b()).name for b in tiny.values()} == set(FAMILIES.names())  # every family has a tiny model
+    for model_type, alibi, want in [("falcon", True, "alibi"), ("falcon", False, "rope"), ("qwen3", None, "rope"),
+                                    ("gpt_neox", None, "rope")]:
+        (tmp_path / "config.json").write_text(json.dumps({"model_type": model_type, "alibi": alibi}))
+        assert spec_from_config("m", str(tmp_path)).encoding == want
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "cohere"}))
+    with pytest.raises(EvalkitError, match="model type 'cohere' is not supported"):
+        spec_from_config("m", str(tmp_path))
+
+
+@pytest.mark.parametrize("heads", [4, 6])
+def test_falcon_alibi_patch_equals_hand_set_slopes(heads, monkeypatch):
+    import sys
+
+    from conftest import tiny_falcon_alibi
+    model, x = tiny_falcon_alibi(heads), ids(30)
+    module = sys.modules[type(model.transformer).__module__]
+    original = module.build_alibi_tensor
+    with patched(model, "alibi-pi", scale=4.0, trained_len=8):
+        got = logits(model, x)
+    assert module.build_alibi_tensor is original
+
+    def quarter(attention_mask, num_heads, dtype):  # Falcon's own tensor at a quarter of each slope
+        unit = original(attention_mask, num_heads, torch.float32)
+        return (unit.float() / 4).to(dtype)
+
+    monkeypatch.setattr(module, "build_alibi_tensor", quarter)
+    # Falcon multiplies slopes and positions in bf16: dividing its product by 4 is exact in binary
+    torch.testing.assert_close(got, logits(model, x), rtol=1e-5, atol=1e-5)
+
+
+# --- through the CLI: parameters in rows, resume keys and labels; --rope-reset ---
+
+def _cli(*args):
+    from typer.testing import CliRunner
+
+    from evalkit.cli import app
+    return CliRunner().invoke(app, list(map(str, args)))
+
+
+def test_method_parameters_reach_rows_resume_and_labels(tiny_model_dir, tmp_path):
+    from evalkit.results import read_rows
+    out = tmp_path / "r"
+    args = ("run", "--model", tiny_model_dir, "--task", "ppl", "--len", "512", "--out", out,
+            "--method", "ntk:alpha=2,ntk,self-extend:window=64,group=4,self-extend")
+    first = _cli(*args)
+    assert first.exit_code == 0, first.output
+    rows = read_rows(out / "results.csv")
+    assert [(r["method"], r["params"], r["alpha"]) for r in rows] == [
+        ("ntk", "alpha=2", "2"), ("ntk", "", "2"), ("self-extend", "window=64,group=4", ""),
+        ("self-extend", "window=1024,group=8", "")]  # alpha derived: 512 / 256
+    assert rows[0]["ppl"] == rows[1]["ppl"]  # the same computation at this length, two settings
+    again = _cli(*args)
+    assert again.exit_code == 0 and "0 row(s) written" in again.output and "4 cell(s) already there" in again.output
+    table = _cli("compare", out, "--format", "csv").output
+    assert {"ntk alpha=2", "ntk", "self-extend window=64 group=4", "self-extend"} <= {
+        line.split(",")[1] for line in table.splitlines()[1:] if line.count(",") > 1}
+    bad = _cli("run", "--model", tiny_model_dir, "--task", "ppl", "--len", "512", "--out", tmp_path / "b",
+               "--method", "ntk", "--param", "windw=3")
+    assert bad.exit_code == 2 and "--param windw: no method has such a parameter" in bad.output
+
+
+def test_rope_reset_through_the_cli(tiny_model_dir, tmp_path):
+    import shutil
+
+    from evalkit.results import read_rows
+    scaled = tmp_path / "scaled"
+    shutil.copytree(tiny_model_dir, scaled)
+    config = json.loads((scaled / "config.json").read_text())
+    rope = {"rope_type": "llama3", "factor": 2.0, "original_max_position_embeddings": 128, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "rope_theta": 10000.0}
+    config.update(rope_parameters=rope, rope_scaling=rope, max_position_embeddings=256)
+    (scaled / "config.json").write_text(json.dumps(config))
+    for extra in ((), ("--rope-reset",)):
+        result = _cli("run", "--model", scaled, "--task", "ppl", "--len", "384", "--method", "none,pi",
+                      "--out", tmp_path / "r", *extra)
+        assert result.exit_code == 0, result.output
+    rows = read_rows(tmp_path / "r" / "results.csv")
+    assert [(r["method"], r["rope_scaling"], r["trained_len"], r["scale"]) for r in rows] == [
+        ("none", "llama3", "256", ""), ("pi", "llama3", "256", "1.5"),
+        ("none", "removed:llama3", "128", ""), ("pi", "removed:llama3", "128", "3")]
+    assert len({r["ppl"] for r in rows}) == 4
+    labels = {line.split(",")[1] for line in _cli("compare", tmp_path / "r", "--format", "csv").output.splitlines()
+              if line.count(",") > 1}
+    assert {"none L=256", "pi L=256", "none rope-reset L=128", "pi rope-reset L=128"} <= labels  # L differs too
