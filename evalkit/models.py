@@ -144,7 +144,7 @@ def _looks_like_a_path(name: str) -> bool:
 def spec_from_config(name: str, source: str, **given) -> ModelSpec:
     """Family, encoding and trained length read from a checkpoint's config.json, through the
     family table (:mod:`evalkit.families`)."""
-    from evalkit.families import families_for, rope_lengths, stated_length, supported_types
+    from evalkit.families import families_for, rope_lengths, supported_types
 
     config = _read_config(source)
     model_type = config.get("model_type", "")

@@ -23,7 +23,6 @@ from typing import Callable
 import torch
 from torch import nn
 
-from evalkit.patches import alibi
 from evalkit.patches._swap import swap
 
 

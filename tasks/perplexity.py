@@ -17,8 +17,9 @@ the first ``2 × length`` tokens only; its rows count as done on resume: use
 ``--min-doc-tokens N`` keeps only documents of at least N tokens (and always at
 least the length), so that every length is measured on the same documents.
 
-Prefix mode: for a static method with fixed factors (``none``, ``logn``, or
-``pi``/``ntk``/``yarn``/ALiBi methods with ``--scale``/``--alpha`` given) the
+Prefix mode: for a length-independent method (``MethodCall.length_independent``:
+``none``, ``logn``, ``self-extend``, or ``pi``/``ntk``/``yarn``/ALiBi methods with
+their scale / alpha given) on a checkpoint whose own RoPE is length-independent, the
 output at position i does not depend on the total length, so the NLL at every
 shorter length is a prefix of the per-token NLL at the longest: one forward per
 document serves every length.
