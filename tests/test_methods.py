@@ -10,7 +10,7 @@ import pytest
 import torch
 import transformers
 
-from conftest import (HF5, ROPE_MODELS, ids, llama_config, logits, tiny_llama, tiny_phi3, tiny_qwen3)
+from conftest import HF5, ROPE_MODELS, ids, llama_config, logits, method_params, tiny_llama, tiny_phi3, tiny_qwen3
 from evalkit.errors import EvalkitError
 from evalkit.patches import METHODS, methods_for, parse_call, patched, split_method_list
 
@@ -506,3 +506,20 @@ def test_rope_reset_through_the_cli(tiny_model_dir, tmp_path):
     labels = {line.split(",")[1] for line in _cli("compare", tmp_path / "r", "--format", "csv").output.splitlines()
               if line.count(",") > 1}
     assert {"none L=256", "pi L=256", "none rope-reset L=128", "pi rope-reset L=128"} <= labels  # L differs too
+
+
+@pytest.mark.parametrize("method", methods_for("rope"))
+def test_length_independent_methods_give_a_prefix_the_same_outputs(method, tmp_path):
+    """What prefix mode relies on: for every method that says it is length-independent (with its
+    parameters given), the outputs at the first n positions do not depend on what follows."""
+    model = tiny_llama()
+    params = method_params(method, model, folder=tmp_path)
+    call = parse_call(method).with_defaults(params)
+    x = ids(48)
+    with patched(model, call, trained_len=L):
+        whole, prefix = logits(model, x), logits(model, x[:, :30])
+    if call.length_independent:
+        torch.testing.assert_close(prefix, whole[:, :30], rtol=1e-5, atol=1e-5)
+    else:  # the dynamic methods choose their frequencies from the length: a prefix differs
+        assert not torch.allclose(prefix, whole[:, :30], atol=1e-5)
+
