@@ -41,6 +41,7 @@ for _f in [
     Family("qwen3", ("qwen3",), "rope", "hf-rope", _HF.format("qwen3") + " (q_norm: logn after it)"),
     Family("gemma", ("gemma",), "rope", "hf-rope", _HF.format("gemma")),
     Family("gemma2", ("gemma2",), "rope", "hf-rope", _HF.format("gemma2") + " (one rotary for all layers)"),
+    Family("gemma3", ("gemma3_text",), "rope", "hf-rope", _HF.format("gemma3") + " (full-attention layers scaled)"),
     Family("phi3", ("phi3",), "rope", "hf-rope", _HF.format("phi3") + " (fused qkv_proj, partial rotary)"),
     Family("phi", ("phi",), "rope", "hf-rope", _HF.format("phi") + " (Phi-2: partial rotary)"),
     Family("gpt-neox", ("gpt_neox",), "rope", "hf-rope", _HF.format("gpt_neox") + " (rotary_pct)"),
@@ -108,6 +109,8 @@ def rope_scaling(config: dict) -> dict | None:
     in 4.x), or None for plain RoPE."""
     for key in ("rope_parameters", "rope_scaling"):
         params = config.get(key)
+        if isinstance(params, dict) and isinstance(params.get("full_attention"), dict):  # per layer type (Gemma 3)
+            params = params["full_attention"]
         if isinstance(params, dict):
             kind = params.get("rope_type", params.get("type", "default"))
             if kind not in (None, "default"):

@@ -29,11 +29,13 @@ from evalkit.patches._swap import swap
 class Shipped:
     """The frequencies a checkpoint ships: plain RoPE (``rope_type`` "default"), or its own scaling
     (``llama3``, ``yarn``, ``longrope``, ``linear``, ``dynamic``, ...) computed by transformers'
-    own ``ROPE_INIT_FUNCTIONS``. ``rope_reset``: plain RoPE with the checkpoint's base instead."""
+    own ``ROPE_INIT_FUNCTIONS``. ``rope_reset``: plain RoPE with the checkpoint's base instead.
+    ``layer_type``: the layer type of a per-type rotary (Gemma 3's full-attention layers)."""
 
-    def __init__(self, rotary: nn.Module, config, dim: int, base: float, rope_reset: bool = False):
+    def __init__(self, rotary: nn.Module, config, dim: int, base: float, rope_reset: bool = False,
+                 layer_type: str | None = None):
         self.rope_type = str(getattr(rotary, "rope_type", "default"))
-        self.config, self.dim, self.base = config, dim, base
+        self.config, self.dim, self.base, self.layer_type = config, dim, base, layer_type
         if rope_reset or self.rope_type == "default":
             self.rope_type = "default"
             self.inv_freq = (rope.default_inv_freq(dim, base) if rope_reset else
@@ -48,7 +50,8 @@ class Shipped:
     def _transformers(self, seq_len: int | None) -> tuple[torch.Tensor, float]:
         from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-        inv_freq, factor = ROPE_INIT_FUNCTIONS[self.rope_type](self.config, "cpu", seq_len=seq_len)
+        kwargs = {"layer_type": self.layer_type} if self.layer_type else {}
+        inv_freq, factor = ROPE_INIT_FUNCTIONS[self.rope_type](self.config, "cpu", seq_len=seq_len, **kwargs)
         return inv_freq.float().cpu(), float(factor)
 
     def for_length(self, seq_len: int) -> tuple[torch.Tensor, float]:
@@ -154,16 +157,31 @@ def query_target(attn: nn.Module, model_type: str) -> tuple[nn.Module, Callable 
 
 
 def add_logn_hooks(stack, targets: list[tuple[nn.Module, Callable | None]], rotary: ScaledRotary,
-                   trained_len: int) -> None:
-    """Multiply the queries in each target's output by max(1, ln n / ln L), n the 1-based position."""
+                   trained_len: int) -> Callable[[], None]:
+    """Multiply the queries in each target's output by max(1, ln n / ln L), n the 1-based position.
+    Projections give (batch, tokens, columns); a query norm gives per-head queries with the tokens
+    on axis 1 (Qwen3 normalises before transposing) or 2 (Gemma 3, after): the axis is the one of
+    the token count, learned per module on the first call where it is unambiguous. Returns a
+    function that makes such a call (a short forward) so that nothing is left to guess later."""
+
+    axes: dict = {}
+
+    def token_axis(module, output, n_tokens: int) -> int:
+        candidates = [a for a in (1, 2)[: output.dim() - 2] if output.shape[a] == n_tokens]
+        if len(candidates) == 1:
+            axes[module] = candidates[0]
+        if module not in axes:
+            raise EvalkitError(f"logn: cannot tell which axis of {type(module).__name__}'s output holds the tokens",
+                               "use another method for this model")
+        return axes[module]
 
     def hook(module, _inputs, output):
         positions = rotary.positions  # (B or 1, T)
-        if output.shape[1] != positions.shape[-1]:
-            raise EvalkitError(f"logn: {type(module).__name__}'s output is not laid out (batch, tokens, ...)",
-                               "use another method for this model")
-        factor = rope.logn_factor(positions, trained_len).to(output.device, output.dtype)
-        factor = factor.reshape(factor.shape + (1,) * (output.dim() - 2))  # (B or 1, T, 1, ...)
+        axis = token_axis(module, output, positions.shape[-1])
+        factor = rope.logn_factor(positions, trained_len).to(output.device, output.dtype)  # (B or 1, T)
+        shape = [1] * output.dim()
+        shape[0], shape[axis] = factor.shape[0], factor.shape[1]
+        factor = factor.reshape(shape)
         columns = masks.get(module)
         if columns is None:
             return output * factor
@@ -174,6 +192,17 @@ def add_logn_hooks(stack, targets: list[tuple[nn.Module, Callable | None]], rota
     for module, columns in targets:
         masks[module] = columns
         stack.callback(module.register_forward_hook(hook).remove)
+    return axes
+
+
+@torch.no_grad()
+def _learn_token_axes(model, attentions, axes: dict) -> None:
+    """One short forward whose token count differs from the head count and head size, so each
+    query norm's hook learns where the tokens are (see :func:`add_logn_hooks`)."""
+    config = model.config
+    n = max(config.num_attention_heads, getattr(attentions[0], "head_dim", 0) or 0) + 1
+    device = model.get_input_embeddings().weight.device
+    model(input_ids=torch.zeros(1, n, dtype=torch.long, device=device), use_cache=False)
 
 
 def check_frequencies(inv_freq: torch.Tensor, expected: torch.Tensor, where: str) -> int:
@@ -206,9 +235,12 @@ def check_layout(rotary: nn.Module, where: str, positions: int = 64) -> None:
                            "evalkit patches rotate-half RoPE as in Llama, Mistral and Qwen2")
 
 
-def rope_theta(config) -> float | None:
-    """The RoPE base in transformers 5.x (``rope_parameters``) or 4.x (``rope_theta``)."""
+def rope_theta(config, layer_type: str | None = None) -> float | None:
+    """The RoPE base in transformers 5.x (``rope_parameters``, per layer type where the model has
+    several) or 4.x (``rope_theta``)."""
     params = getattr(config, "rope_parameters", None)
+    if isinstance(params, dict) and layer_type in params:
+        params = params[layer_type]
     if isinstance(params, dict) and "rope_theta" in params:
         return float(params["rope_theta"])
     theta = getattr(config, "rope_theta", None)
@@ -236,7 +268,10 @@ class RopeAdapter:
     def shipped_type(self, model) -> str:
         """The RoPE scaling the checkpoint ships ("default" for plain RoPE)."""
         owner = _hf_rotary_owner(model)
-        return str(getattr(owner.rotary_emb, "rope_type", "default")) if owner is not None else "default"
+        if owner is None:
+            return "default"
+        kind = getattr(owner.rotary_emb, "rope_type", "default")
+        return str(kind[FULL] if isinstance(kind, dict) else kind)
 
     def length_independent(self, model, rope_reset: bool = False) -> bool:
         """The checkpoint as shipped gives position i the same output at every length."""
@@ -254,9 +289,50 @@ class RopeAdapter:
 # --- transformers' RoPE families (one rotary module on the base model) ---
 
 def _hf_rotary_owner(model) -> nn.Module | None:
-    base = getattr(model, "base_model", model)
-    rot = getattr(base, "rotary_emb", None)
-    return base if rot is not None and hasattr(rot, "inv_freq") else None
+    """The module holding the model's rotary embedding: its base model (``model``, ``gpt_neox``,
+    ``transformer``; Gemma 3 under 4.57 names a prefix it does not use, hence ``model`` too)."""
+    for base in (getattr(model, "base_model", model), getattr(model, "model", None)):
+        rot = getattr(base, "rotary_emb", None)
+        if rot is not None and (hasattr(rot, "inv_freq") or _typed(rot)):
+            return base
+    return None
+
+
+FULL = "full_attention"  # the layer type whose rotary a method scales in a per-type rotary
+
+
+def _typed(rotary) -> bool:
+    """A rotary module with frequencies per layer type (Gemma 3 in transformers 5)."""
+    return isinstance(getattr(rotary, "rope_type", None), dict) and FULL in rotary.rope_type
+
+
+class TypedView(nn.Module):
+    """One layer type of a per-type rotary, seen as a plain rotary module (for the checks)."""
+
+    def __init__(self, rotary: nn.Module, layer_type: str):
+        super().__init__()
+        self.__dict__["typed"] = rotary  # not a submodule: the view owns nothing
+        self.layer_type, self.rope_type = layer_type, rotary.rope_type[layer_type]
+        self.inv_freq = getattr(rotary, f"{layer_type}_inv_freq")
+        self.original_inv_freq = getattr(rotary, f"{layer_type}_original_inv_freq", self.inv_freq)
+        self.attention_scaling = getattr(rotary, f"{layer_type}_attention_scaling", 1.0)
+
+    def forward(self, x, position_ids):
+        return self.typed(x, position_ids, self.layer_type)
+
+
+class PerTypeRotary(nn.Module):
+    """Drop-in for a per-type rotary: the scaled frequencies for the full-attention layers, the
+    checkpoint's own for the others (sliding layers never see distances past their window)."""
+
+    def __init__(self, original: nn.Module, scaled: ScaledRotary):
+        super().__init__()
+        self.original, self.scaled = original, scaled
+
+    def forward(self, x, position_ids, layer_type=None):
+        if layer_type == FULL:
+            return self.scaled(x, position_ids)
+        return self.original(x, position_ids, layer_type)
 
 
 def hf_attention_modules(owner: nn.Module) -> list[nn.Module]:
@@ -276,14 +352,16 @@ def _install_hf(model, method, resolved, stack, rope_reset: bool) -> None:
 
     owner = _hf_rotary_owner(model)
     rotary = owner.rotary_emb
-    base = rope_theta(model.config) or 10000.0
-    original = getattr(rotary, "original_inv_freq", rotary.inv_freq)
+    layer_type = FULL if _typed(rotary) else None
+    view = TypedView(rotary, FULL) if layer_type else rotary
+    base = rope_theta(model.config, layer_type) or 10000.0
+    original = getattr(view, "original_inv_freq", view.inv_freq)
     dim = 2 * original.numel()  # the rotary dimension (partial rotary: part of the head)
-    shipped = Shipped(rotary, model.config, dim, base)
+    shipped = Shipped(view, model.config, dim, base, layer_type=layer_type)
     check_frequencies(original, shipped.inv_freq, "model.rotary_emb")
-    check_layout(rotary, "model.rotary_emb")
+    check_layout(view, "model.rotary_emb")
     if rope_reset:
-        shipped = Shipped(rotary, model.config, dim, base, rope_reset=True)
+        shipped = Shipped(view, model.config, dim, base, rope_reset=True, layer_type=layer_type)
     scaled = ScaledRotary(RopeSchedule(method, resolved.values, dim, base, resolved.trained_len, shipped))
     attentions = hf_attention_modules(owner) if (method.logn or method.attention) else []
     model_type = getattr(model.config, "model_type", "")
@@ -292,9 +370,11 @@ def _install_hf(model, method, resolved, stack, rope_reset: bool) -> None:
         region = method.attention(**resolved.values)
         for a in attentions:
             attention.check_supported(a)
-    swap(stack, owner, "rotary_emb", scaled)
+    swap(stack, owner, "rotary_emb", PerTypeRotary(rotary, scaled) if layer_type else scaled)
     if method.logn:
-        add_logn_hooks(stack, targets, scaled, resolved.trained_len)
+        axes = add_logn_hooks(stack, targets, scaled, resolved.trained_len)
+        if any(target is getattr(a, "q_norm", None) for a, (target, _) in zip(attentions, targets)):
+            _learn_token_axes(model, attentions, axes)
     if method.attention:
         for a in attentions:
             swap(stack, a, "forward", attention.two_region_forward(a, region, scaled))

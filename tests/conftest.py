@@ -65,6 +65,22 @@ tiny_gpt_neox = functools.partial(_tiny, "GPTNeoX", rotary_pct=0.5, partial_rota
 tiny_falcon = functools.partial(_tiny, "Falcon", new_decoder_architecture=False)
 
 
+def tiny_gemma3(seed=0, theta=10000.0, max_pos=64, rope=None, **kw):
+    """Gemma 3 text: a sliding layer (local base) and a full-attention layer (its own base and scaling)."""
+    torch.manual_seed(seed)
+    kw = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+              num_key_value_heads=4, head_dim=16, max_position_embeddings=max_pos, sliding_window=8,
+              layer_types=["sliding_attention", "full_attention"], **kw)
+    if HF5:
+        kw["rope_parameters"] = {"full_attention": {"rope_type": "default", "rope_theta": theta, **(rope or {})},
+                                 "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}
+    else:
+        kw.update(rope_theta=theta, rope_scaling=rope, rope_local_base_freq=10000.0)
+    cfg = transformers.Gemma3TextConfig(**kw)
+    cfg._attn_implementation = "eager"
+    return transformers.Gemma3ForCausalLM(cfg).eval()
+
+
 def tiny_falcon_alibi(heads=4, seed=0):
     torch.manual_seed(seed)
     cfg = transformers.FalconConfig(vocab_size=VOCAB, hidden_size=16 * heads, num_hidden_layers=2,
@@ -105,21 +121,22 @@ def tiny_baichuan(release: str):
 
 # one tiny model per family of evalkit.families (test_families checks that every family has one)
 ROPE_MODELS = {"llama": tiny_llama, "mistral": tiny_mistral, "qwen2": tiny_qwen2, "qwen3": tiny_qwen3,
-               "gemma": tiny_gemma, "gemma2": tiny_gemma2, "phi3": tiny_phi3, "phi": tiny_phi,
+               "gemma": tiny_gemma, "gemma2": tiny_gemma2, "gemma3": tiny_gemma3, "phi3": tiny_phi3, "phi": tiny_phi,
                "gpt-neox": tiny_gpt_neox, "falcon": tiny_falcon,
                **{r: functools.partial(tiny_baichuan, r) for r in ("baichuan-7b", "baichuan2-7b")}}
 ALIBI_MODELS = {"bloom": tiny_bloom, "mpt": tiny_mpt, "falcon-alibi": tiny_falcon_alibi,
                 **{r: functools.partial(tiny_baichuan, r) for r in ("baichuan-13b", "baichuan2-13b")}}
 # what a family's layout cannot take, refused with a one-line error (the test matrix checks the refusal)
-ATTENTION_HOOK_REFUSED = {"gemma2", "phi3", "phi", "gpt-neox", "falcon", "baichuan-7b", "baichuan2-7b", "mistral"}
+ATTENTION_HOOK_REFUSED = {"gemma2", "gemma3", "phi3", "phi", "gpt-neox", "falcon", "baichuan-7b", "baichuan2-7b", "mistral"}
 LOGN_REFUSED = {"falcon"}
 
 
 def rotary_half(model) -> int:
     """The number of rotary frequencies of a tiny RoPE model (d/2 of the rotary dimension)."""
-    base = model.base_model
+    from evalkit.patches.rope_models import _hf_rotary_owner
+    base = _hf_rotary_owner(model) or model.model
     rot = getattr(base, "rotary_emb", None) or base.layers[0].self_attn.rotary_emb
-    return rot.inv_freq.numel()
+    return getattr(rot, "inv_freq", None).numel() if hasattr(rot, "inv_freq") else rot.full_attention_inv_freq.numel()
 
 
 def method_params(method: str, model=None, s: float = 3.0, folder=None) -> dict:

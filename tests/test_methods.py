@@ -45,7 +45,8 @@ def test_every_rope_method_has_an_independent_reference():
 
 
 def _rotary_dim(model):
-    return 2 * model.base_model.rotary_emb.inv_freq.numel()
+    from conftest import rotary_half
+    return 2 * rotary_half(model)
 
 
 @pytest.mark.parametrize("method", list(ORACLES))
@@ -523,3 +524,19 @@ def test_length_independent_methods_give_a_prefix_the_same_outputs(method, tmp_p
     else:  # the dynamic methods choose their frequencies from the length: a prefix differs
         assert not torch.allclose(prefix, whole[:, :30], atol=1e-5)
 
+
+
+@pytest.mark.parametrize("family, shape", [("qwen3", lambda n: (1, n, 1, 1)), ("gemma3", lambda n: (1, 1, n, 1)),
+                                           ("llama", lambda n: (1, n, 1))])
+def test_logn_scales_the_queries_after_their_norm(family, shape):
+    """Qwen3 normalises per head before transposing, Gemma 3 after: a scale on q_proj would be
+    normalised away, so logn must act on the norm's output, with the tokens where each model has them."""
+    model, ref = ROPE_MODELS[family](), ROPE_MODELS[family]()
+    x = ids(N)
+    factor = torch.clamp(torch.log(torch.arange(1, N + 1).float()) / math.log(L), min=1.0)  # max(1, ln n / ln L)
+    for layer in ref.model.layers:
+        target = getattr(layer.self_attn, "q_norm", None) or layer.self_attn.q_proj
+        target.register_forward_hook(lambda m, i, o: o * factor.reshape(shape(N)))
+    with patched(model, "logn", trained_len=L):
+        got = logits(model, x)
+    torch.testing.assert_close(got, logits(ref, x), rtol=1e-5, atol=1e-5)
