@@ -262,9 +262,10 @@ def run(
         + (f", {summary.skipped_done} cell(s) already there" if summary.skipped_done else "")
         + (f", {summary.oom} out of memory" if summary.oom else ""))
     from evalkit.compare import frame_of, render_tables
-    from evalkit.results import read_rows, row_key
+    from evalkit.results import read_rows, row_keys
 
-    ours = [dict(r, _file=str(summary.results)) for r in read_rows(summary.results) if row_key(r) in summary.keys]
+    ours = [dict(r, _file=str(summary.results)) for r in read_rows(summary.results)
+            if any(k in summary.keys for k in row_keys(r))]
     typer.echo(render_tables(frame_of(ours), fmt="table"))  # this run's cells only
 
 

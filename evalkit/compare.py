@@ -42,9 +42,7 @@ def load_results(paths):
     """All rows of the given CSVs / folders as a DataFrame (with the file in ``_file``)."""
     rows = []
     for f in find_csvs(paths):
-        header, found = read_table(f)  # one-line error for a non-evalkit CSV
-        legacy = {"_no_params": 1} if "params" not in header else {}  # written by evalkit <= 0.2
-        rows += [dict(r, _file=str(f), **legacy) for r in found]
+        rows += [dict(r, _file=str(f)) for r in read_table(f)[1]]  # one-line error for a non-evalkit CSV
     return frame_of(rows)
 
 
@@ -166,9 +164,14 @@ def _with_legacy_params(rows: list[dict]) -> list[dict]:
     """Rows written before the ``params`` column (evalkit <= 0.2) do not say whether scale / alpha
     were given or derived per length; as those versions did, a factor is named when every row of
     the method (per model and trained length) has the same one."""
+    from evalkit.results import legacy as is_legacy
+
+    def old(r):
+        return is_legacy(r) and not r.get("params")
+
     legacy: dict = {}
     for r in rows:
-        if r.get("_no_params"):
+        if old(r):
             legacy.setdefault((r.get("model"), r.get("method"), r.get("trained_len")), []).append(r)
     if not legacy:
         return rows
@@ -180,14 +183,16 @@ def _with_legacy_params(rows: list[dict]) -> list[dict]:
             if len(values) == 1 and "" not in values:
                 parts.append(f"{col}={values.pop()}")
         named[key] = ",".join(parts)
-    return [dict(r, params=named[(r.get("model"), r.get("method"), r.get("trained_len"))]) if r.get("_no_params")
+    return [dict(r, params=named[(r.get("model"), r.get("method"), r.get("trained_len"))]) if old(r)
             else r for r in rows]
 
 
 def row_method_label(row: dict) -> str:
     """How a row's method is named in tables and figures: the method, the parameters that differ
-    from its defaults (``ntk alpha=2``), and ``rope-reset`` when the checkpoint's own scaling was
-    removed. Derived factors (scale = length / trained) are not named: they differ per column."""
+    from its defaults (``ntk alpha=2``), ``rope-reset`` when the checkpoint's own scaling was
+    removed, ``+ADAPTER`` and ``4bit`` / ``8bit``: every identity setting a model row can differ
+    in, so that no table cell pools two of them. Derived factors (scale = length / trained) are not
+    named: they differ per column."""
     from evalkit.patches import params_label
     from evalkit.results import fmt
 
@@ -195,7 +200,19 @@ def row_method_label(row: dict) -> str:
     parts = [method, params_label(method, fmt(row.get("params")))]
     if str(row.get("rope_scaling") or "").startswith("removed:"):
         parts.append("rope-reset")
+    if fmt(row.get("adapter")):
+        parts.append("+" + Path(fmt(row.get("adapter"))).name)
+    parts.append(fmt(row.get("quantize")))
     return " ".join(p for p in parts if p)
+
+
+def label_key(row: dict) -> tuple:
+    """What a method label stands for, to give a positions.csv row its results rows' label."""
+    from evalkit.results import fmt, row_key
+
+    key = dict(row_key(row))
+    return tuple(key.get(k, "") for k in ("model", "source", "adapter", "quantize", "method", "params",
+                                          "rope_scaling")) + (fmt(row.get("trained_len")),)
 
 
 def apply_baseline(long, baseline: str, metric: str):

@@ -473,8 +473,7 @@ def load_model(spec: ModelSpec | str | None = None, device: str = "auto", dtype:
         model = apply_adapter(model, adapter, log)
     model.eval()
     prepare_loaded(model, spec, log)
-    return Loaded(model, tokenizer, spec, device, dtype + (f"+{quantize}" if quantize else ""),
-                  time.perf_counter() - t0)
+    return Loaded(model, tokenizer, spec, device, dtype, time.perf_counter() - t0)
 
 
 def _from_pretrained(auto_class, source: str, kwargs: dict):

@@ -15,7 +15,7 @@ import math
 import re
 from pathlib import Path
 
-from evalkit.compare import load_results, row_method_label, setting_label, summarise
+from evalkit.compare import label_key, load_results, row_method_label, setting_label, summarise
 from evalkit.results import PROFILE_KEY, profile_key
 from evalkit.errors import EvalkitError
 
@@ -141,17 +141,10 @@ def plot_heatmap(df, metric, model, out, fmt) -> tuple[Path, dict]:
     return path, series
 
 
-def _label_from_results(row: dict, df) -> str:
+def _label_from_results(row: dict, labels: dict) -> str:
     """A positions.csv row's method label: that of its cell's results rows (so a file of evalkit <= 0.2
     is labelled as its table is), else computed from the row itself."""
-    from evalkit.patches import normalise_params
-    from evalkit.results import fmt
-
-    method, params = str(row.get("method") or ""), normalise_params(str(row.get("method") or ""),
-                                                                    fmt(row.get("params")))
-    same = df[(df["method"] == method) & (df["params"].fillna("").astype(str).map(
-        lambda v: normalise_params(method, v)) == params)]
-    return same["_method"].iloc[0] if len(same) else row_method_label(row)
+    return labels.get(label_key(row)) or row_method_label(row)
 
 
 def plot_positions(profile, df, model, out, fmt) -> tuple[Path, dict]:
@@ -163,7 +156,8 @@ def plot_positions(profile, df, model, out, fmt) -> tuple[Path, dict]:
     keys = [profile_key(r) for r in p.to_dict("records")]  # an empty setting (older rows) reads as its default
     p = p.assign(**{c: [k[PROFILE_KEY.index(c)] for k in keys] for c in _options_in(PROFILE_KEY)})
     varying = [c for c in _options_in(PROFILE_KEY) if p[c].nunique() > 1]  # settings never averaged together
-    p = p.assign(_method=[_label_from_results(r, df) for r in p.to_dict("records")])
+    labels = {label_key(r): r["_method"] for r in df.to_dict("records")}
+    p = p.assign(_method=[_label_from_results(r, labels) for r in p.to_dict("records")])
     for (label, trained, *setting), g in p.groupby(["_method", "trained_len"] + varying, sort=False, dropna=False):
         if several_l:  # one line per trained length, as in the tables (never averaged together)
             label += f" L={trained:g}" if trained == trained else " L=?"

@@ -27,7 +27,7 @@ from evalkit.errors import EvalkitError
 REQUIRED = ["model", "method", "task", "length", "sample", "status", "evalkit_version", "created_at"]
 PROFILE_COLUMNS = ["model", "method", "scale", "alpha", "trained_len", "length", "sample", "doc", "data",
                    "stride", "seed", "position_start", "position_end", "nll", "source", "min_doc_tokens",
-                   "text_field", "params", "rope_scaling", "adapter"]
+                   "text_field", "params", "rope_scaling", "adapter", "quantize"]
 PROFILE_REQUIRED = ["model", "method", "length", "sample", "position_start", "position_end", "nll"]
 # A cell's identity: everything that changes its result. Resume, --force, compare's pooling
 # and the run summary all use this one definition. Each task adds its own fields
@@ -35,13 +35,13 @@ PROFILE_REQUIRED = ["model", "method", "length", "sample", "position_start", "po
 # ``params``: the method's parameters fixed for the sweep (see sweep.cell_fields); a row written
 # before a parameter existed reads as its default. ``rope_scaling``: the checkpoint's own RoPE
 # ("default" for plain RoPE and for rows written before the column existed).
-IDENTITY = ["model", "source", "adapter", "method", "scale", "alpha", "params", "rope_scaling", "trained_len", "task",
+IDENTITY = ["model", "source", "adapter", "quantize", "method", "scale", "alpha", "params", "rope_scaling", "trained_len", "task",
             "length", "sample"]
 # the perplexity cell a positions.csv row belongs to
-PROFILE_KEY = ["model", "source", "adapter", "method", "scale", "alpha", "params", "rope_scaling", "trained_len",
+PROFILE_KEY = ["model", "source", "adapter", "quantize", "method", "scale", "alpha", "params", "rope_scaling", "trained_len",
                "length",
                "sample", "data", "stride", "min_doc_tokens", "text_field"]
-CORE_EMPTY = {"rope_scaling": "default"}  # what an empty core field reads as
+CORE_EMPTY: dict = {}  # what an empty core field reads as
 RESULTS, PROFILE = "results.csv", "positions.csv"
 
 
@@ -79,11 +79,35 @@ def _value(row: dict, k: str, empty: str) -> str:
     if k == "params":
         from evalkit.patches import normalise_params
         return normalise_params(str(row.get("method") or ""), fmt(row.get(k)))
+    if k == "rope_scaling":  # the shipped type follows from the checkpoint (source); only a reset is a setting
+        return "removed" if fmt(row.get(k)).startswith("removed:") else ""
     return fmt(row.get(k)) or empty
 
 
 def row_key(row: dict) -> tuple:
     return tuple((k, _value(row, k, empty)) for k, empty in identity_fields(row.get("task")))
+
+
+def legacy(row: dict) -> bool:
+    """Written by evalkit <= 0.2, which did not record whether scale / alpha were given."""
+    try:
+        return tuple(int(x) for x in str(row.get("evalkit_version") or "").split(".")[:2]) < (0, 3)
+    except ValueError:
+        return False
+
+
+def legacy_given(row: dict) -> str:
+    """The ``params`` a legacy row has if its scale / alpha were given (``scale=2,alpha=2``)."""
+    return ",".join(f"{c}={fmt(row.get(c))}" for c in ("scale", "alpha") if fmt(row.get(c)))
+
+
+def row_keys(row: dict) -> list[tuple]:
+    """Every identity a row stands for: its own, and for a row of evalkit <= 0.2 with a factor also
+    the reading "that factor was given" (``--scale 2``), so both kinds of rerun resume it."""
+    keys = [row_key(row)]
+    if legacy(row) and not fmt(row.get("params")) and legacy_given(row):
+        keys.append(row_key(dict(row, params=legacy_given(row))))
+    return keys
 
 
 def profile_key(row: dict) -> tuple:
@@ -223,7 +247,8 @@ class CsvAppender:
 def drop_rows(path: Path, keys: set, columns=None, key_fn=row_key, required=None) -> None:
     """Rewrite ``path`` without the rows whose key is in ``keys`` (for --force), atomically."""
     header, rows = read_table(path, columns, required)
-    keep = [r for r in rows if key_fn(r) not in keys]
+    keys_of = row_keys if key_fn is row_key else (lambda r: [key_fn(r)])
+    keep = [r for r in rows if not any(k in keys for k in keys_of(r))]
     if len(keep) != len(rows):
         _rewrite(path, keep, header)
 
@@ -257,7 +282,9 @@ def tidy(out: Path, log=print) -> set:
     seen: set = set()
     duplicates = set()
     for r in rows:
-        (duplicates if row_key(r) in seen else seen).add(row_key(r))
+        if row_key(r) in seen:
+            duplicates.add(row_key(r))
+        seen.update(row_keys(r))
     if duplicates:
         _rewrite(results, _first_of_each(rows, row_key), header)
         log(f"evalkit: {results}: removed the second copies of {len(duplicates)} cell(s) recorded twice")

@@ -210,6 +210,7 @@ def cell_fields(cfg, spec, call, cell, rope_scaling: str = "default") -> dict:
     fields = dict(model=spec.name, source=spec.source, method=call.name, scale=values.get("scale"),
                   alpha=values.get("alpha"), params=format_params(call.method, call.fixed()),
                   rope_scaling=rope_scaling, adapter=str(Path(cfg.adapter).expanduser().resolve()) if cfg.adapter else "",
+                  quantize=cfg.quantize or "",
                   trained_len=spec.trained_len, task=cell.task,
                   length=cell.length, depth=cell.depth, sample=cell.sample, seed=cfg.seed)
     for f in TASKS.get(cell.task).identity:

@@ -79,7 +79,7 @@ class Param:
         try:
             value = self.kind(text) if not isinstance(text, str) else self.kind(float(text) if self.kind is int
                                                                                  and "." in text else text)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise EvalkitError(f"{where} must be a{'n integer' if self.kind is int else ' number'}, got {text!r}",
                                f"e.g. {method}:{self.name}={self.example()}") from None
         if self.kind is float and not math.isfinite(value):
@@ -260,6 +260,14 @@ def format_params(method: Method, values: dict) -> str:
     return ",".join(f"{p.name}={_fmt(values[p.name])}" for p in method.params if p.name in values)
 
 
+def _file_digest(path: str) -> str | None:
+    import hashlib
+    try:
+        return hashlib.sha256(Path(path).expanduser().read_bytes()).hexdigest()[:12]
+    except OSError:
+        return None
+
+
 def _read_params(method: str, text: str) -> dict | None:
     """A row's ``params`` as {name: value} with the constants the row leaves out filled in (a row
     written before a parameter existed used its default); None when it cannot be read (a method or
@@ -276,9 +284,16 @@ def _read_params(method: str, text: str) -> dict | None:
 
 
 def normalise_params(method: str, text: str) -> str:
-    """A row's ``params`` in the form that identifies it (resume keys, duplicates)."""
+    """A row's ``params`` in the form that identifies it (resume keys, duplicates): constants the
+    row leaves out filled in, and a file parameter by its content (sha256), not its path."""
     values = _read_params(method, text)
-    return text or "" if values is None else format_params(METHODS.get(method), values)
+    if values is None:
+        return text or ""
+    m = METHODS.get(method)
+    for p in m.params:
+        if p.load and p.name in values:
+            values[p.name] = "sha256:" + (_file_digest(values[p.name]) or f"unreadable:{values[p.name]}")
+    return format_params(m, values)
 
 
 def params_label(method: str, text: str) -> str:
@@ -288,8 +303,14 @@ def params_label(method: str, text: str) -> str:
     if values is None:
         return text or ""
     m = METHODS.get(method)
-    return " ".join(f"{p.name}={_fmt(values[p.name]) if not isinstance(values[p.name], str) else Path(values[p.name]).name}"
-                    for p in m.params if p.name in values and values[p.name] != p.default)
+
+    def shown(p) -> str:
+        v = values[p.name]
+        if not p.load:
+            return _fmt(v)
+        return f"{Path(v).name}@{(_file_digest(v) or '?')[:8]}"  # two files of one name stay apart
+
+    return " ".join(f"{p.name}={shown(p)}" for p in m.params if p.name in values and values[p.name] != p.default)
 
 
 def make_call(method: Method | str, given: dict) -> MethodCall:
@@ -325,7 +346,7 @@ def split_method_list(items) -> list[str]:
         for part in (p.strip() for p in str(item).split(",")):
             if not part:
                 continue
-            if "=" in part and ":" not in part:
+            if "=" in part.split(":", 1)[0]:  # k=v (a value may hold a colon: a path)
                 if not out:
                     raise EvalkitError(f"--method {part}: a parameter needs a method before it",
                                        "e.g. --method ntk:alpha=2")
@@ -355,10 +376,12 @@ class Resolved:
     values: dict = field(default_factory=dict)
 
     def __getattr__(self, name):
-        try:
-            return self.__dict__["values"][name]
-        except KeyError:
-            raise AttributeError(name) from None
+        values = self.__dict__["values"]
+        if name in values:
+            return values[name]
+        if name in ("scale", "alpha"):  # a method without that factor (as evalkit 0.2 read it: unused)
+            return None
+        raise AttributeError(name)
 
 
 @contextlib.contextmanager
@@ -370,7 +393,11 @@ def patched(model, method: str | MethodCall, *, trained_len: int | None = None, 
     ships a RoPE scaling with that scaling removed. Yields the resolved parameters."""
     adapter = find_adapter(model)
     call = parse_call(method)
-    call = make_call(call.method, {**dict(call.given), **params})
+    params = {k: v for k, v in params.items() if v is not None}
+    factors = {k: params.pop(k) for k in ("scale", "alpha") if k in params}  # as --scale / --alpha: where declared
+    if "scale" in factors:
+        factors.setdefault("alpha", factors["scale"])
+    call = make_call(call.method, {**dict(call.given), **params}).with_defaults(factors)
     check_applicable(call, adapter.encoding)
     if trained_len is None:
         trained_len = adapter.trained_len(model, rope_reset)

@@ -77,7 +77,7 @@ TASKS: Registry = Registry("task")
 METRICS: Registry[Metric] = Registry("metric")
 OPTIONS: Registry[Option] = Registry("task option")
 # columns every row has, written by the sweep; a task adds its own (``columns``)
-CORE_COLUMNS = {"model": str, "method": str, "scale": float, "alpha": float, "params": str, "rope_scaling": str, "adapter": str,
+CORE_COLUMNS = {"model": str, "method": str, "scale": float, "alpha": float, "params": str, "rope_scaling": str, "adapter": str, "quantize": str,
                 "trained_len": int, "task": str,
                 "length": int, "depth": float, "sample": int, "seconds": float, "peak_mem_mb": float, "device": str,
                 "dtype": str, "seed": int, "status": str, "evalkit_version": str, "created_at": str,

@@ -374,10 +374,13 @@ def test_adapter_is_merged_and_equals_peft_and_rows_name_it(lora_adapter, tiny_m
 
     from evalkit.cli import app
     from evalkit.results import read_rows
-    result = CliRunner().invoke(app, ["run", "--model", str(tiny_model_dir), "--adapter", str(folder), "--task",
-                                      "ppl", "--method", "none", "--len", "128", "--out", str(tmp_path / "r")])
-    assert result.exit_code == 0, result.output
-    assert {r["adapter"] for r in read_rows(tmp_path / "r" / "results.csv")} == {str(folder.resolve())}
+    for extra in (["--adapter", str(folder)], []):
+        result = CliRunner().invoke(app, ["run", "--model", str(tiny_model_dir), "--task", "ppl", "--method", "none",
+                                          "--len", "128", "--out", str(tmp_path / "r"), *extra])
+        assert result.exit_code == 0, result.output
+    assert [r["adapter"] for r in read_rows(tmp_path / "r" / "results.csv")] == [str(folder.resolve()), ""]
+    table = CliRunner().invoke(app, ["compare", str(tmp_path / "r"), "--format", "csv"]).output
+    assert {"none", "none +adapter"} <= {line.split(",")[1] for line in table.splitlines() if line.count(",") > 1}
 
 
 @pytest.mark.parametrize("args, needle", [(["--quantize", "4bit", "--device", "cpu"], "needs a CUDA GPU"),
@@ -540,3 +543,80 @@ def test_logn_scales_the_queries_after_their_norm(family, shape):
     with patched(model, "logn", trained_len=L):
         got = logits(model, x)
     torch.testing.assert_close(got, logits(ref, x), rtol=1e-5, atol=1e-5)
+
+
+# --- identity and labels (found in review) ---
+
+def _strip_to_legacy(path, version="0.2.0"):
+    """Rewrite a results file as evalkit 0.2 wrote it: no params / rope_scaling / adapter / quantize."""
+    import csv
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    new = ("params", "rope_scaling", "adapter", "quantize")
+    header = [c for c in rows[0] if c not in new]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=header, extrasaction="ignore")
+        w.writeheader()
+        w.writerows([dict(r, evalkit_version=version) for r in rows])
+
+
+def test_rows_of_evalkit_02_resume_under_either_reading_and_keep_their_label(tiny_model_dir, tmp_path):
+    out = tmp_path / "r"
+    run = ("run", "--model", tiny_model_dir, "--task", "ppl", "--out", out)
+    assert _cli(*run, "--method", "ntk", "--alpha", "2", "--len", "512").exit_code == 0
+    _strip_to_legacy(out / "results.csv")
+    for given in (("--alpha", "2"), ()):  # given, or derived (512 / 256 = 2): the same cell either way
+        again = _cli(*run, "--method", "ntk", *given, "--len", "512")
+        assert again.exit_code == 0 and "0 row(s) written" in again.output, again.output
+    assert _cli(*run, "--method", "ntk", "--len", "1024").exit_code == 0  # derived alpha 4: a new setting
+    table = _cli("compare", out, "--format", "csv").output
+    labels = {line.split(",")[1] for line in table.splitlines() if line.count(",") > 1}
+    assert {"ntk alpha=2", "ntk"} <= labels  # the old given factor is never pooled with a derived one
+
+
+def test_every_identity_setting_is_in_the_label():
+    from evalkit.compare import row_method_label
+    from evalkit.results import row_key
+    row = dict(model="m", method="none", task="ppl", length="8", sample="0", evalkit_version="0.3.0")
+    assert row_method_label(dict(row, adapter="/x/my-lora")) == "none +my-lora"
+    assert row_method_label(dict(row, quantize="4bit")) == "none 4bit"
+    assert row_key(dict(row, quantize="4bit")) != row_key(row)
+    # the shipped type follows from the checkpoint: 0.2's empty column is the same cell; a reset is not
+    assert row_key(dict(row, rope_scaling="")) == row_key(dict(row, rope_scaling="llama3"))
+    assert row_key(dict(row, rope_scaling="removed:llama3")) != row_key(row)
+
+
+def test_two_factor_files_of_one_name_stay_apart(tmp_path):
+    from evalkit.compare import row_method_label
+    from evalkit.results import row_key
+    rows = []
+    for folder, value in (("a", 1.0), ("b", 4.0)):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "factors.json").write_text(json.dumps([value] * 8))
+        rows.append(dict(model="m", method="longrope", task="ppl", length="8", sample="0",
+                         params=f"factors={tmp_path / folder / 'factors.json'}"))
+    assert row_key(rows[0]) != row_key(rows[1])
+    assert row_method_label(rows[0]) != row_method_label(rows[1])
+    moved = dict(rows[0], params=f"factors={tmp_path / 'c.json'}")
+    (tmp_path / "c.json").write_text(json.dumps([1.0] * 8))  # same content elsewhere: the same cell
+    assert row_key(moved) == row_key(rows[0])
+
+
+def test_a_huge_integer_parameter_is_one_line():
+    with pytest.raises(EvalkitError, match="must be an integer"):
+        parse_call("self-extend:window=1.0e400")
+
+
+def test_python_api_accepts_what_evalkit_02_accepted():
+    model = tiny_llama()
+    with patched(model, "pi", scale=None, alpha=None, trained_len=L, target_len=32) as p:
+        assert p.scale == 2.0
+    with patched(model, "none", scale=2, trained_len=L) as p:
+        assert p.scale is None
+    with patched(model, "ntk", scale=2, trained_len=L) as p:
+        assert p.alpha == 2 and p.scale is None  # alpha defaults to the scale
+
+
+def test_a_parameter_value_may_hold_a_colon():
+    assert split_method_list(["longrope:scale=2,factors=/x/f:8.json,yarn"]) == [
+        "longrope:scale=2,factors=/x/f:8.json", "yarn"]
