@@ -16,6 +16,8 @@ projections, optional per-head q/k norms, partial rotary); keys enter the KV cac
 unrotated, so cached decoding rotates them afresh for each new query, as the reference
 code does. Memory: queries are taken in row blocks so that one block's scores stay
 within :data:`SCORE_BUDGET` elements; there is never a full L × L matrix per head.
+Work: a block scores only the keys it can see (causal) in the region where each
+applies, about half of two full products.
 """
 from __future__ import annotations
 
@@ -80,26 +82,39 @@ def rotate(x: torch.Tensor, positions: torch.Tensor, inv_freq: torch.Tensor, fac
     return torch.cat((rotated, x_pass), dim=-1) if x_pass.shape[-1] else rotated
 
 
-def two_region_attention(q, k, v, q_pos, k_pos, region: TwoRegion, inv_freq, factor: float, scaling: float):
-    """softmax(merge(near, far) + causal) @ v for q (B, H, T, D), k/v (B, H, S, D), positions (T,), (S,)."""
+def two_region_attention(q, k, v, q_pos, k_pos, region: TwoRegion, inv_freq, factor: float, scaling: float,
+                         groups: int = 1):
+    """softmax(merge(near, far) + causal) @ v for q (B, H, T, D), k/v (B, H/groups, S, D), positions (T,), (S,).
+
+    Each block of query rows [s, e) is scored only where its result can be nonzero: near keys
+    j in [s - W + 1, e) and far keys j < e - W (causal: no key past the block's last query). Keys
+    are sorted by position (0 .. S-1), so these are slices."""
     batch, heads, n_q, _ = q.shape
     n_k = k.shape[-2]
-    k_near = rotate(k, k_pos, inv_freq, factor)
-    k_far = rotate(k, region.far_key(k_pos.double()), inv_freq, factor)
+    k_near = _repeat_kv(rotate(k, k_pos, inv_freq, factor), groups)
+    k_far = _repeat_kv(rotate(k, region.far_key(k_pos.double()), inv_freq, factor), groups)
+    v = _repeat_kv(v, groups)
     out = torch.empty(batch, heads, n_q, v.shape[-1], dtype=v.dtype, device=v.device)
     rows = max(1, SCORE_BUDGET // max(1, batch * heads * n_k))
     for start in range(0, n_q, rows):
         p = q_pos[start:start + rows]
         block = q[:, :, start:start + rows]
-        near = torch.matmul(rotate(block, p, inv_freq, factor), k_near.transpose(2, 3)) * scaling
-        far = torch.matmul(rotate(block, region.far_query(p.double()), inv_freq, factor),
-                           k_far.transpose(2, 3)) * scaling
-        distance = p[:, None] - k_pos[None, :]  # (rows, S)
-        scores = torch.where(distance < region.window, near, far)
-        scores = scores.masked_fill(distance < 0, float("-inf"))
-        del near, far
+        end = min(n_k, int(p[-1]) + 1)  # the last key any query of the block sees
+        near_lo = max(0, int(p[0]) - region.window + 1)
+        far_hi = max(0, min(end, int(p[-1]) - region.window + 1))  # keys j <= i - W for some i of the block
+        scores = torch.full((batch, heads, len(p), end), float("-inf"), dtype=q.dtype, device=q.device)
+        near = torch.matmul(rotate(block, p, inv_freq, factor), k_near[:, :, near_lo:end].transpose(2, 3)) * scaling
+        distance = p[:, None] - k_pos[None, near_lo:end]  # (rows, keys)
+        scores[..., near_lo:end] = near.masked_fill((distance < 0) | (distance >= region.window), float("-inf"))
+        del near
+        if far_hi > 0:
+            far = torch.matmul(rotate(block, region.far_query(p.double()), inv_freq, factor),
+                               k_far[:, :, :far_hi].transpose(2, 3)) * scaling
+            distance = p[:, None] - k_pos[None, :far_hi]
+            scores[..., :far_hi] = torch.where(distance >= region.window, far, scores[..., :far_hi])
+            del far
         probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(v.dtype)
-        out[:, :, start:start + rows] = torch.matmul(probs, v)
+        out[:, :, start:start + rows] = torch.matmul(probs, v[:, :, :end])
     return out
 
 
@@ -131,9 +146,8 @@ def two_region_forward(attn: nn.Module, region: TwoRegion, rotary) -> Callable:
                                "cached", "two-region attention needs positions 0..n-1 without padding")
         k_pos = torch.arange(n_keys, device=k.device, dtype=torch.float64)
         inv_freq, factor = rotary.current
-        groups = q.shape[1] // k.shape[1]
-        out = two_region_attention(q, _repeat_kv(k, groups), _repeat_kv(v, groups), positions.double(), k_pos,
-                                   region, inv_freq, factor, float(attn.scaling))
+        out = two_region_attention(q, k, v, positions.double(), k_pos, region, inv_freq, factor,
+                                   float(attn.scaling), groups=q.shape[1] // k.shape[1])
         out = out.transpose(1, 2).reshape(batch, n_new, -1)
         return attn.o_proj(out), None
 
