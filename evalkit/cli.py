@@ -254,7 +254,8 @@ def run(
         params=param_values(param), rope_reset=rope_reset, adapter=adapter, quantize=quantize, options=options, out=str(out), device=device, dtype=dtype, seed=seed, trust_remote_code=trust_remote_code,
         force=force, prefix=not no_prefix)
     for name in cfg.unused_params():
-        log(f"evalkit: --param {name} is not a parameter of the methods run ({', '.join(cfg.methods)}); ignored")
+        log(f"evalkit: {name} (--param / --{name}) is not a parameter of the methods run ({', '.join(cfg.methods)}); "
+            "ignored")
     for flag in ignored_options(cfg.tasks, options):
         log(f"evalkit: {flag} is not read by the tasks run ({', '.join(cfg.tasks)}); ignored (see evalkit tasks)")
     summary = run_sweep(cfg, log=log, progress=_progress)

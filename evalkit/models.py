@@ -403,15 +403,22 @@ def apply_adapter(model, adapter: str, log=print):
     if not (path / "adapter_config.json").is_file():
         raise EvalkitError(f"--adapter {adapter}: no adapter_config.json there",
                            "give the folder a PEFT adapter was saved to (save_pretrained)")
+    if not any((path / f).is_file() for f in ("adapter_model.safetensors", "adapter_model.bin")):
+        raise EvalkitError(f"--adapter {adapter}: no adapter_model.safetensors or .bin there",
+                           "give the folder a PEFT adapter was saved to (save_pretrained)")
     try:
         from peft import PeftModel
     except ImportError:
         raise EvalkitError("--adapter needs the peft package", "pip install peft (or evalkit[peft])") from None
+    import warnings
     try:
-        merged = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
-    except Exception as e:  # noqa: BLE001 (an adapter for another model: its files, not evalkit)
-        raise EvalkitError(f"cannot apply the adapter {adapter}: {type(e).__name__}: "
-                           f"{(str(e).splitlines() or [''])[0][:200]}", "was it trained on this base model?") from None
+        with warnings.catch_warnings():  # peft calls a transformers API that transformers 5 deprecates
+            warnings.simplefilter("ignore", FutureWarning)
+            merged = PeftModel.from_pretrained(model, str(path), local_files_only=True).merge_and_unload()
+    except Exception as e:  # noqa: BLE001 (a broken adapter or one for another model: its files, not evalkit)
+        detail = " ".join(str(e).split())[:300]
+        raise EvalkitError(f"cannot apply the adapter {adapter}: {type(e).__name__}: {detail}",
+                           "check its adapter_config.json and that it was trained on this base model") from None
     log(f"evalkit: adapter {path.name} merged into the base model")
     return merged
 

@@ -106,6 +106,9 @@ class RunConfig:
     def sweep_params(self) -> dict:
         """Parameters given for every method (``--param``; ``--scale`` also sets alpha unless given)."""
         given = dict(self.params)
+        for name in ("scale", "alpha"):
+            if getattr(self, name) is not None and name in given:
+                raise EvalkitError(f"--{name} and --param {name} are both given", "give it once")
         if self.scale is not None:
             given.setdefault("scale", self.scale)
             given.setdefault("alpha", self.alpha if self.alpha is not None else self.scale)
@@ -131,9 +134,11 @@ class RunConfig:
         return [parse_call(text) for text in self.methods]
 
     def unused_params(self) -> list[str]:
-        """``--param`` names none of the selected methods declares (a note, not an error)."""
+        """``--param`` (or --scale / --alpha) names none of the selected methods declares (a note)."""
         declared = {p.name for c in self.calls for p in c.method.params}
-        return [n for n in self.params if n not in declared]
+        given = list(self.params) + [n for n in ("scale", "alpha") if getattr(self, n) is not None]
+        return [n for n in dict.fromkeys(given) if n not in declared and not (n == "alpha" and self.scale is not None
+                                                                              and self.alpha is None)]
 
     def _task_options(self) -> dict:
         """Every option of the selected tasks: given (validated) or its default."""
@@ -318,6 +323,8 @@ def run(cfg: RunConfig, log=print, progress=None) -> Summary:
     read_rows(out / RESULTS), read_profile(out / PROFILE)  # refuse foreign files before any work
     loaded = load_model(spec, cfg.device, cfg.dtype, cfg.trust_remote_code, log=log, adapter=cfg.adapter,
                         quantize=cfg.quantize)
+    if cfg.rope_reset and find_adapter(loaded.model).shipped_type(loaded.model) == "default":
+        log(f"evalkit: --rope-reset: {spec.name} ships no RoPE scaling; nothing to remove")
     if cfg.rope_reset and not cfg.trained_len:  # the pretraining length under the removed scaling
         spec = dataclasses.replace(spec, trained_len=find_adapter(loaded.model).trained_len(loaded.model, True))
     ensure_length(loaded.model, max(cfg.lengths) + ANSWER_ROOM)

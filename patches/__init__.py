@@ -127,6 +127,7 @@ class Method:
     slopes: Callable | None = None
     attention: Callable | None = None
     logn: bool = False
+    check: Callable[[dict], str | None] | None = None  # values -> what is inconsistent among them, or None
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -135,6 +136,12 @@ class Method:
         raise EvalkitError(f"method {self.name} has no parameter {name!r}",
                            f"its parameters: {', '.join(p.name for p in self.params) or 'none'}")
 
+
+def _ramp(low: str, high: str) -> Callable[[dict], str | None]:
+    return lambda v: f"{low} must be below {high}" if v[low] >= v[high] else None
+
+
+_YARN_RAMP = lambda v: "beta_slow must be below beta_fast" if v["beta_slow"] >= v["beta_fast"] else None  # noqa: E731
 
 METHODS: Registry[Method] = Registry("method")
 for _m in [
@@ -146,19 +153,20 @@ for _m in [
     Method("dynamic-ntk", "rope", "NTK base from the sequence length l > L: b · (α·l/L - (α-1))^(d/(d-2))",
            "emozilla 2023; transformers `dynamic`", (ALPHA,), static=False, rope=rope.rope_dynamic_ntk),
     Method("yarn", "rope", "NTK-by-parts ramp + attention temperature 0.1 ln s + 1",
-           "Peng et al. 2023, arXiv 2309.00071, eq. 17-22", (SCALE, BETA_FAST, BETA_SLOW), rope=rope.rope_yarn),
+           "Peng et al. 2023, arXiv 2309.00071, eq. 17-22", (SCALE, BETA_FAST, BETA_SLOW), rope=rope.rope_yarn,
+           check=_YARN_RAMP),
     Method("ntk-by-parts", "rope", "YaRN's NTK-by-parts ramp without the temperature",
            "Peng et al. 2023, arXiv 2309.00071, sec. 3.2", (SCALE, BETA_FAST, BETA_SLOW),
-           rope=rope.rope_ntk_by_parts),
+           rope=rope.rope_ntk_by_parts, check=_YARN_RAMP),
     Method("dynamic-yarn", "rope", "YaRN with s = l/L from the sequence length l > L",
            "jquesnelle/yarn LlamaDynamicYaRNScaledRotaryEmbedding", (BETA_FAST, BETA_SLOW), static=False,
-           rope=rope.rope_dynamic_yarn),
+           rope=rope.rope_dynamic_yarn, check=_YARN_RAMP),
     Method("llama3", "rope", "Meta's frequency bands: θ_i kept (λ < L/high), θ_i/s (λ > L/low), blended between",
            "Llama 3.1; transformers `llama3`", (SCALE, Param("low_freq_factor", "wavelengths above L/low are "
                                                              "interpolated", default=1.0, low=1e-3, high=1e6),
                                                Param("high_freq_factor", "wavelengths below L/high are kept",
                                                      default=4.0, low=1e-3, high=1e6)),
-           rope=rope.rope_llama3),
+           rope=rope.rope_llama3, check=_ramp("low_freq_factor", "high_freq_factor")),
     Method("longrope", "rope", "per-dimension factors: θ_i / λ_i, cos/sin × sqrt(1 + ln s / ln L)",
            "Ding et al. 2024, arXiv 2402.13753; transformers `longrope`",
            (SCALE, Param("factors", "JSON file of the d/2 factors (a list, long_factor, or a config.json)",
@@ -169,7 +177,9 @@ for _m in [
            "Jin et al. 2024, arXiv 2401.01325; datamllab/LongLM",
            (Param("window", "W: neighbour window in tokens", kind=int, default=1024, low=1, high=1 << 24),
             Param("group", "G: group size of the far positions", kind=int, default=8, low=1, high=1 << 20)),
-           attention=attention.self_extend),
+           attention=attention.self_extend,
+           check=lambda v: "group must not exceed window (the regions would not meet)" if v["group"] > v["window"]
+           else None),
     Method("rerope", "rope", "relative positions clipped at W (two QK products) + logn",
            "Su 2023, bojone/rerope", (Param("window", "W: window of exact positions", kind=int, default=512,
                                             low=1, high=1 << 24),),
@@ -235,6 +245,9 @@ class MethodCall:
                                    f"e.g. --method {self.name}:{p.name}=… ({p.help})")
             else:
                 values[p.name] = p.default
+        problem = self.method.check(values) if self.method.check else None
+        if problem:
+            raise EvalkitError(f"{self.text}: {problem}", f"see evalkit methods for {self.name}'s parameters")
         return values
 
     @property

@@ -620,3 +620,20 @@ def test_python_api_accepts_what_evalkit_02_accepted():
 def test_a_parameter_value_may_hold_a_colon():
     assert split_method_list(["longrope:scale=2,factors=/x/f:8.json,yarn"]) == [
         "longrope:scale=2,factors=/x/f:8.json", "yarn"]
+
+
+@pytest.mark.parametrize("text, needle", [("yarn:beta_fast=0.5,beta_slow=2", "beta_slow must be below beta_fast"),
+                                          ("llama3:low_freq_factor=4,high_freq_factor=1", "low_freq_factor must be below"),
+                                          ("self-extend:window=4,group=8", "group must not exceed window")])
+def test_contradictory_parameters_are_refused(text, needle):
+    with pytest.raises(EvalkitError, match=needle):
+        parse_call(text).resolve(16, 32)
+
+
+def test_a_factor_given_twice_or_unused_is_said(tiny_model_dir, tmp_path):
+    twice = _cli("run", "--model", tiny_model_dir, "--task", "ppl", "--len", "512", "--out", tmp_path / "a",
+                 "--method", "ntk", "--alpha", "3", "--param", "alpha=2")
+    assert twice.exit_code == 2 and "--alpha and --param alpha are both given" in twice.output
+    unused = _cli("run", "--model", tiny_model_dir, "--task", "ppl", "--len", "512", "--out", tmp_path / "b",
+                  "--method", "self-extend", "--scale", "2")
+    assert unused.exit_code == 0 and "scale (--param / --scale) is not a parameter of the methods run" in unused.output
