@@ -137,8 +137,7 @@ class RunConfig:
         """``--param`` (or --scale / --alpha) names none of the selected methods declares (a note)."""
         declared = {p.name for c in self.calls for p in c.method.params}
         given = list(self.params) + [n for n in ("scale", "alpha") if getattr(self, n) is not None]
-        return [n for n in dict.fromkeys(given) if n not in declared and not (n == "alpha" and self.scale is not None
-                                                                              and self.alpha is None)]
+        return [n for n in dict.fromkeys(given) if n not in declared]
 
     def _task_options(self) -> dict:
         """Every option of the selected tasks: given (validated) or its default."""
@@ -243,8 +242,9 @@ def plan(cfg, spec, ctx) -> list[Group]:
         cells = ctx.cached(("cells", task_name), lambda: task.cells(ctx, sorted(cfg.lengths)))
         for call in cfg.calls:
             by_group: dict = {}
+            one_forward = prefix_mode(cfg, call, ctx.model)
             for cell in cells:
-                by_group.setdefault(task.group(ctx, cell, prefix_mode(cfg, call, ctx.model)), []).append(cell)
+                by_group.setdefault(task.group(ctx, cell, one_forward), []).append(cell)
             for members in by_group.values():
                 groups.append(Group(call, task, members, [cell_fields(cfg, spec, call, c, shipped) for c in members]))
     order = {c: i for i, c in enumerate(cfg.calls)}

@@ -17,6 +17,8 @@ each model family and restore the exact originals when the block exits.
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -24,8 +26,18 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from evalkit.errors import EvalkitError
-from evalkit.patches import alibi, attention, rope
 from evalkit.registry import Registry
+from evalkit.results import fmt  # values as rows write them, so keys read back compare equal
+
+def _lazy(module: str, name: str) -> Callable:
+    """``evalkit.patches.<module>.<name>``, imported when first called: the registry is read by
+    listings and validation that should not wait for torch."""
+    def call(*args, **kwargs):
+        return getattr(importlib.import_module(f"evalkit.patches.{module}"), name)(*args, **kwargs)
+
+    call.__name__ = name
+    return call
+
 
 MAX_FACTOR = 1e6  # beyond this the formulas overflow float64 (NTK: b·α^(d/(d-2)))
 
@@ -138,68 +150,69 @@ class Method:
 
 
 def _ramp(low: str, high: str) -> Callable[[dict], str | None]:
+    """A check that parameter ``low`` stays below ``high`` (the two ends of a ramp)."""
     return lambda v: f"{low} must be below {high}" if v[low] >= v[high] else None
 
 
-_YARN_RAMP = lambda v: "beta_slow must be below beta_fast" if v["beta_slow"] >= v["beta_fast"] else None  # noqa: E731
+_YARN_RAMP = _ramp("beta_slow", "beta_fast")
 
 METHODS: Registry[Method] = Registry("method")
 for _m in [
     Method("none", "any", "no scaling: the checkpoint as shipped (plain extrapolation past its length)", "-"),
     Method("pi", "rope", "position interpolation: θ_i / s", "Chen et al. 2023, arXiv 2306.15595, eq. 4",
-           (SCALE,), rope=rope.rope_pi),
+           (SCALE,), rope=_lazy("rope", "rope_pi")),
     Method("ntk", "rope", "NTK-aware base change: b · α^(d/(d-2))", "bloc97, r/LocalLLaMA 2023",
-           (ALPHA,), rope=rope.rope_ntk),
+           (ALPHA,), rope=_lazy("rope", "rope_ntk")),
     Method("dynamic-ntk", "rope", "NTK base from the sequence length l > L: b · (α·l/L - (α-1))^(d/(d-2))",
-           "emozilla 2023; transformers `dynamic`", (ALPHA,), static=False, rope=rope.rope_dynamic_ntk),
+           "emozilla 2023; transformers `dynamic`", (ALPHA,), static=False, rope=_lazy("rope", "rope_dynamic_ntk")),
     Method("yarn", "rope", "NTK-by-parts ramp + attention temperature 0.1 ln s + 1",
-           "Peng et al. 2023, arXiv 2309.00071, eq. 17-22", (SCALE, BETA_FAST, BETA_SLOW), rope=rope.rope_yarn,
+           "Peng et al. 2023, arXiv 2309.00071, eq. 17-22", (SCALE, BETA_FAST, BETA_SLOW), rope=_lazy("rope", "rope_yarn"),
            check=_YARN_RAMP),
     Method("ntk-by-parts", "rope", "YaRN's NTK-by-parts ramp without the temperature",
            "Peng et al. 2023, arXiv 2309.00071, sec. 3.2", (SCALE, BETA_FAST, BETA_SLOW),
-           rope=rope.rope_ntk_by_parts, check=_YARN_RAMP),
+           rope=_lazy("rope", "rope_ntk_by_parts"), check=_YARN_RAMP),
     Method("dynamic-yarn", "rope", "YaRN with s = l/L from the sequence length l > L",
            "jquesnelle/yarn LlamaDynamicYaRNScaledRotaryEmbedding", (BETA_FAST, BETA_SLOW), static=False,
-           rope=rope.rope_dynamic_yarn, check=_YARN_RAMP),
+           rope=_lazy("rope", "rope_dynamic_yarn"), check=_YARN_RAMP),
     Method("llama3", "rope", "Meta's frequency bands: θ_i kept (λ < L/high), θ_i/s (λ > L/low), blended between",
            "Llama 3.1; transformers `llama3`", (SCALE, Param("low_freq_factor", "wavelengths above L/low are "
                                                              "interpolated", default=1.0, low=1e-3, high=1e6),
                                                Param("high_freq_factor", "wavelengths below L/high are kept",
                                                      default=4.0, low=1e-3, high=1e6)),
-           rope=rope.rope_llama3, check=_ramp("low_freq_factor", "high_freq_factor")),
+           rope=_lazy("rope", "rope_llama3"), check=_ramp("low_freq_factor", "high_freq_factor")),
     Method("longrope", "rope", "per-dimension factors: θ_i / λ_i, cos/sin × sqrt(1 + ln s / ln L)",
            "Ding et al. 2024, arXiv 2402.13753; transformers `longrope`",
            (SCALE, Param("factors", "JSON file of the d/2 factors (a list, long_factor, or a config.json)",
-                         kind=str, load=_factor_file)), rope=rope.rope_longrope),
+                         kind=str, load=_factor_file)), rope=_lazy("rope", "rope_longrope")),
     Method("logn", "rope", "queries × max(1, ln n / ln L) past the trained length",
-           "Chiang & Cholak 2022; Su 2023; Qwen use_logn_attn", rope=rope.rope_none, logn=True),
+           "Chiang & Cholak 2022; Su 2023; Qwen use_logn_attn", rope=_lazy("rope", "rope_none"), logn=True),
     Method("self-extend", "rope", "neighbour attention within W, grouped positions ⌊p/G⌋ beyond, merged per query",
            "Jin et al. 2024, arXiv 2401.01325; datamllab/LongLM",
            (Param("window", "W: neighbour window in tokens", kind=int, default=1024, low=1, high=1 << 24),
             Param("group", "G: group size of the far positions", kind=int, default=8, low=1, high=1 << 20)),
-           attention=attention.self_extend,
+           attention=_lazy("attention", "self_extend"),
            check=lambda v: "group must not exceed window (the regions would not meet)" if v["group"] > v["window"]
            else None),
     Method("rerope", "rope", "relative positions clipped at W (two QK products) + logn",
            "Su 2023, bojone/rerope", (Param("window", "W: window of exact positions", kind=int, default=512,
                                             low=1, high=1 << 24),),
-           attention=attention.rerope, logn=True),
+           attention=_lazy("attention", "rerope"), logn=True),
     Method("leaky-rerope", "rope", "relative positions past W grow at 1/k: W + (i-j-W)/k, + logn",
            "Su 2023, bojone/rerope leaky_rerope_patch", (
                Param("window", "W: window of exact positions", kind=int, default=512, low=1, high=1 << 24),
                Param("k", "slope divisor beyond the window", default=16.0, low=1, high=1e6)),
-           attention=attention.leaky_rerope, logn=True),
+           attention=_lazy("attention", "leaky_rerope"), logn=True),
     Method("ntk-alibi", "alibi", "per slope: m_h / α^((ln m_max - ln m_h)/(ln m_max - ln m_min))",
            "keezen/ntk_alibi (by slope value)", (ALPHA,),
-           slopes=lambda base, alpha: alibi.ntk_alibi(base, alpha)),
+           slopes=_lazy("alibi", "ntk_alibi")),
     Method("ntk-alibi-index", "alibi", "by head index: m_h / α^((h-1)/(H-1)) in head order",
            "keezen/ntk_alibi README", (ALPHA,),
-           slopes=lambda base, alpha: base / alibi.ntk_alibi_index_divisors(len(base), alpha)),
+           slopes=_lazy("alibi", "ntk_alibi_index")),
     Method("ntk-alibi-keezen", "alibi", "as keezen/ntk_alibi's code: first 2^⌊log2 H⌋ heads by index, extra heads "
            "unscaled", "keezen/ntk_alibi code", (ALPHA,),
-           slopes=lambda base, alpha: base / alibi.ntk_alibi_keezen_divisors(len(base), alpha)),
+           slopes=_lazy("alibi", "ntk_alibi_keezen")),
     Method("alibi-pi", "alibi", "ALiBi interpolation: every slope / s", "ALiBi analogue of PI", (SCALE,),
-           slopes=lambda base, scale: alibi.alibi_interpolate(base, scale)),
+           slopes=_lazy("alibi", "alibi_interpolate")),
 ]:
     METHODS.add(_m.name, _m)
 
@@ -223,7 +236,7 @@ class MethodCall:
     @property
     def text(self) -> str:
         """Canonical form, also what ``parse_call`` reads back: ``name`` or ``name:k=v,k=v``."""
-        return self.name + (":" + ",".join(f"{k}={_fmt(v)}" for k, v in self.given) if self.given else "")
+        return self.name + (":" + ",".join(f"{k}={fmt(v)}" for k, v in self.given) if self.given else "")
 
     def with_defaults(self, given: dict) -> "MethodCall":
         """This call plus the sweep-wide values in ``given`` for parameters it declares and was not given."""
@@ -264,19 +277,17 @@ class MethodCall:
                 if p.name in given or p.derive is None}
 
 
-def _fmt(v) -> str:
-    return f"{v:.8g}" if isinstance(v, float) else str(v)
-
-
 def format_params(method: Method, values: dict) -> str:
     """``k=v,k=v`` in the method's declared order (a row's ``params`` column)."""
-    return ",".join(f"{p.name}={_fmt(values[p.name])}" for p in method.params if p.name in values)
+    return ",".join(f"{p.name}={fmt(values[p.name])}" for p in method.params if p.name in values)
 
 
+@functools.lru_cache(maxsize=256)  # row keys and labels ask for it once per row
 def _file_digest(path: str) -> str | None:
-    import hashlib
+    from evalkit.models import sha256
+
     try:
-        return hashlib.sha256(Path(path).expanduser().read_bytes()).hexdigest()[:12]
+        return sha256(Path(path).expanduser())[:12]
     except OSError:
         return None
 
@@ -320,7 +331,7 @@ def params_label(method: str, text: str) -> str:
     def shown(p) -> str:
         v = values[p.name]
         if not p.load:
-            return _fmt(v)
+            return fmt(v)
         return f"{Path(v).name}@{(_file_digest(v) or '?')[:8]}"  # two files of one name stay apart
 
     return " ".join(f"{p.name}={shown(p)}" for p in m.params if p.name in values and values[p.name] != p.default)

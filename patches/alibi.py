@@ -29,10 +29,10 @@ def alibi_slopes(n_heads: int) -> torch.Tensor:
     return torch.tensor(slopes, dtype=torch.float32)
 
 
-def alibi_interpolate(slopes: torch.Tensor, a: float) -> torch.Tensor:
-    """ALiBi interpolation: every slope divided by a, i.e. distances scaled by 1/a
+def alibi_interpolate(slopes: torch.Tensor, scale: float) -> torch.Tensor:
+    """ALiBi interpolation: every slope divided by s, i.e. distances scaled by 1/s
     (the ALiBi analogue of position interpolation)."""
-    return slopes / a
+    return slopes / scale
 
 
 def ntk_alibi_divisors(slopes: torch.Tensor, a: float) -> torch.Tensor:
@@ -74,9 +74,19 @@ def ntk_alibi_keezen_divisors(n_heads: int, a: float) -> torch.Tensor:
     return divisors
 
 
-def ntk_alibi(slopes: torch.Tensor, a: float) -> torch.Tensor:
+def ntk_alibi(slopes: torch.Tensor, alpha: float) -> torch.Tensor:
     """NTK-ALiBi, per slope: m_h / a^((ln m_max − ln m_h)/(ln m_max − ln m_min))."""
-    return slopes / ntk_alibi_divisors(slopes, a)
+    return slopes / ntk_alibi_divisors(slopes, alpha)
+
+
+def ntk_alibi_index(slopes: torch.Tensor, alpha: float) -> torch.Tensor:
+    """NTK-ALiBi by head index: m_h / a^((h−1)/(H−1)) in head order."""
+    return slopes / ntk_alibi_index_divisors(len(slopes), alpha)
+
+
+def ntk_alibi_keezen(slopes: torch.Tensor, alpha: float) -> torch.Tensor:
+    """NTK-ALiBi as keezen/ntk_alibi's code: the extra heads of a non-power-of-two H unscaled."""
+    return slopes / ntk_alibi_keezen_divisors(len(slopes), alpha)
 
 
 def mpt_alibi_slopes(n_heads: int, alibi_bias_max: float = 8) -> torch.Tensor:
