@@ -11,7 +11,7 @@ from typing import List, Optional
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Context-length extrapolation evaluation: RoPE/ALiBi scaling methods × perplexity and retrieval tasks.")
 
 
@@ -117,28 +117,6 @@ def _dedupe_note(log, option: str, given: tuple | None) -> None:
         log(f"evalkit: {option} lists a value more than once; each runs once")
 
 
-def _progress(total: int):
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-        TimeRemainingColumn
-
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TextColumn("eta"), TimeRemainingColumn(), console=Console(stderr=True))
-    bar.start()
-    task = bar.add_task("cells", total=total)
-
-    def advance(n: int, description: str | None):
-        if description:
-            bar.update(task, description=description)
-        bar.advance(task, n)
-        if bar.finished:
-            bar.stop()
-
-    if total == 0:
-        bar.stop()
-    return advance
-
-
 def task_values(given: dict) -> dict:
     """The task options given on the command line, parsed (one line for a bad value)."""
     from evalkit.errors import EvalkitError
@@ -196,33 +174,44 @@ def with_task_options(fn):
 @user_errors
 @with_task_options
 def run(
-    model: Optional[str] = typer.Option(None, help="Alias (evalkit models), Hugging Face id or local checkpoint "
+    model: Optional[str] = typer.Option(None, metavar="NAME|DIR", help="Alias (evalkit models), Hugging Face id or local checkpoint "
                                                    "folder. Default: the embedded smollm2-135m."),
-    method: Optional[List[str]] = typer.Option(None, "--method", "-m", help="Scaling method(s), comma list or "
+    method: Optional[List[str]] = typer.Option(None, "--method", "-m", metavar="METHOD[:K=V],...",
+                                               help="Scaling method(s), comma list or "
                                                "repeated, each with its parameters: ntk:alpha=2, "
                                                "self-extend:window=512,group=4 (evalkit methods). Default: none,ntk."),
-    length: Optional[List[str]] = typer.Option(None, "--len", "-l", help="Context length(s) in the model's tokens "
+    length: Optional[List[str]] = typer.Option(None, "--len", "-l", metavar="N,...",
+                                               help="Context length(s) in the model's tokens "
                                                "(8192 or 8k), comma list or repeated. Default: 4096,12288."),
-    task: Optional[List[str]] = typer.Option(None, "--task", "-t", help="Task(s), comma list or repeated "
+    task: Optional[List[str]] = typer.Option(None, "--task", "-t", metavar="TASK,...", help="Task(s), comma list or repeated "
                                              "(evalkit tasks). Default: ppl,passkey."),
-    samples: int = typer.Option(1, help="Trials per depth (retrieval tasks) / documents per length (ppl)."),
-    scale: Optional[float] = typer.Option(None, help="Fixed scale s for pi/yarn/alibi-pi. Default: length / "
+    samples: int = typer.Option(1, metavar="N", help="Trials per depth (retrieval tasks) / documents per length (ppl)."),
+    scale: Optional[float] = typer.Option(None, metavar="S", help="Fixed scale s for pi/yarn/alibi-pi. Default: length / "
                                           "trained length, per length (never below 1)."),
-    alpha: Optional[float] = typer.Option(None, help="Fixed alpha for ntk/dynamic-ntk/ntk-alibi. Default: the scale."),
-    param: Optional[List[str]] = typer.Option(None, "--param", "-p", help="Method parameter(s) k=v for every "
+    alpha: Optional[float] = typer.Option(None, metavar="A", help="Fixed alpha for ntk/dynamic-ntk/ntk-alibi. Default: the scale."),
+    param: Optional[List[str]] = typer.Option(None, "--param", "-p", metavar="K=V,...",
+                                              help="Method parameter(s) k=v for every "
                                               "method that has them, comma list or repeated: --param window=512."),
     rope_reset: bool = typer.Option(False, "--rope-reset", help="Remove the RoPE scaling a checkpoint ships "
                                     "(llama3, yarn, longrope, ...): plain RoPE over its pretraining length."),
-    trained_len: Optional[int] = typer.Option(None, help="Override the trained context length (tokens) read "
+    trained_len: Optional[int] = typer.Option(None, metavar="TOKENS", help="Override the trained context length (tokens) read "
                                               "from the registry / config."),
-    adapter: Optional[str] = typer.Option(None, help="A PEFT adapter folder (LoRA, ...), merged into the model."),
-    quantize: Optional[str] = typer.Option(None, help="4bit or 8bit weights through bitsandbytes (CUDA only)."),
-    out: Path = typer.Option(Path("results"), help="Folder for results.csv and positions.csv."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N (auto: GPU if there is one)."),
-    dtype: str = typer.Option("auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16."),
-    seed: int = typer.Option(0, help="Seed of the retrieval tasks' keys and needles; part of each cell's identity."),
-    trust_remote_code: bool = typer.Option(False, help="Allow checkpoints that ship their own Python code (Baichuan)."),
-    force: bool = typer.Option(False, help="Redo cells already in the results (their old rows are replaced)."),
+    adapter: Optional[str] = typer.Option(None, metavar="DIR", help="A PEFT adapter folder (LoRA, ...), merged into the model."),
+    quantize: Optional[str] = typer.Option(None, metavar="4bit|8bit", help="4bit or 8bit weights through bitsandbytes (CUDA only)."),
+    out: Optional[Path] = typer.Option(None, metavar="DIR", help="Folder for results.csv, positions.csv and figures/. "
+                                       "Default: runs/MODEL (git-ignored)."),
+    shard: Optional[str] = typer.Option(None, metavar="K/N", help="Run worker K's part (from 0) of the sweep split "
+                                        "over N workers, e.g. a Slurm array: --shard $SLURM_ARRAY_TASK_ID/8. "
+                                        "Under torchrun / accelerate launch the launcher's rank is used."),
+    max_memory: Optional[str] = typer.Option(None, metavar="DEV=SIZE,...", help="Spread one model over "
+                                             "several GPUs within these budgets (accelerate): 0=70GiB,1=70GiB."),
+    device: str = typer.Option("auto", metavar="DEVICE", help="auto, cpu, cuda or cuda:N (auto: GPU if there is one)."),
+    dtype: str = typer.Option("auto", metavar="DTYPE", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16."),
+    seed: int = typer.Option(0, metavar="N", help="Seed of the retrieval tasks' keys and needles; part of each cell's identity."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code",
+                                           help="Allow checkpoints that ship their own Python code (Baichuan)."),
+    force: bool = typer.Option(False, "--force", help="Redo cells already in the results (their old rows are "
+                               "replaced)."),
     no_prefix: bool = typer.Option(False, "--no-prefix", help="Separate forwards per length even where one forward "
                                    "serves all."),
     task_options: Optional[dict] = None,
@@ -248,26 +237,71 @@ def run(
     for option, values in [("--method", lists["methods"]), ("--len", lists["lengths"]), ("--task", lists["tasks"])] \
             + [(OPTIONS.get(n).flag_name, v) for n, v in options.items() if isinstance(v, tuple)]:
         _dedupe_note(log, option, values)
+    from evalkit.models import parse_max_memory
+    from evalkit.progress import reporter
+    from evalkit.shards import choose, worker_device
+
+    worker = choose(shard)
     cfg = RunConfig(
         model=model, methods=lists["methods"] or ("none", "ntk"), lengths=lists["lengths"] or DEMO_LENGTHS,
         tasks=lists["tasks"] or default_tasks(), samples=samples, scale=scale, alpha=alpha, trained_len=trained_len,
-        params=param_values(param), rope_reset=rope_reset, adapter=adapter, quantize=quantize, options=options, out=str(out), device=device, dtype=dtype, seed=seed, trust_remote_code=trust_remote_code,
-        force=force, prefix=not no_prefix)
+        params=param_values(param), rope_reset=rope_reset, adapter=adapter, quantize=quantize, options=options,
+        out=str(out) if out else None, shard=worker, max_memory=parse_max_memory(max_memory) if max_memory else None,
+        device=worker_device(device, worker, _cuda_count(device)), dtype=dtype, seed=seed,
+        trust_remote_code=trust_remote_code, force=force, prefix=not no_prefix)
     for name in cfg.unused_params():
         log(f"evalkit: {name} (--param / --{name}) is not a parameter of the methods run ({', '.join(cfg.methods)}); "
             "ignored")
     for flag in ignored_options(cfg.tasks, options):
         log(f"evalkit: {flag} is not read by the tasks run ({', '.join(cfg.tasks)}); ignored (see evalkit tasks)")
-    summary = run_sweep(cfg, log=log, progress=_progress)
+    if worker is not None:
+        log(f"evalkit: worker {worker} ({worker.launcher or '--shard'}) on {cfg.device}")
+    summary = run_sweep(cfg, log=log, progress=reporter(log, worker))
     log(f"{summary.written} row(s) written to {summary.results}"
         + (f", {summary.skipped_done} cell(s) already there" if summary.skipped_done else "")
         + (f", {summary.oom} out of memory" if summary.oom else ""))
     from evalkit.compare import frame_of, render_tables
-    from evalkit.results import read_rows, row_keys
+    from evalkit.results import RESULTS, read_rows, row_keys
+    from evalkit.shards import result_folders
 
-    ours = [dict(r, _file=str(summary.results)) for r in read_rows(summary.results)
+    ours = [dict(r, _file=str(f / RESULTS)) for f in result_folders(summary.out) for r in read_rows(f / RESULTS)
             if any(k in summary.keys for k in row_keys(r))]
     typer.echo(render_tables(frame_of(ours), fmt="table"))  # this run's cells only
+    _next_steps(summary, cfg, log)
+
+
+def _cuda_count(device: str) -> int:
+    if device not in ("auto", "cuda"):
+        return 0
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def _next_steps(summary, cfg, log) -> None:
+    """Figures of the whole result set (a lone run), where everything is, and what to try next."""
+    out, worker = summary.out, cfg.shard
+    model = f" --model {cfg.model}" if cfg.model else ""
+    if worker is not None:
+        log(f"evalkit: worker {worker} is done; once every worker is: evalkit compare {out} --ci, "
+            f"evalkit plot {out} --out {out / 'figures'}, evalkit report {out} --out {out / 'report.html'}")
+        return
+    from evalkit.errors import EvalkitError
+    from evalkit.plots import plot_all
+
+    try:
+        figures = sorted(plot_all([out], out / "figures"))
+    except EvalkitError as e:
+        figures = []
+        log(f"evalkit: no figures drawn ({e})")
+    log(f"\nresults: {summary.results}"
+        + (f"\nfigures: {out / 'figures'}/ ({', '.join(f.name for f in figures)})" if figures else ""))
+    log("next:\n"
+        f"  evalkit compare {out} --ci                 # tables with 95% intervals\n"
+        f"  evalkit report {out} --out {out / 'report.html'}   # one page: setup, tables, figures\n"
+        f"  evalkit run{model} --method none,ntk,yarn --len {','.join(map(str, cfg.lengths))} --out {out}"
+        "   # one more method: the cells above are kept\n"
+        "  evalkit methods / evalkit tasks / evalkit models   # what else there is")
 
 
 @app.command()
@@ -355,6 +389,21 @@ def plot(
 
     for path in plot_all(paths, out, fmt):
         typer.echo(str(path))
+
+
+@app.command()
+@user_errors
+def report(
+    paths: List[Path] = typer.Argument(..., help="Result CSV files or folders of them (positions.csv and notes.txt "
+                                       "beside)."),
+    out: Path = typer.Option(..., metavar="FILE", help="The report file: .html / .htm or .md (the suffix chooses "
+                             "the format)."),
+    title: Optional[str] = typer.Option(None, metavar="TEXT", help="Title. Default: evalkit report: MODELS."),
+):
+    """One self-contained report (HTML or Markdown): what was run, tables with 95% intervals, cost, figures, notes."""
+    from evalkit.report import write_report
+
+    typer.echo(str(write_report(paths, out, title)))
 
 
 def _table(header, rows):

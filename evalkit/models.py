@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -341,6 +342,35 @@ def pick_device(device: str = "auto") -> str:
     return device
 
 
+def parse_max_memory(text: str) -> dict:
+    """``0=70GiB,1=70GiB,cpu=200GiB`` -> {0: "70GiB", 1: "70GiB", "cpu": "200GiB"} (accelerate's form)."""
+    out: dict = {}
+    for item in (t.strip() for t in text.split(",")):
+        key, eq, size = (s.strip() for s in item.partition("="))
+        if not eq or not size or not (key.isdigit() or key in ("cpu", "disk")) \
+                or not re.fullmatch(r"\d+(\.\d+)?\s*([KMGT]i?B)?", size, re.IGNORECASE):
+            raise EvalkitError(f"--max-memory {item!r} is not DEVICE=SIZE", "e.g. --max-memory 0=70GiB,1=70GiB,cpu=200GiB")
+        device = int(key) if key.isdigit() else key
+        if device in out:
+            raise EvalkitError(f"--max-memory names device {key} twice", "give each device once")
+        out[device] = size
+    return out
+
+
+def checked_max_memory(max_memory: dict, device: str) -> dict:
+    """``max_memory`` for accelerate, its GPUs checked against the ones this machine has."""
+    import torch
+
+    gpus = [d for d in max_memory if isinstance(d, int)]
+    have = torch.cuda.device_count()
+    if device.startswith("cuda") and not gpus:
+        raise EvalkitError("--max-memory names no GPU", "e.g. --max-memory 0=70GiB,1=70GiB")
+    if any(d >= have for d in gpus):
+        raise EvalkitError(f"--max-memory names GPU {max(gpus)} but this machine has {have}",
+                           f"name GPUs 0 to {have - 1}" if have else "this machine has no GPU: name only cpu")
+    return max_memory
+
+
 def pick_dtype(dtype: str, device: str) -> str:
     """``auto`` = bf16 on a GPU, fp32 on the CPU."""
     if dtype == "auto":
@@ -425,9 +455,10 @@ def apply_adapter(model, adapter: str, log=print):
 
 def load_model(spec: ModelSpec | str | None = None, device: str = "auto", dtype: str = "auto",
                trust_remote_code: bool = False, log=print, adapter: str | None = None,
-               quantize: str | None = None) -> Loaded:
-    """Load model and tokenizer once; ``device_map="auto"`` (accelerate) on GPUs; an ``adapter``
-    (PEFT) merged in; ``quantize`` 4bit / 8bit through bitsandbytes (GPU only)."""
+               quantize: str | None = None, max_memory: dict | None = None) -> Loaded:
+    """Load model and tokenizer once; ``device_map="auto"`` (accelerate) on GPUs, within
+    ``max_memory`` per device when given; an ``adapter`` (PEFT) merged in; ``quantize`` 4bit /
+    8bit through bitsandbytes (GPU only)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -447,8 +478,10 @@ def load_model(spec: ModelSpec | str | None = None, device: str = "auto", dtype:
     attn = _attention_implementation(spec, device, dtype)
     if attn:
         kwargs["attn_implementation"] = attn
-    if device == "cuda":
+    if device == "cuda" or max_memory:
         kwargs["device_map"] = "auto"  # spreads models larger than one GPU over all of them
+    if max_memory:
+        kwargs["max_memory"] = checked_max_memory(max_memory, device)
     if quantization is not None:
         kwargs["quantization_config"] = quantization
         kwargs.setdefault("device_map", "auto")

@@ -17,8 +17,10 @@ from pathlib import Path
 
 import evalkit
 from evalkit.errors import EvalkitError
-from evalkit.results import (PROFILE, PROFILE_COLUMNS, PROFILE_REQUIRED, RESULTS, CsvAppender, FolderLock, drop_rows,
-                             profile_key, read_profile, read_rows, result_columns, row_key, tidy)
+from evalkit.results import (PROFILE, PROFILE_COLUMNS, PROFILE_REQUIRED, RESULTS, CsvAppender, FolderLock, check_idle,
+                             drop_everywhere, read_profile, read_rows, recorded, result_columns, row_key, tidy)
+from evalkit.shards import Shard, assign, group_cost, result_folders, sibling
+from evalkit.shards import folder as shard_folder
 
 
 def ignored_options(tasks, given) -> list[str]:
@@ -60,7 +62,9 @@ class RunConfig:
     quantize: str | None = None  # 4bit / 8bit (bitsandbytes, GPU)
     trained_len: int | None = None
     options: dict = field(default_factory=dict)
-    out: str = "results"
+    out: str | None = None  # None: runs/<model> (git-ignored; see default_out)
+    shard: Shard | None = None  # this worker's part of the sweep (--shard K/N or a launcher)
+    max_memory: dict | None = None  # {0: "70GiB", "cpu": "200GiB"}: one copy over several GPUs
     device: str = "auto"
     dtype: str = "auto"
     seed: int = 0
@@ -102,6 +106,11 @@ class RunConfig:
                                "give the folder a PEFT adapter was saved to (save_pretrained)")
         if self.trained_len is not None and self.trained_len <= 0:
             raise EvalkitError("--trained-len must be positive", "e.g. --trained-len 4096")
+        if self.shard is not None and not isinstance(self.shard, Shard):
+            raise EvalkitError(f"shard must be an evalkit.shards.Shard, got {self.shard!r}", "parse_shard('0/4')")
+        if self.max_memory and self.shard is not None and self.shard.local_count > 1:
+            raise EvalkitError(f"--max-memory spreads one model over a node's GPUs, but {self.shard.local_count} "
+                               "workers were started on this node", "start one worker per node: --nproc-per-node 1")
 
     def sweep_params(self) -> dict:
         """Parameters given for every method (``--param``; ``--scale`` also sets alpha unless given)."""
@@ -183,6 +192,7 @@ class Group:
 
 @dataclass
 class Summary:
+    out: Path | None = None  # the result set's folder
     written: int = 0
     skipped_done: int = 0
     oom: int = 0
@@ -252,6 +262,23 @@ def plan(cfg, spec, ctx) -> list[Group]:
     return groups
 
 
+RUNS = Path("runs")
+
+
+def default_out(spec) -> Path:
+    """``runs/<model>`` when no --out is given: apart from tracked results, and git-ignored (a
+    ``.gitignore`` of ``*`` in ``runs/``, as pytest does for its cache), wherever evalkit runs."""
+    name = "".join(c if c.isalnum() or c in "-_." else "-" for c in spec.name).strip(".-") or "model"
+    if not RUNS.exists():
+        RUNS.mkdir(parents=True, exist_ok=True)  # several workers may get here at once
+        try:
+            with open(RUNS / ".gitignore", "x") as f:
+                f.write("# made by evalkit: run outputs are not tracked\n*\n")
+        except FileExistsError:
+            pass
+    return RUNS / name
+
+
 def _is_oom(error: BaseException) -> bool:
     import torch
 
@@ -261,11 +288,20 @@ def _is_oom(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
+def _gpus(device: str) -> list[int]:
+    """The GPUs a run's model lives on: the one named, or all of them (``device_map="auto"``)."""
+    import torch
+
+    if not device.startswith("cuda"):
+        return []
+    return [int(device.split(":")[1])] if ":" in device else list(range(torch.cuda.device_count()))
+
+
 def _peak_mb(device: str) -> float:
     import torch
 
     if device.startswith("cuda"):
-        return torch.cuda.max_memory_allocated() / 2**20
+        return sum(torch.cuda.max_memory_allocated(i) for i in _gpus(device)) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS (Linux: KiB)
 
 
@@ -274,7 +310,8 @@ def _reset_peak(device: str) -> None:
 
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
+        for i in _gpus(device):
+            torch.cuda.reset_peak_memory_stats(i)
 
 
 def measure_group(ctx, group: Group, spec, oom_at: dict) -> list[dict]:
@@ -317,12 +354,17 @@ def run(cfg: RunConfig, log=print, progress=None) -> Summary:
     spec = resolve_model(cfg.model, cfg.trained_len)
     for call in cfg.calls:
         check_applicable(call, spec.encoding)
-    out = Path(cfg.out)
+    out = Path(cfg.out) if cfg.out else default_out(spec)
     if out.exists() and not out.is_dir():
         raise EvalkitError(f"--out {out} is a file", "give a folder for the CSV files")
-    read_rows(out / RESULTS), read_profile(out / PROFILE)  # refuse foreign files before any work
+    for each in result_folders(out):  # refuse foreign files before any work
+        read_rows(each / RESULTS), read_profile(each / PROFILE)
     loaded = load_model(spec, cfg.device, cfg.dtype, cfg.trust_remote_code, log=log, adapter=cfg.adapter,
-                        quantize=cfg.quantize)
+                        quantize=cfg.quantize, max_memory=cfg.max_memory)
+    if loaded.device.startswith("cuda:"):  # a launcher's worker: its own GPU is the current one
+        import torch
+
+        torch.cuda.set_device(loaded.device)
     if cfg.rope_reset and find_adapter(loaded.model).shipped_type(loaded.model) == "default":
         log(f"evalkit: --rope-reset: {spec.name} ships no RoPE scaling; nothing to remove")
     if cfg.rope_reset and not cfg.trained_len:  # the pretraining length under the removed scaling
@@ -334,40 +376,74 @@ def run(cfg: RunConfig, log=print, progress=None) -> Summary:
         with patched(loaded.model, call, trained_len=spec.trained_len, target_len=max(cfg.lengths),
                      rope_reset=cfg.rope_reset):
             pass
-    lock = FolderLock(out)  # one writer per folder, from the first write to the end
+    if cfg.shard is not None:
+        groups = mine(groups, cfg.shard)
+    own = shard_folder(out, cfg.shard)
+    lock = FolderLock(own)  # one writer per folder, from the first write to the end
     try:
-        return _write_cells(cfg, spec, ctx, groups, out, log, progress)
+        for other in result_folders(out):  # no other run on this result set, but this sweep's workers
+            if other != own and not sibling(other, out, cfg.shard):
+                check_idle(other)
+        summary = _write_cells(cfg, spec, ctx, groups, out, own, log, progress)
+        _keep_notes(own, ctx.notes)
+        return summary
     finally:
         lock.release()
 
 
-def _write_cells(cfg, spec, ctx, groups, out: Path, log, progress) -> Summary:
-    """Measure the cells not yet recorded and append their rows, each cell's profile rows
-    before its results row (the results row commits the cell; see results.tidy)."""
-    import torch
-    import transformers
+def mine(groups: list[Group], shard: Shard) -> list[Group]:
+    """The groups worker K of N measures (see :func:`evalkit.shards.assign`)."""
+    owners = assign([group_cost([c.length for c in g.cells]) for g in groups], shard.count)
+    return [g for g, owner in zip(groups, owners) if owner == shard.index]
 
+
+def _keep_notes(folder: Path, notes: list[str]) -> None:
+    """The run's notes (skipped documents, ...) appended to ``notes.txt`` for the report."""
+    if notes:
+        now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        with open(folder / "notes.txt", "a", encoding="utf-8") as f:
+            f.writelines(f"{now}\t{' '.join(n.split())}\n" for n in notes)
+
+
+def _write_cells(cfg, spec, ctx, groups, out: Path, own: Path, log, progress) -> Summary:
+    """Measure the cells not yet recorded anywhere in ``out``; their rows go to ``own``."""
     planned = [k for g in groups for k in g.keys]
-    done = tidy(out, log)
+    done = tidy(own, log)
+    for other in result_folders(out):
+        if other != own:
+            done |= recorded(other)
     if cfg.force:
-        drop_rows(out / RESULTS, {row_key(k) for k in planned})
-        drop_rows(out / PROFILE, {profile_key(k) for k in planned}, PROFILE_COLUMNS, profile_key, PROFILE_REQUIRED)
+        drop_everywhere(result_folders(out), own, planned)
         done = set()
-    summary = Summary(results=out / RESULTS, model=spec.name, keys={row_key(k) for k in planned})
+    summary = Summary(out=out, results=own / RESULTS, model=spec.name, keys={row_key(k) for k in planned})
     pending = []
     for g in groups:
         keep = [i for i, k in enumerate(g.keys) if row_key(k) not in done]
         summary.skipped_done += len(g.cells) - len(keep)
         if keep:
             pending.append(Group(g.method, g.task, [g.cells[i] for i in keep], [g.keys[i] for i in keep]))
+    if pending:
+        _measure_all(ctx, spec, pending, own, summary, progress)
+    summary.notes = ctx.notes
+    return summary
+
+
+def _measure_all(ctx, spec, pending: list[Group], own: Path, summary: Summary, progress) -> None:
+    """Measure ``pending`` groups in order and append their rows to ``own``, each cell's profile
+    rows before its results row (the results row commits the cell; see results.tidy)."""
+    import torch
+    import transformers
+
     loaded = ctx.loaded
     common = dict(device=loaded.device, dtype=loaded.dtype, evalkit_version=evalkit.__version__,
                   source=spec.source, transformers_version=transformers.__version__,
                   torch_version=torch.__version__.split("+")[0])
-    results = CsvAppender(out / RESULTS, result_columns())
-    profile = CsvAppender(out / PROFILE, PROFILE_COLUMNS, PROFILE_REQUIRED)
+    results = CsvAppender(own / RESULTS, result_columns())
+    profile = CsvAppender(own / PROFILE, PROFILE_COLUMNS, PROFILE_REQUIRED)
     oom_at: dict = {}
-    advance = progress(sum(len(g.cells) for g in pending)) if progress else (lambda n, desc: None)
+    cost = {id(g): group_cost([c.length for c in g.cells]) for g in pending}
+    advance = progress(sum(len(g.cells) for g in pending), sum(cost.values())) if progress \
+        else (lambda n, desc, done_cost=0.0: None)
     try:
         for g in pending:
             advance(0, f"{g.method.text} {g.task.name} {max(c.length for c in g.cells)}")
@@ -380,9 +456,7 @@ def _write_cells(cfg, spec, ctx, groups, out: Path, log, progress) -> Summary:
             results.write(rows)
             summary.written += len(rows)
             summary.oom += sum(r["status"] == "oom" for r in rows)
-            advance(len(rows), None)
+            advance(len(rows), None, cost[id(g)])
     finally:
         results.close()
         profile.close()
-    summary.notes = ctx.notes
-    return summary
