@@ -266,3 +266,95 @@ def test_version_is_the_installed_distributions():
     out = subprocess.run([sys.executable, "-c", "from evalkit.cli import main; main()", "--version"],
                          capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == f"evalkit {version('evalkit')}"
+
+
+# --- the first hour ---
+
+COMMANDS = ["run", "compare", "plot", "report", "methods", "tasks", "models"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_fits_80_columns_without_cut_or_made_up_options(command):
+    """Every option's whole text at 80 columns: no "…" cut behind a type column, no generated
+    --no-X twin of a flag, no Python type names as placeholders."""
+    import re
+
+    out = subprocess.run([sys.executable, "-m", "evalkit", command, "--help"], capture_output=True, text=True,
+                         env=dict(os.environ, COLUMNS="80", TERM="xterm"))
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert all(len(line) <= 80 for line in text.splitlines()), max(text.splitlines(), key=len)
+    assert "…" not in text and "--no-no-" not in text
+    options = [line for line in text.splitlines() if line.lstrip().startswith("-")]
+    assert not [line for line in options if re.search(r"<(str|int|float|bool|list|path)", line)]
+    for flag in ("--trust-remote-code", "--force", "--no-prefix", "--rope-reset"):
+        assert f"--no-{flag[2:]}" not in text or flag == "--no-prefix"
+    if command == "run":
+        words = " ".join(text.split())  # wrapped lines joined: each help text whole
+        assert "Allow checkpoints that ship their own Python code (Baichuan)." in words
+        assert "Fixed alpha for ntk/dynamic-ntk/ntk-alibi. Default: the scale." in words
+
+
+@pytest.mark.parametrize("command", ["methods", "tasks", "models"])
+def test_listings_do_not_load_torch(command):
+    """The listings read the registries only (torch alone takes seconds to import)."""
+    code = ("import sys\nfrom evalkit.cli import main\ntry:\n    main([%r])\nexcept SystemExit:\n    pass\n"
+            "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')" % command)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip().endswith("NO-TORCH"), out.stdout[-500:] + out.stderr
+
+
+def test_the_demo_writes_apart_draws_its_figures_and_says_what_next(tiny_model_dir, tmp_path, monkeypatch):
+    """No --out: runs/MODEL, git-ignored even in the user's own repository; figures drawn; the
+    closing lines name the files and the next commands, and those commands work."""
+    monkeypatch.chdir(tmp_path)
+    subprocess.run(["git", "init", "-q"], check=True)
+    result = evalkit("run", "--model", tiny_model_dir, "--len", "160", "--method", "none,pi")
+    assert result.exit_code == 0, result.output
+    out = Path("runs") / tiny_model_dir.as_posix().strip("/").replace("/", "-")
+    assert (out / "results.csv").is_file() and not Path("results").exists()
+    figures = sorted(p.name for p in (out / "figures").glob("*.png"))
+    assert figures and all(name in result.output for name in figures)
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], capture_output=True,
+                            text=True, check=True).stdout
+    assert status == "", status  # nothing for the user to commit by mistake
+    nexts = [line.split("#")[0].split() for line in result.output.splitlines() if line.startswith("  evalkit ")]
+    assert [n[1] for n in nexts[:3]] == ["compare", "report", "run"]
+    assert evalkit(*nexts[0][1:]).exit_code == 0  # evalkit compare runs/... --ci
+    again = evalkit(*nexts[2][1:])  # one more method in the same folder: the earlier cells kept
+    assert again.exit_code == 0 and "cell(s) already there" in again.output, again.output
+
+
+def test_progress_off_a_terminal_is_a_line_per_group_with_a_cost_weighted_eta():
+    from evalkit.progress import duration, lines, reporter
+
+    said, now = [], [0.0]
+    start = lines(said.append, "evalkit", clock=lambda: now[0])
+    advance = start(3, 4000.0)  # three cells: 1000 + 1000 + 2000 tokens
+    advance(0, "none ppl 1000")
+    now[0] = 10.0
+    advance(1, None, 1000.0)
+    assert said == ["evalkit: 1/3 cells (33%) · none ppl 1000 · 10s elapsed · eta 30s"]  # 3000 tokens left at 100/s
+    advance(0, "ntk ppl 2000")
+    now[0] = 130.0
+    advance(2, None, 3000.0)
+    assert said[-1] == "evalkit: 3/3 cells (100%) · ntk ppl 2000 · 2m10s elapsed · done"
+    assert duration(3725) == "1h02m" and duration(59.6) == "1m00s"
+
+    class Pipe:
+        def isatty(self):
+            return False
+
+    assert reporter(said.append, stream=Pipe()) is not None
+    assert reporter(said.append, stream=Pipe()).__name__ == "start"  # plain lines, not the bar
+
+
+def test_requires_python_is_what_the_readme_says_and_what_runs_here():
+    import re
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    claimed = tomllib.loads((root / "pyproject.toml").read_text())["project"]["requires-python"]
+    lowest = tuple(int(x) for x in re.fullmatch(r">=(\d+)\.(\d+)", claimed).groups())
+    assert f"Python ≥ {lowest[0]}.{lowest[1]}" in (root / "README.md").read_text()
+    assert sys.version_info[:2] >= lowest
