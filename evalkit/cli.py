@@ -155,7 +155,8 @@ def with_task_options(fn):
         if name in sig.parameters:
             raise ValueError(f"task option {name!r} clashes with an option of evalkit run")
         kind = "bool" if o.flag else "Optional[List[str]]" if o.many else "Optional[str]"
-        default = typer.Option(False if o.flag else None, o.flag_name, help=o.help, metavar=o.metavar or None,
+        metavar = None if o.flag else o.metavar or name.upper() + (",..." if o.many else "")
+        default = typer.Option(False if o.flag else None, o.flag_name, help=o.help, metavar=metavar,
                                show_default=False)
         extra.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind))
         annotations[name] = kind
@@ -291,9 +292,10 @@ def _next_steps(summary, cfg, log) -> None:
 
     try:
         figures = sorted(plot_all([out], out / "figures"))
-    except EvalkitError as e:
+    except Exception as e:  # noqa: BLE001 (the sweep is done and recorded: a figure must not fail it)
         figures = []
-        log(f"evalkit: no figures drawn ({e})")
+        log(f"evalkit: no figures drawn ({e if isinstance(e, EvalkitError) else f'{type(e).__name__}: {e}'}); "
+            f"the results are complete, try evalkit plot {out}")
     log(f"\nresults: {summary.results}"
         + (f"\nfigures: {out / 'figures'}/ ({', '.join(f.name for f in figures)})" if figures else ""))
     log("next:\n"
@@ -350,17 +352,18 @@ def tasks():
 @app.command()
 @user_errors
 def compare(
-    paths: List[Path] = typer.Argument(..., help="Result CSV files or folders of them."),
-    metric: Optional[List[str]] = typer.Option(None, help="Metric(s), as `evalkit tasks` lists them. Default: each task's main metric present."),
-    model: Optional[List[str]] = typer.Option(None, help="Only these models (as in the model column)."),
-    method: Optional[List[str]] = typer.Option(None, "--method", "-m", help="Only these methods."),
-    seed: Optional[int] = typer.Option(None, help="Only rows of this seed."),
-    baseline: Optional[str] = typer.Option(None, help="Show ratios (ppl) or differences in "
+    paths: List[Path] = typer.Argument(..., metavar="RESULTS", help="Result CSV files or folders of them."),
+    metric: Optional[List[str]] = typer.Option(None, metavar="METRIC,...", help="Metric(s), as `evalkit tasks` lists them. Default: each task's main metric present."),
+    model: Optional[List[str]] = typer.Option(None, metavar="MODEL,...", help="Only these models (as in the model "
+                                              "column)."),
+    method: Optional[List[str]] = typer.Option(None, "--method", "-m", metavar="METHOD,...", help="Only these methods."),
+    seed: Optional[int] = typer.Option(None, metavar="N", help="Only rows of this seed."),
+    baseline: Optional[str] = typer.Option(None, metavar="METHOD", help="Show ratios (ppl) or differences in "
                                            "percentage points (accuracies) against this method."),
     per_depth: bool = typer.Option(False, help="Retrieval accuracy per needle depth."),
     ci: bool = typer.Option(False, "--ci", help="Show 95% intervals: Wilson for accuracy, a seeded bootstrap "
                             "over trials for fractions recalled and over documents for perplexity."),
-    fmt: str = typer.Option("table", "--format", "-f", help="table, markdown, csv or latex."),
+    fmt: str = typer.Option("table", "--format", "-f", metavar="FORMAT", help="table, markdown, csv, latex or html."),
 ):
     """Pivot tables from results: methods as rows, context lengths (tokens) as columns."""
     from evalkit.compare import load_results, render_tables
@@ -380,9 +383,10 @@ def compare(
 @app.command()
 @user_errors
 def plot(
-    paths: List[Path] = typer.Argument(..., help="Result CSV files or folders of them (positions.csv beside)."),
-    out: Path = typer.Option(Path("figures"), help="Folder for the figures."),
-    fmt: str = typer.Option("png", "--format", "-f", help="png, pdf or svg."),
+    paths: List[Path] = typer.Argument(..., metavar="RESULTS", help="Result CSV files or folders of them "
+                                       "(positions.csv beside)."),
+    out: Path = typer.Option(Path("figures"), metavar="DIR", help="Folder for the figures."),
+    fmt: str = typer.Option("png", "--format", "-f", metavar="FORMAT", help="png, pdf or svg."),
 ):
     """Figures from results: each task's metric vs length, depth × length heatmaps, loss by position."""
     from evalkit.plots import plot_all

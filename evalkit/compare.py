@@ -14,7 +14,7 @@ from pathlib import Path
 from evalkit.errors import EvalkitError
 from evalkit.results import read_table, result_columns, row_key
 
-FORMATS = ("table", "markdown", "csv", "latex")
+FORMATS = ("table", "markdown", "csv", "latex", "html")
 
 
 def metric_of(name: str):
@@ -63,8 +63,9 @@ def frame_of(rows: list[dict]):
     for col in df.columns:
         if COLUMN_TYPES.get(col) in (int, float):
             df[col] = pd.to_numeric(df[col], errors="coerce")
-    nonfinite = (given & ~df[measured].apply(lambda c: c.map(math.isfinite))).any(axis=1)
-    df.loc[nonfinite & (df["status"] == "ok"), "status"] = "nan"
+    if len(df):  # (an empty frame's string columns do not combine with booleans)
+        nonfinite = (given & ~df[measured].apply(lambda c: c.map(math.isfinite))).any(axis=1)
+        df.loc[nonfinite & (df["status"] == "ok"), "status"] = "nan"
     return df
 
 
@@ -273,10 +274,27 @@ def pivot(long, metric: str, relative: bool = False, ci: bool = False):
     return wide.fillna("")
 
 
+def html_table(header, rows, numeric, title: str = "") -> str:
+    """An HTML ``<table>`` with every value escaped; ``numeric[i]``: column i holds numbers
+    (class ``num``, for right alignment)."""
+    import html
+
+    cls = lambda i: ' class="num"' if numeric[i] else ""  # noqa: E731
+    lines = ["<table>"] + ([f"<caption>{html.escape(title)}</caption>"] if title else [])
+    lines.append("<thead><tr>" + "".join(f"<th{cls(i)}>{html.escape(str(c))}</th>" for i, c in enumerate(header))
+                 + "</tr></thead>")
+    lines.append("<tbody>")
+    lines += ["<tr>" + "".join(f"<td{cls(i)}>{html.escape(str(v))}</td>" for i, v in enumerate(r)) + "</tr>"
+              for r in rows]
+    return "\n".join(lines + ["</tbody>", "</table>"])
+
+
 def render(wide, fmt: str, title: str = "") -> str:
     cols = list(wide.columns)
     n_index = sum(c in ("model", "method", "depth") for c in cols)
     rows = [[str(v) for v in r] for r in wide.itertuples(index=False)]
+    if fmt == "html":
+        return html_table(cols, rows, [i >= n_index for i in range(len(cols))], title)
     if fmt == "csv":
         return wide.to_csv(index=False)
     if fmt == "markdown":

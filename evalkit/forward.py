@@ -130,3 +130,24 @@ def next_token_logits(model, input_ids, past_key_values=None):
     logits_of = head_fn(model, input_ids if past_key_values is None else None)  # checked at the prefill
     hidden, cache = hidden_states(model, input_ids, past_key_values, use_cache=True)
     return logits_of(hidden[:, -1]), cache
+
+
+def croppable(cache) -> bool:
+    """Whether ``cache`` can be cut back to its first n positions exactly: a transformers
+    DynamicCache of full-attention layers only (a sliding-window layer keeps only its window,
+    a legacy tuple or a remote-code cache has no crop)."""
+    try:
+        from transformers.cache_utils import DynamicCache, DynamicLayer
+    except ImportError:  # transformers without layered caches
+        return False
+    layers = getattr(cache, "layers", None)
+    return isinstance(cache, DynamicCache) and bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+
+
+def crop(cache, keep: int) -> None:
+    """Cut ``cache`` back to its first ``keep`` positions (a negative count removes that many
+    tokens from the end on both transformers lines: 4.57 reads a positive one as the size to keep,
+    5.x refuses it)."""
+    drop = cache.get_seq_length() - keep
+    if drop > 0:
+        cache.crop(-drop)

@@ -169,6 +169,7 @@ class RunContext:
         self.model, self.tokenizer = loaded.model, loaded.tokenizer
         self.input_device = loaded.model.get_input_embeddings().weight.device
         self.notes: list[str] = []
+        self.reuse = ""  # the method being planned: how far its trials may share a KV prefix (reuse_mode)
         self._cache: dict = {}
 
     def cached(self, key, make):
@@ -212,6 +213,30 @@ def prefix_mode(cfg: RunConfig, call, model=None) -> bool:
     return cfg.prefix and call.length_independent and shipped_ok
 
 
+def reuse_mode(cfg: RunConfig, call, ctx) -> str:
+    """How far retrieval trials of one method may start from another trial's KV cache: "lengths"
+    (across lengths: the method and the checkpoint are length-independent), "length" (within one
+    length: a static method whose factor follows the length), or "" (each trial prefilled whole:
+    a dynamic method, a checkpoint with length-dependent RoPE, --no-prefix, or a cache that
+    cannot be cut back exactly: sliding windows, remote code)."""
+    from evalkit.patches import find_adapter
+
+    if not (cfg.prefix and call.method.static and find_adapter(ctx.model).length_independent(ctx.model, cfg.rope_reset)
+            and ctx.cached("croppable-cache", lambda: _croppable(ctx))):
+        return ""
+    return "lengths" if call.length_independent else "length"
+
+
+def _croppable(ctx) -> bool:
+    """Whether this model's KV cache can be cut back exactly (a two-token forward, unpatched)."""
+    import torch
+
+    from evalkit.forward import croppable, next_token_logits
+
+    _, cache = next_token_logits(ctx.model, torch.tensor([[1, 1]], device=ctx.input_device))
+    return croppable(cache)
+
+
 def cell_fields(cfg, spec, call, cell, rope_scaling: str = "default") -> dict:
     """The identifying fields of a cell's row (the resume key): the common ones, then the task's
     (cell fields such as depth, the seed, or its options). ``scale`` and ``alpha`` hold the values
@@ -253,6 +278,7 @@ def plan(cfg, spec, ctx) -> list[Group]:
         for call in cfg.calls:
             by_group: dict = {}
             one_forward = prefix_mode(cfg, call, ctx.model)
+            ctx.reuse = reuse_mode(cfg, call, ctx)  # read by tasks that can share a KV prefix
             for cell in cells:
                 by_group.setdefault(task.group(ctx, cell, one_forward), []).append(cell)
             for members in by_group.values():

@@ -13,8 +13,8 @@ from __future__ import annotations
 from evalkit import stats
 from evalkit.errors import EvalkitError
 from evalkit.tasks import Cell, Metric, register
-from evalkit.tasks.retrieval import (CHAT_TEMPLATE, DEPTHS, NON_FINITE, TrialTask, encode, first_integer_is, frame,
-                                     generate, integer_complete, trial_rng, word_key, words)
+from evalkit.tasks.retrieval import (CHAT_TEMPLATE, DEPTHS, Attempt, TrialTask, encode, first_integer_is, frame,
+                                     integer_complete, trial_rng, word_key, words)
 
 # LongEval's prompt (longchat/longeval/utils.py), with an answer prefix for raw completion
 HEADER = ("Below is a record of lines I want you to remember. Each line begins with 'line <line index>' and "
@@ -32,7 +32,7 @@ class Lines(TrialTask):
     summary = "LongEval lines: 'line KEY: REGISTER_CONTENT is <N>' records filling the context, one asked; accuracy"
     identity = ("depth", "seed", "chat_template")
     options = (DEPTHS, CHAT_TEMPLATE)
-    columns = {"answer": str, "expected": str, "correct": int, "tokens": int, "lines": int}
+    columns = {"answer": str, "expected": str, "correct": int, "tokens": int, "lines": int, "reused": int}
     metrics = (Metric("lines", "lines", "LongEval lines accuracy", stats.accuracy("correct"), percent=True,
                       relative="difference"),)
 
@@ -69,17 +69,10 @@ class Lines(TrialTask):
         body = [t for ids in lines for t in ids]
         return head + body + question + fr.tail + answer, value, len(pairs)
 
-    def fits(self, ctx, length, sample, depth) -> None:
-        self.prompt(ctx, length, sample, depth)
-
-    def measure(self, ctx, cells: list[Cell]) -> list[dict]:
-        (cell,) = cells
+    def attempt(self, ctx, cell: Cell) -> Attempt:
         prompt, value, n_lines = self.prompt(ctx, cell.length, cell.sample, cell.depth)
-        answer = generate(ctx, prompt, NEW_TOKENS, integer_complete)
-        row = dict(expected=str(value), tokens=len(prompt), lines=n_lines)
-        if answer is None:
-            return [dict(row, **NON_FINITE)]
-        return [dict(row, answer=answer.strip(), correct=int(first_integer_is(answer, value)))]
+        return Attempt(prompt, NEW_TOKENS, integer_complete, dict(expected=str(value), tokens=len(prompt), lines=n_lines),
+                       lambda answer: dict(answer=answer.strip(), correct=int(first_integer_is(answer, value))))
 
 
 register(Lines())

@@ -5,7 +5,7 @@ pass key." at a depth (fraction 0..1 of the filler), more filler, and the
 question, framed raw or in the chat template (``--chat-template``, see
 :mod:`evalkit.tasks.retrieval`). The prompt is assembled from pieces tokenised
 once, so its length in the model's own tokens is exact. Greedy decoding of a few
-tokens with the KV cache; correct when the first integer of the answer equals the key.
+tokens with the KV cache (shared between trials where the method allows, see TrialTask); correct when the first integer of the answer equals the key.
 """
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from evalkit import stats
 from evalkit.errors import EvalkitError
 from evalkit.tasks import Cell, Metric, register
-from evalkit.tasks.retrieval import (CHAT_TEMPLATE, DEPTHS, NON_FINITE, Frame, TrialTask, encode, first_integer_is, frame,
-                                     generate, integer_complete, raw_frame)
+from evalkit.tasks.retrieval import (CHAT_TEMPLATE, DEPTHS, Attempt, Frame, TrialTask, encode, first_integer_is, frame,
+                                     integer_complete, raw_frame)
 
 INSTRUCTION = ("There is an important info hidden inside a lot of irrelevant text. "
                "Find it and memorize them. I will quiz you about the important information there.\n")
@@ -75,7 +75,7 @@ class Passkey(TrialTask):
     name = "passkey"
     identity = ("depth", "seed", "chat_template")  # the seed picks the keys
     options = (DEPTHS, CHAT_TEMPLATE)
-    columns = {"passkey": int, "answer": str, "correct": int, "tokens": int}
+    columns = {"passkey": int, "answer": str, "correct": int, "tokens": int, "reused": int}
     default = True
     metrics = (Metric("passkey", "passkey", "passkey accuracy", stats.accuracy("correct"), percent=True,
                       relative="difference"),)
@@ -86,16 +86,10 @@ class Passkey(TrialTask):
         key = passkey_for(ctx.cfg.seed, sample, depth)
         return build_prompt(pieces, needle_ids(ctx, key), length, depth), key
 
-    def fits(self, ctx, length, sample, depth) -> None:
-        self.prompt(ctx, length, sample, depth)
-
-    def measure(self, ctx, cells: list[Cell]) -> list[dict]:
-        (cell,) = cells
+    def attempt(self, ctx, cell: Cell) -> Attempt:
         prompt, key = self.prompt(ctx, cell.length, cell.sample, cell.depth)
-        answer = generate(ctx, prompt, NEW_TOKENS, integer_complete)
-        if answer is None:
-            return [dict(passkey=key, tokens=len(prompt), **NON_FINITE)]
-        return [dict(passkey=key, answer=answer.strip(), correct=int(score(answer, key)), tokens=len(prompt))]
+        return Attempt(prompt, NEW_TOKENS, integer_complete, dict(passkey=key, tokens=len(prompt)),
+                       lambda answer: dict(answer=answer.strip(), correct=int(score(answer, key))))
 
 
 register(Passkey())

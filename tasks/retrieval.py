@@ -89,16 +89,58 @@ def chat_frame(tokenizer) -> Frame:
     return Frame(encode(tokenizer, before), encode(tokenizer, after))
 
 
-def generate(ctx, prompt: list[int], max_new: int, stop: Callable[[str], bool]) -> str | None:
-    """Greedy decoding with the KV cache until EOS, ``stop(text)`` or ``max_new`` tokens.
-    None when the logits are not finite (the trial has no answer to score)."""
+class SharedPrefix:
+    """One KV cache carried from trial to trial of a group (the prompts in sorted order, a walk of
+    their prefix tree): each trial cuts the cache back to the tokens its prompt shares with what
+    the cache holds and computes only the rest. Valid only where a position's keys and values do
+    not depend on later tokens or on the total length: a static method, and within one length
+    unless its factor is length-independent (see ``reuse_mode`` in the sweep)."""
+
+    def __init__(self):
+        self.tokens: list[int] = []  # what the cache holds, position by position
+        self.cache = None
+        self.reused = 0  # prompt tokens the last trial took from the cache
+
+    def prefill(self, ctx, prompt: list[int]):
+        """The last prompt position's logits and the cache holding the whole prompt."""
+        import torch
+
+        from evalkit.forward import croppable, crop, next_token_logits
+
+        keep = 0
+        if self.cache is not None:
+            limit = min(len(self.tokens), len(prompt) - 1)  # at least one token computed: its logits
+            keep = next((i for i in range(limit) if self.tokens[i] != prompt[i]), limit)
+        if keep:
+            crop(self.cache, keep)
+            logits, cache = next_token_logits(ctx.model, torch.tensor([prompt[keep:]], device=ctx.input_device),
+                                              self.cache)
+        else:
+            self.cache = None  # freed before the new prefill
+            logits, cache = next_token_logits(ctx.model, torch.tensor([prompt], device=ctx.input_device))
+        self.cache = cache if croppable(cache) else None
+        self.tokens, self.reused = list(prompt), keep
+        return logits, cache
+
+    def fed(self, token: int) -> None:
+        self.tokens.append(token)
+
+
+def generate(ctx, prompt: list[int], max_new: int, stop: Callable[[str], bool],
+             shared: SharedPrefix | None = None) -> str | None:
+    """Greedy decoding with the KV cache until EOS, ``stop(text)`` or ``max_new`` tokens, from a
+    full prefill or from ``shared``'s cache. None when the logits are not finite (the trial has no
+    answer to score)."""
     import torch
 
     from evalkit.forward import next_token_logits
 
     tokenizer = ctx.tokenizer
     with torch.no_grad():
-        logits, cache = next_token_logits(ctx.model, torch.tensor([prompt], device=ctx.input_device))
+        if shared is None:
+            logits, cache = next_token_logits(ctx.model, torch.tensor([prompt], device=ctx.input_device))
+        else:
+            logits, cache = shared.prefill(ctx, prompt)
         out: list[int] = []
         for _ in range(max_new):
             if not bool(torch.isfinite(logits).all()):
@@ -110,6 +152,8 @@ def generate(ctx, prompt: list[int], max_new: int, stop: Callable[[str], bool]) 
             if stop(tokenizer.decode(out, skip_special_tokens=True)):
                 break
             logits, cache = next_token_logits(ctx.model, torch.tensor([[token]], device=ctx.input_device), cache)
+            if shared is not None:
+                shared.fed(token)
     return tokenizer.decode(out, skip_special_tokens=True)
 
 
@@ -241,28 +285,59 @@ class Trial:
     expected: list[str]  # every value the answer must contain
 
 
+@dataclass
+class Attempt:
+    """One trial ready to run: its prompt, how to decode, and how its row is made."""
+    prompt: list[int]
+    max_new: int
+    stop: Callable[[str], bool]
+    row: dict  # fields known before the answer (the key, the prompt's length, ...)
+    score: Callable[[str], dict]  # the answer -> its scored fields
+
+
 class TrialTask:
-    """What the retrieval tasks share: cells are length × depth × sample, one prefill per trial,
-    and every trial's prompt is built once at the shortest length while planning, so a length
-    too short for any of them stops the run before anything is measured or written. A subclass
-    writes :meth:`fits` (raises EvalkitError when the prompt does not fit)."""
+    """What the retrieval tasks share: cells are length × depth × sample, one greedy answer per
+    trial, and every trial's prompt is built once at the shortest length while planning, so a
+    length too short for any of them stops the run before anything is measured or written. A
+    subclass writes :meth:`attempt`.
+
+    Trials that may share a KV prefix (``ctx.reuse``, set per method by the sweep) are grouped per
+    sample (and per length where the method's factor follows the length) and measured in the
+    order of their prompts from one carried cache (:class:`SharedPrefix`); ``reused`` records how
+    many prompt tokens each took from it (0: a full prefill)."""
 
     min_length = 1  # the real minimum depends on the tokenizer: planning says it
     default = False
     profile = False
 
-    def fits(self, ctx, length: int, sample: int, depth: float) -> None:
+    def attempt(self, ctx, cell: Cell) -> Attempt:
         raise NotImplementedError
 
     def cells(self, ctx, lengths) -> list[Cell]:
         depths, samples = ctx.cfg.opt("depths"), range(ctx.cfg.samples)
         for depth in depths:
             for sample in samples:
-                self.fits(ctx, min(lengths), sample, depth)
+                self.attempt(ctx, Cell(self.name, min(lengths), sample, depth))
         return [Cell(self.name, n, s, d) for n in lengths for d in depths for s in samples]
 
     def group(self, ctx, cell: Cell, prefix_mode: bool):
+        reuse = getattr(ctx, "reuse", "")
+        if reuse == "lengths":
+            return ("shared-prefix", cell.sample)
+        if reuse == "length":
+            return ("shared-prefix", cell.sample, cell.length)
         return cell  # one prefill per trial
+
+    def measure(self, ctx, cells: list[Cell]) -> list[dict]:
+        attempts = [self.attempt(ctx, c) for c in cells]
+        shared = SharedPrefix() if len(cells) > 1 else None
+        rows: list = [None] * len(cells)
+        for i in sorted(range(len(cells)), key=lambda i: attempts[i].prompt):  # neighbours share the most
+            a = attempts[i]
+            answer = generate(ctx, a.prompt, a.max_new, a.stop, shared)
+            scored = NON_FINITE if answer is None else a.score(answer)
+            rows[i] = dict(a.row, **scored, reused=shared.reused if shared else 0)
+        return rows
 
 
 class NeedleTask(TrialTask):
@@ -272,7 +347,7 @@ class NeedleTask(TrialTask):
 
     identity = ("depth", "seed", "haystack", "chat_template")
     options = (DEPTHS, HAYSTACK, CHAT_TEMPLATE)
-    columns = {"answer": str, "expected": str, "score": float, "correct": int, "tokens": int}
+    columns = {"answer": str, "expected": str, "score": float, "correct": int, "tokens": int, "reused": int}
 
     @classmethod
     def metric(cls, name: str, title: str) -> tuple[Metric]:
@@ -281,16 +356,13 @@ class NeedleTask(TrialTask):
     def trial(self, ctx, length: int, sample: int, depth: float) -> Trial:
         raise NotImplementedError
 
-    def fits(self, ctx, length, sample, depth) -> None:
-        self.trial(ctx, length, sample, depth)
-
-    def measure(self, ctx, cells: list[Cell]) -> list[dict]:
-        (cell,) = cells
+    def attempt(self, ctx, cell: Cell) -> Attempt:
         t = self.trial(ctx, cell.length, cell.sample, cell.depth)
         budget = len(encode(ctx.tokenizer, " " + ", ".join(t.expected) + ".")) + 16
-        answer = generate(ctx, t.prompt, budget, lambda text: False)
-        row = dict(expected=" ".join(t.expected), tokens=len(t.prompt))
-        if answer is None:
-            return [dict(row, **NON_FINITE)]
-        score = recalled(answer, t.expected)
-        return [dict(row, answer=answer.strip(), score=score, correct=int(score == 1))]
+
+        def score(answer: str) -> dict:
+            found = recalled(answer, t.expected)
+            return dict(answer=answer.strip(), score=found, correct=int(found == 1))
+
+        return Attempt(t.prompt, budget, lambda text: False, dict(expected=" ".join(t.expected), tokens=len(t.prompt)),
+                       score)
