@@ -2,27 +2,43 @@
 
 For each task's primary metric (the tasks declare them, see ``evalkit tasks``):
 - ``<model>_<metric>``: the metric vs context length per method, 95% intervals as bands,
-  trained length marked (log scale where the metric says so);
+  trained length marked (log scale where the metric says so); measured at one length only,
+  one bar per method instead (a dot on a log axis) with its value written beside it;
 - ``<model>_<metric>_heatmap``: for percentages of tasks with a depth, depth × length,
   one panel per method;
 - ``<model>_positions``: mean NLL vs token position at the longest length, for tasks that
   write positions.csv.
+
+Every figure is meant to be pasted as is: the value axis is labelled in plain numbers across
+the data's range, legends sit outside the axes, methods beyond ten colours differ by marker
+and line style as well, and methods that tie stay visible (each drawn thinner than the one
+below). ``draw_all`` makes the figures, ``plot_all`` writes them.
 """
 from __future__ import annotations
 
 import math
-
 import re
+import textwrap
 from pathlib import Path
 
+from matplotlib import rcParams
+from matplotlib.font_manager import FontProperties
+from matplotlib.ticker import Formatter, Locator, MaxNLocator, MultipleLocator, NullFormatter
+
 from evalkit.compare import label_key, load_results, row_method_label, setting_label, summarise
-from evalkit.results import PROFILE_KEY, profile_key
 from evalkit.errors import EvalkitError
+from evalkit.results import PROFILE_KEY, profile_key
 
 FORMATS = ("png", "pdf", "svg")
 # no timestamps or software versions inside the files: same CSV, same bytes
 METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None, "Producer": None, "Creator": None},
             "svg": {"Date": None, "Creator": None}}
+MARKERS, LINESTYLES = "osD^v", ("-", "--", ":", "-.", (0, (5, 1, 1, 1)))
+# labelled ticks per decade on a log axis, sparsest first: the densest whose labels fit is used
+LOG_STEPS = ((1,), (1, 2, 5), (1, 2, 3, 5), (1, 1.5, 2, 3, 4, 5, 6, 8), (1, 1.5, 2, 3, 4, 5, 6, 7, 8),
+             (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9))
+LEGEND_ROWS = 18  # more methods than this: the legend gets more columns
+HEATMAP_COLUMNS = 6  # panels per row of a heatmap figure
 
 
 def _slug(text: str) -> str:
@@ -39,86 +55,273 @@ def _pyplot():
     return plt
 
 
-def _figure(width=6.4, height=4.2):
-    return _pyplot().subplots(figsize=(width, height), dpi=150)
+def _figure(width=6.4, height=4.2, **kw):
+    # constrained layout makes room for what sits outside the axes (legend, colour bar)
+    return _pyplot().subplots(figsize=(width, height), dpi=150, layout="constrained", **kw)
 
 
-def _save(fig, out: Path, name: str, fmt: str) -> Path:
-    import matplotlib.pyplot as plt
+def _style(i: int) -> dict:
+    """The i-th method's look: ten colours, then the colours again with other markers and dashes."""
+    return dict(color=f"C{i % 10}", marker=MARKERS[i // 10 % len(MARKERS)],
+                linestyle=LINESTYLES[i // 10 % len(LINESTYLES)])
 
-    path = out / f"{name}.{fmt}"
-    fig.tight_layout()
-    fig.savefig(path, format=fmt, metadata=METADATA[fmt])
-    plt.close(fig)
-    return path
+
+def _under(i: int, n: int) -> float:
+    """1 for the first of ``n`` methods drawn, 0 for the last. Where methods tie, each later one is
+    drawn thinner on top of the earlier ones, which show round it."""
+    return 1 - i / (n - 1) if n > 1 else 0.5
+
+
+def _length_label(n: int) -> str:
+    return f"{n // 1024}k" if n and n % 1024 == 0 else str(n)
+
+
+def _legend_width(labels) -> float:
+    """Inches a one-column legend of ``labels`` takes at font size 9 (estimate, to widen the figure)."""
+    return 0.9 + 0.075 * max((len(str(s)) for s in labels), default=0)
+
+
+def _legend_outside(ax) -> None:
+    """The legend to the right of the axes, where it can never cover a curve."""
+    n = len(ax.get_legend_handles_labels()[1])
+    if n:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0, fontsize=9,
+                  ncol=math.ceil(n / LEGEND_ROWS))
 
 
 def _trained_line(ax, trained: float) -> None:
+    """A dashed line at the trained length, named above the axes where no data point can hide it."""
     if not math.isfinite(trained):  # rows that do not say their trained length
         return
     trained = int(trained)
     ax.axvline(trained, color="grey", linestyle="--", linewidth=1)
-    ax.text(trained, 0.98, f" trained {trained}", transform=ax.get_xaxis_transform(), va="top", fontsize=9,
-            color="grey")
+    top = ax.secondary_xaxis("top")
+    top.set_xticks([trained], [f"trained {trained}"], fontsize=9, color="grey")
+    top.tick_params(length=3, color="grey")
+    top.minorticks_off()
+
+
+# --- axes: plain-number labels that fit -------------------------------------------------------
+
+def _decimals(v: float) -> int:
+    """The fewest decimals (at most 6) that write ``v`` exactly, up to float noise."""
+    return next((d for d in range(7) if abs(round(v, d) - v) <= 1e-9 * max(1.0, abs(v))), 6)
+
+
+def _plain(v: float, decimals: int | None = None) -> str:
+    return f"{v + 0.0:.{_decimals(v) if decimals is None else decimals}f}"  # + 0.0: never "-0"
+
+
+def _points_along(axis) -> float:
+    """The length of ``axis`` in points, as laid out when it is drawn."""
+    box = axis.axes.get_window_extent()
+    return (box.width if axis.axis_name == "x" else box.height) * 72 / axis.axes.figure.dpi
+
+
+def _label_room(axis, text: str) -> float:
+    """Points a tick label takes along ``axis``, a gap included: its height on y, its width on x."""
+    size = FontProperties(size=rcParams[f"{axis.axis_name}tick.labelsize"]).get_size_in_points()
+    return size * 1.5 if axis.axis_name == "y" else size * (0.62 * len(text) + 1.0)
+
+
+def _fits(axis, ticks, fraction) -> bool:
+    """Whether the labels of ``ticks`` (at ``fraction`` of the axis each) leave each other room."""
+    length = _points_along(axis)
+    ends = [(fraction(t) * length, _label_room(axis, _plain(t))) for t in sorted(ticks)]
+    return all(b - a >= (ra + rb) / 2 for (a, ra), (b, rb) in zip(ends, ends[1:]))
+
+
+class LogTicks(Locator):
+    """A log axis's labelled ticks: the most 1-2-5 … 1-9 steps per decade whose labels fit;
+    in a range too narrow for four of those, evenly spaced ones."""
+
+    def __call__(self):
+        return self.tick_values(*self.axis.get_view_interval())
+
+    def tick_values(self, vmin, vmax):
+        vmin, vmax = sorted((vmin, vmax))
+        if not 0 < vmin < vmax:
+            return [v for v in (vmin, vmax) if v > 0][:1]
+        fraction = lambda v: math.log(v / vmin) / math.log(vmax / vmin)
+        decades = range(math.floor(math.log10(vmin)), math.ceil(math.log10(vmax)) + 1)
+        best = []
+        for steps in LOG_STEPS:
+            ticks = [m * 10.0 ** e for e in decades for m in steps if vmin <= m * 10.0 ** e <= vmax]
+            if _fits(self.axis, ticks, fraction):
+                best = ticks
+        for bins in (8, 6, 4) if len(best) < 4 else ():
+            even = [v for v in MaxNLocator(nbins=bins, steps=[1, 2, 2.5, 5, 10]).tick_values(vmin, vmax)
+                    if vmin <= v <= vmax]
+            if len(even) > len(best) and _fits(self.axis, even, fraction):
+                return even
+        return best
+
+
+class Plain(Formatter):
+    """Plain numbers, no offset or power of ten; evenly spaced ticks share their decimals."""
+
+    decimals = None
+
+    def set_locs(self, locs):
+        steps = [b - a for a, b in zip(sorted(locs), sorted(locs)[1:])]
+        even = steps and all(math.isclose(s, steps[0], rel_tol=1e-6) for s in steps)
+        self.decimals = max(map(_decimals, locs)) if even else None
+
+    def __call__(self, x, pos=None):
+        return _plain(x, self.decimals)
+
+
+class LengthLabels(Formatter):
+    """Context lengths (4k, 6144). Where neighbours' labels would collide, powers of two keep theirs
+    first, then the others from the left wherever there is room."""
+
+    shown = ()
+
+    def set_locs(self, locs):
+        to_points = self.axis.axes.transData.transform
+        dpi, kept = self.axis.axes.figure.dpi, []  # (position in points, room) of the labels kept
+        for v in sorted(locs, key=lambda v: (not _power_of_two(v), v)):
+            x, room = to_points((v, 0))[0] * 72 / dpi, _label_room(self.axis, _length_label(int(v)))
+            if all(abs(x - x2) >= (room + room2) / 2 for x2, room2, _ in kept):
+                kept.append((x, room, v))
+        self.shown = {v for *_, v in kept}
+
+    def __call__(self, x, pos=None):
+        return _length_label(int(x)) if x in self.shown else ""
+
+
+def _power_of_two(v: float) -> bool:
+    return v >= 1 and float(v).is_integer() and int(v) & (int(v) - 1) == 0
+
+
+def _value_axis(axis, log: bool) -> None:
+    """Labels in plain numbers across the data's range on the axis that carries the metric."""
+    if log:
+        getattr(axis.axes, f"set_{axis.axis_name}scale")("log")
+        axis.set_major_locator(LogTicks())
+        axis.set_minor_formatter(NullFormatter())  # unlabelled minor ticks: the labels are chosen above
+    axis.set_major_formatter(Plain())
+
+
+def _position_axis(ax, longest: int) -> None:
+    """Token positions 0 … ``longest`` in steps of a power of two (at most eight), labelled 2k, 4k, …"""
+    ax.xaxis.set_major_locator(MultipleLocator(2 ** math.ceil(math.log2(max(longest, 8) / 8))))
+    ax.xaxis.set_major_formatter(LengthLabels())
 
 
 def _length_axis(ax, lengths) -> None:
     ax.set_xscale("log", base=2)
-    ax.set_xticks(sorted(lengths))
-    ax.set_xticklabels([f"{n // 1024}k" if n % 1024 == 0 else str(n) for n in sorted(lengths)])
+    ax.set_xticks(sorted(int(n) for n in lengths))
+    ax.xaxis.set_major_formatter(LengthLabels())
     ax.minorticks_off()
 
 
-def plot_versus_length(df, metric, model: str, out, fmt) -> tuple[Path, dict]:
-    """One line per method of ``metric`` over context length (95% intervals as bands), the
-    trained length marked."""
+# --- figures -------------------------------------------------------------------------------------
+
+def _title(df, metric, model: str) -> str:
     from evalkit.tasks import TASKS
 
-    long = summarise(df, metric.name)
-    fig, ax = _figure()
-    series = {}
-    percent = 100 if metric.percent else 1
-    for label, g in long.groupby("method", sort=False):
-        ok = g[g["status"] == "ok"].sort_values("length")
-        series[label] = (ok["length"].tolist(), (percent * ok["value"]).tolist())
-        line, = ax.plot(*series[label], marker="o", label=label)
-        band = ok[ok["low"].notna()]  # 95% intervals where a cell has more than one sample
-        if len(band):
-            ax.fill_between(band["length"], percent * band["low"], percent * band["high"], color=line.get_color(),
-                            alpha=0.15, linewidth=0)
-    if metric.percent:
-        ax.set_ylim(-5, 105)
-    if metric.log_axis:
-        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-        ax.set_yscale("log")
-        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.yaxis.set_minor_formatter(NullFormatter())
-    _length_axis(ax, long["length"].unique())
-    _trained_line(ax, float(df["trained_len"].iloc[0]))
-    ax.set_xlabel("context length (tokens)")
-    ax.set_ylabel(metric.title + (" (%)" if metric.percent else "") + (", log scale" if metric.log_axis else ""))
     title = f"{model}: {metric.title}"
     if "data" in TASKS.get(metric.task).identity:  # say what text it was measured on
         title += " on " + ", ".join(sorted(df.loc[df.task == metric.task, "data"].unique()))
-    ax.set_title(title)
-    ax.legend(fontsize=9)
-    return _save(fig, out, f"{_slug(model)}_{metric.name}", fmt), series
+    return title
 
 
-def plot_heatmap(df, metric, model, out, fmt) -> tuple[Path, dict]:
-    """A depth × length grid of ``metric`` (a percentage) per method."""
+def _wrap(title: str, inches: float, size: float = 12) -> str:
+    """``title`` in lines that fit ``inches`` at font size ``size`` (an average glyph is ~0.53 em)."""
+    return "\n".join(textwrap.fill(line, max(20, int(inches * 72 / (0.53 * size)))) for line in title.split("\n"))
+
+
+def _axis_label(metric) -> str:
+    return metric.title + (" (%)" if metric.percent else "") + (", log scale" if metric.log_axis else "")
+
+
+def draw_versus_length(df, metric, model: str):
+    """One line per method of ``metric`` over context length (95% intervals as bands), the trained
+    length marked; measured at one length only, a bar per method instead. Returns (figure, series)."""
+    long = summarise(df, metric.name)
+    if long["length"].nunique() == 1:
+        return _draw_one_length(df, long, metric, model)
+    labels = list(dict.fromkeys(long["method"]))
+    fig, ax = _figure(4.8 + _legend_width(labels))
+    series = {}
+    percent = 100 if metric.percent else 1
+    for i, (label, g) in enumerate(long.groupby("method", sort=False)):
+        ok = g[g["status"] == "ok"].sort_values("length")
+        series[label] = (ok["length"].tolist(), (percent * ok["value"]).tolist())
+        style = _style(i)
+        under = _under(i, len(labels))
+        ax.plot(*series[label], label=label, markersize=4 + 4 * under, linewidth=1.2 + 1.6 * under, **style)
+        band = ok[ok["low"].notna()]  # 95% intervals where a cell has more than one sample
+        if len(band):
+            ax.fill_between(band["length"], percent * band["low"], percent * band["high"], color=style["color"],
+                            alpha=0.15, linewidth=0)
+    if metric.percent:
+        ax.set_ylim(-5, 105)
+    _value_axis(ax.yaxis, metric.log_axis)
+    _length_axis(ax, long["length"].unique())
+    _trained_line(ax, float(df["trained_len"].iloc[0]))
+    ax.set_xlabel("context length (tokens)")
+    ax.set_ylabel(_axis_label(metric))
+    ax.set_title(_wrap(_title(df, metric, model), fig.get_figwidth() - 0.4))
+    _legend_outside(ax)
+    return fig, series
+
+
+def _draw_one_length(df, long, metric, model: str):
+    """Every method at the one length measured: a bar each (on a log axis a dot), its 95% interval as
+    a whisker, its value written in a column right of the axes; a cell without a value says why."""
+    length, trained = int(long["length"].iloc[0]), float(df["trained_len"].iloc[0])
+    fig, ax = _figure(6.4, 1.5 + 0.32 * len(long))
+    percent = 100 if metric.percent else 1
+    beside = ax.get_yaxis_transform()  # x in axes fractions, y in rows
+    series = {}
+    for i, r in enumerate(long.itertuples()):
+        series[r.method] = ([], [])
+        if r.status != "ok":
+            ax.text(1.03, i, {"oom": "OOM", "nan": "NaN"}.get(r.status, r.status), transform=beside, va="center",
+                    fontsize=9, color="grey")
+            continue
+        v, style = percent * r.value, _style(i)
+        series[r.method] = ([length], [v])
+        # an interval's end can sit a rounding error past its value (Wilson's at 0 of 3): never below 0
+        whisker = None if math.isnan(r.low) else [[max(v - percent * r.low, 0)], [max(percent * r.high - v, 0)]]
+        error_kw = dict(ecolor="0.35", elinewidth=1, capsize=3)
+        if metric.log_axis:  # a bar's length means nothing on a log axis
+            ax.errorbar(v, i, xerr=whisker, fmt=style["marker"], color=style["color"], markersize=7, **error_kw)
+        else:
+            ax.barh(i, v, height=0.6, color=style["color"], xerr=whisker, error_kw=error_kw)
+        ax.text(1.03, i, f"{v:.0f}%" if metric.percent else f"{v:.3f}", transform=beside, va="center", fontsize=9)
+    ax.set_yticks(range(len(long)), long["method"].tolist())
+    ax.set_ylim(len(long) - 0.5, -0.5)  # the first method on top
+    ax.grid(axis="y", color="0.85", linestyle=":")
+    ax.set_axisbelow(True)
+    _value_axis(ax.xaxis, metric.log_axis)
+    if metric.percent:
+        ax.set_xlim(0, 102)
+    elif not metric.log_axis:
+        ax.set_xlim(left=min(0, ax.get_xlim()[0]))  # bars start at zero
+    ax.set_xlabel(_axis_label(metric))
+    where = f"at {length} tokens" + (f" (trained length {int(trained)})" if math.isfinite(trained) else "")
+    ax.set_title(_wrap(f"{_title(df, metric, model)}\n{where}", fig.get_figwidth() - 0.4))
+    return fig, series
+
+
+def draw_heatmap(df, metric, model):
+    """A depth × length grid of ``metric`` (a percentage) per method, in rows of at most six panels.
+    Returns (figure, {method: grid})."""
+    import numpy as np
+
     long = summarise(df, metric.name, per_depth=True)
     labels = list(dict.fromkeys(long["method"]))
     lengths, depths = sorted(long["length"].unique()), sorted(long["depth"].unique())
-    import numpy as np
-
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(labels), figsize=(1.6 + 2.1 * len(labels), 1.6 + 0.4 * len(depths)), dpi=150,
-                             squeeze=False, sharey=True)
+    cols = min(len(labels), HEATMAP_COLUMNS)
+    rows = math.ceil(len(labels) / cols)
+    panel = max(1.5, 0.5 + 0.45 * len(lengths))  # wide enough for every length's label
+    fig, axes = _figure(1.2 + panel * cols, 0.6 + rows * (1.2 + 0.4 * len(depths)), nrows=rows, ncols=cols,
+                        squeeze=False, sharey=True)
     series = {}
-    for ax, label in zip(axes[0], labels):
+    for k, (ax, label) in enumerate(zip(axes.flat, labels)):
         g = long[long["method"] == label]
         grid = np.full((len(depths), len(lengths)), np.nan)
         for _, r in g.iterrows():
@@ -128,36 +331,47 @@ def plot_heatmap(df, metric, model, out, fmt) -> tuple[Path, dict]:
         im = ax.imshow(grid, vmin=0, vmax=100, cmap="RdYlGn", aspect="auto", origin="upper")
         for (i, j), v in np.ndenumerate(grid):
             ax.text(j, i, "n/a" if np.isnan(v) else f"{v:.0f}", ha="center", va="center", fontsize=8)
-        ax.set_xticks(range(len(lengths)), [f"{n // 1024}k" if n % 1024 == 0 else str(n) for n in lengths])
+        ax.set_xticks(range(len(lengths)), [_length_label(n) for n in lengths])
         ax.set_yticks(range(len(depths)), [f"{d:.0%}" for d in depths])
-        ax.set_title(label, fontsize=10)
-        ax.set_xlabel("length")
-    axes[0][0].set_ylabel("needle depth")
-    fig.colorbar(im, ax=axes[0].tolist(), label="accuracy (%)", shrink=0.9)
-    fig.suptitle(f"{model}: {metric.title} by depth and length", fontsize=11, y=1.04)
-    path = out / f"{_slug(model)}_{metric.name}_heatmap.{fmt}"
-    fig.savefig(path, format=fmt, metadata=METADATA[fmt], bbox_inches="tight")
-    plt.close(fig)
-    return path, series
+        ax.set_title(textwrap.fill(label, 18), fontsize=10)
+        if k + cols >= len(labels):  # no panel below this one
+            ax.set_xlabel("length")
+    for ax in axes.flat[len(labels):]:
+        ax.set_visible(False)
+    for row in axes:
+        row[0].set_ylabel("needle depth")
+    fig.colorbar(im, ax=axes, label="accuracy (%)", shrink=0.9)
+    fig.suptitle(_wrap(f"{model}: {metric.title} by depth and length", fig.get_figwidth() - 0.4, 11), fontsize=11)
+    return fig, series
+
+
+def _results_labels(df) -> dict:
+    """{label_key: method label} of the results rows, so that a positions.csv row is labelled as its
+    table row is (a file of evalkit <= 0.2 included). A positions.csv of evalkit 0.1 has no source
+    column: its rows also find their label under the key with no source, where only one label has it."""
+    labels = {label_key(r): r["_method"] for r in df.to_dict("records")}
+    sourceless = {}
+    for key, label in labels.items():
+        sourceless.setdefault(key[:1] + ("",) + key[2:], set()).add(label)
+    return {**{k: v.pop() for k, v in sourceless.items() if len(v) == 1}, **labels}
 
 
 def _label_from_results(row: dict, labels: dict) -> str:
-    """A positions.csv row's method label: that of its cell's results rows (so a file of evalkit <= 0.2
-    is labelled as its table is), else computed from the row itself."""
+    """A positions.csv row's method label: that of its cell's results rows, else computed from the row."""
     return labels.get(label_key(row)) or row_method_label(row)
 
 
-def plot_positions(profile, df, model, out, fmt) -> tuple[Path, dict]:
+def draw_positions(profile, df, model):
+    """Mean NLL by token position at the longest length, one line per method. Returns (figure, series)."""
     longest = int(profile["length"].max())
     p = profile[profile["length"] == longest]
-    fig, ax = _figure()
-    series = {}
     several_l = p["trained_len"].nunique(dropna=False) > 1
     keys = [profile_key(r) for r in p.to_dict("records")]  # an empty setting (older rows) reads as its default
     p = p.assign(**{c: [k[PROFILE_KEY.index(c)] for k in keys] for c in _options_in(PROFILE_KEY)})
     varying = [c for c in _options_in(PROFILE_KEY) if p[c].nunique() > 1]  # settings never averaged together
-    labels = {label_key(r): r["_method"] for r in df.to_dict("records")}
+    labels = _results_labels(df)
     p = p.assign(_method=[_label_from_results(r, labels) for r in p.to_dict("records")])
+    series = {}
     for (label, trained, *setting), g in p.groupby(["_method", "trained_len"] + varying, sort=False, dropna=False):
         if several_l:  # one line per trained length, as in the tables (never averaged together)
             label += f" L={trained:g}" if trained == trained else " L=?"
@@ -168,15 +382,22 @@ def plot_positions(profile, df, model, out, fmt) -> tuple[Path, dict]:
                                                 include_groups=False)
         mid = (per.index + (g.groupby("position_start")["position_end"].first() - per.index) / 2).tolist()
         series[label] = (mid, per.tolist())
-        ax.plot(*series[label], label=label, linewidth=1.2)
+    fig, ax = _figure(4.8 + _legend_width(series))
+    for i, (label, xy) in enumerate(series.items()):
+        style = _style(i)
+        ax.plot(*xy, label=label, linewidth=0.9 + 1.5 * _under(i, len(series)), color=style["color"],
+                linestyle=style["linestyle"])
+    _value_axis(ax.yaxis, log=False)
+    _position_axis(ax, longest)
     _trained_line(ax, float(df["trained_len"].iloc[0]))
     ax.set_xlabel("token position")
     ax.set_ylabel("mean NLL per bucket (nats)")
     windows = sorted({s for s in p["stride"] if s != "0"}, key=int)
-    ax.set_title(f"{model}: loss by position at {longest} tokens" if not windows else
-                 f"{model}: loss by document position, windows of {longest} (stride {', '.join(windows)})")
-    ax.legend(fontsize=9)
-    return _save(fig, out, f"{_slug(model)}_positions", fmt), series
+    ax.set_title(_wrap(f"{model}: loss by position at {longest} tokens" if not windows else
+                       f"{model}: loss by document position, windows of {longest} (stride {', '.join(windows)})",
+                       fig.get_figwidth() - 0.4))
+    _legend_outside(ax)
+    return fig, series
 
 
 def _options_in(columns) -> list[str]:
@@ -211,21 +432,40 @@ def load_profiles(paths):
     return prof[finite]  # a non-finite or unreadable value is never drawn as a number
 
 
-def plot_all(paths, out: Path, fmt: str = "png") -> dict[Path, dict]:
-    """Every figure the results allow, per model; returns {file: plotted series}."""
-    if fmt not in FORMATS:
-        raise EvalkitError(f"unknown figure format {fmt!r}", f"use one of {', '.join(FORMATS)}")
-    df = load_results(paths)
-    profile = load_profiles(paths)
-    out.mkdir(parents=True, exist_ok=True)
-    made = {}
+def draw_all(paths):
+    """Every figure the results allow, per model, drawn but not written: (name, figure, series) one at a
+    time. The files are read at once; the caller closes each figure."""
+    df, profile = load_results(paths), load_profiles(paths)
+    return _figures(df, profile)
+
+
+def _figures(df, profile):
     from evalkit.tasks import METRICS, TASKS
 
     for model, g in df.groupby("model", sort=True):
         for metric in (m for _, m in METRICS.items() if m.primary and (g["task"] == m.task).any()):
-            made.update([plot_versus_length(g, metric, model, out, fmt)])
+            yield (f"{_slug(model)}_{metric.name}", *draw_versus_length(g, metric, model))
             if metric.percent and "depth" in TASKS.get(metric.task).identity:
-                made.update([plot_heatmap(g, metric, model, out, fmt)])
+                yield (f"{_slug(model)}_{metric.name}_heatmap", *draw_heatmap(g, metric, model))
         if profile is not None and (profile["model"] == model).any():
-            made.update([plot_positions(profile[profile["model"] == model], g, model, out, fmt)])
+            yield (f"{_slug(model)}_positions", *draw_positions(profile[profile["model"] == model], g, model))
+
+
+def plot_all(paths, out: Path, fmt: str = "png") -> dict[Path, dict]:
+    """Every figure the results allow, per model, written to ``out``; returns {file: plotted series}."""
+    if fmt not in FORMATS:
+        raise EvalkitError(f"unknown figure format {fmt!r}", f"use one of {', '.join(FORMATS)}")
+    figures = draw_all(paths)
+    out.mkdir(parents=True, exist_ok=True)
+    plt = _pyplot()
+    before, made = set(plt.get_fignums()), {}
+    try:
+        for name, fig, series in figures:
+            path = out / f"{name}.{fmt}"
+            fig.savefig(path, format=fmt, metadata=METADATA[fmt])
+            plt.close(fig)
+            made[path] = series
+    finally:  # a figure that failed half-drawn is closed too
+        for number in set(plt.get_fignums()) - before:
+            plt.close(number)
     return made

@@ -340,8 +340,11 @@ def _reset_peak(device: str) -> None:
             torch.cuda.reset_peak_memory_stats(i)
 
 
-def measure_group(ctx, group: Group, spec, oom_at: dict) -> list[dict]:
-    """Rows for one group: measured, or status oom / skipped."""
+def measure_group(ctx, group: Group, spec, oom_at: dict):
+    """Rows for one group as they are measured: batches of (cell index, row) pairs. A task's
+    ``measure`` returns a list (one row per cell, in order: one batch) or yields (cell index,
+    row) pairs one trial at a time (each its own batch, committed as it comes). Cells left when
+    memory runs out get status oom; a group past a length that ran out gets status skipped."""
     import torch
 
     from evalkit.patches import patched
@@ -349,27 +352,36 @@ def measure_group(ctx, group: Group, spec, oom_at: dict) -> list[dict]:
     cfg, device = ctx.cfg, ctx.loaded.device
     longest = max(c.length for c in group.cells)
     if group.method in oom_at and min(c.length for c in group.cells) >= oom_at[group.method]:
-        return [dict(status="skipped", error=f"a length <= {oom_at[group.method]} ran out of memory")
-                for _ in group.cells]
+        yield [(i, dict(status="skipped", error=f"a length <= {oom_at[group.method]} ran out of memory"))
+               for i in range(len(group.cells))]
+        return
     _reset_peak(device)
+    done: set = set()
     t0 = time.perf_counter()
+
+    def stamped(batch):  # a task may set its own status (nan) on a row
+        nonlocal t0
+        seconds, t0 = (time.perf_counter() - t0) / len(batch), time.perf_counter()
+        done.update(i for i, _ in batch)
+        return [(i, {"status": "ok", "error": "", **r, "seconds": round(seconds, 3),
+                     "peak_mem_mb": round(_peak_mb(device), 1)}) for i, r in batch]
+
     try:
         with patched(ctx.model, group.method, trained_len=spec.trained_len, target_len=longest,
                      rope_reset=cfg.rope_reset):
-            rows = group.task.measure(ctx, group.cells)
-        status, error = "ok", ""
+            measured = group.task.measure(ctx, group.cells)
+            for batch in [list(enumerate(measured))] if isinstance(measured, list) else ([p] for p in measured):
+                yield stamped(batch)
     except Exception as e:  # noqa: BLE001 (only memory errors are caught; others re-raise)
         if not _is_oom(e):
             raise
         oom_at[group.method] = min(oom_at.get(group.method, longest), longest)
-        rows, status, error = [{} for _ in group.cells], "oom", f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
         gc.collect()
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
-    seconds = (time.perf_counter() - t0) / len(group.cells)
-    peak = _peak_mb(device)
-    return [{"status": status, "error": error, **r, "seconds": round(seconds, 3), "peak_mem_mb": round(peak, 1)}
-            for r in rows]  # a task may set its own status (nan) on a row
+        error = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        left = [i for i in range(len(group.cells)) if i not in done]
+        yield stamped([(i, dict(status="oom", error=error)) for i in left]) if left else []
 
 
 def run(cfg: RunConfig, log=print, progress=None) -> Summary:
@@ -473,16 +485,18 @@ def _measure_all(ctx, spec, pending: list[Group], own: Path, summary: Summary, p
     try:
         for g in pending:
             advance(0, f"{g.method.text} {g.task.name} {max(c.length for c in g.cells)}")
-            measured = measure_group(ctx, g, spec, oom_at)
-            now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-            rows = [dict(common, **key, **row, prefix_mode=int(len(g.cells) > 1), created_at=now)
-                    for key, row in zip(g.keys, measured)]
-            profile.write([dict({k: r.get(k) for k in PROFILE_COLUMNS}, position_start=s, position_end=e, nll=v)
-                           for r in rows for (s, e, v) in r.pop("_profile", [])])
-            results.write(rows)
-            summary.written += len(rows)
-            summary.oom += sum(r["status"] == "oom" for r in rows)
-            advance(len(rows), None, cost[id(g)])
+            for batch in measure_group(ctx, g, spec, oom_at):
+                if not batch:
+                    continue
+                now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+                rows = [dict(common, **g.keys[i], **row, prefix_mode=int(len(g.cells) > 1), created_at=now)
+                        for i, row in batch]
+                profile.write([dict({k: r.get(k) for k in PROFILE_COLUMNS}, position_start=s, position_end=e, nll=v)
+                               for r in rows for (s, e, v) in r.pop("_profile", [])])
+                results.write(rows)
+                summary.written += len(rows)
+                summary.oom += sum(r["status"] == "oom" for r in rows)
+                advance(len(rows), None, cost[id(g)] * len(rows) / len(g.cells))
     finally:
         results.close()
         profile.close()

@@ -302,9 +302,10 @@ class TrialTask:
     subclass writes :meth:`attempt`.
 
     Trials that may share a KV prefix (``ctx.reuse``, set per method by the sweep) are grouped per
-    sample (and per length where the method's factor follows the length) and measured in the
-    order of their prompts from one carried cache (:class:`SharedPrefix`); ``reused`` records how
-    many prompt tokens each took from it (0: a full prefill)."""
+    depth (and per length where the method's factor follows the length) and measured in the
+    order of their prompts from one carried cache (:class:`SharedPrefix`), each row committed as
+    its trial ends; ``reused`` records how many prompt tokens each took from the cache (0: a
+    full prefill)."""
 
     min_length = 1  # the real minimum depends on the tokenizer: planning says it
     default = False
@@ -321,23 +322,25 @@ class TrialTask:
         return [Cell(self.name, n, s, d) for n in lengths for d in depths for s in samples]
 
     def group(self, ctx, cell: Cell, prefix_mode: bool):
+        # the trials of one depth share the prompt up to their needle (all samples; every length
+        # where the method's factor does not follow the length): one group, one carried cache
         reuse = getattr(ctx, "reuse", "")
         if reuse == "lengths":
-            return ("shared-prefix", cell.sample)
+            return ("shared-prefix", cell.depth)
         if reuse == "length":
-            return ("shared-prefix", cell.sample, cell.length)
+            return ("shared-prefix", cell.depth, cell.length)
         return cell  # one prefill per trial
 
-    def measure(self, ctx, cells: list[Cell]) -> list[dict]:
+    def measure(self, ctx, cells: list[Cell]):
+        """(cell index, row) per trial as each is answered (the sweep commits each at once),
+        in the order of their prompts: neighbours share the longest prefixes."""
         attempts = [self.attempt(ctx, c) for c in cells]
         shared = SharedPrefix() if len(cells) > 1 else None
-        rows: list = [None] * len(cells)
-        for i in sorted(range(len(cells)), key=lambda i: attempts[i].prompt):  # neighbours share the most
+        for i in sorted(range(len(cells)), key=lambda i: attempts[i].prompt):
             a = attempts[i]
             answer = generate(ctx, a.prompt, a.max_new, a.stop, shared)
             scored = NON_FINITE if answer is None else a.score(answer)
-            rows[i] = dict(a.row, **scored, reused=shared.reused if shared else 0)
-        return rows
+            yield i, dict(a.row, **scored, reused=shared.reused if shared else 0)
 
 
 class NeedleTask(TrialTask):

@@ -311,6 +311,9 @@ def test_the_demo_writes_apart_draws_its_figures_and_says_what_next(tiny_model_d
     subprocess.run(["git", "init", "-q"], check=True)
     result = evalkit("run", "--model", tiny_model_dir, "--len", "160", "--method", "none,pi")
     assert result.exit_code == 0, result.output
+    import re
+    methods = {re.split(r"\s{2,}", line)[1] for line in result.output.splitlines() if line.startswith(str(tiny_model_dir))}
+    assert methods == {"none", "pi"}  # inside the trained window the derived scale 1 is not part of the label
     out = Path("runs") / tiny_model_dir.as_posix().strip("/").replace("/", "-")
     assert (out / "results.csv").is_file() and not Path("results").exists()
     figures = sorted(p.name for p in (out / "figures").glob("*.png"))

@@ -108,3 +108,27 @@ def test_a_sweep_shares_prefixes_and_records_it_with_the_same_answers(tiny_model
     assert reused["none"] > reused["pi"] > 0 == reused["dynamic-ntk"]  # across lengths > within a length > never
     for k, r in shared.items():
         assert int(r["reused"]) < int(r["tokens"])  # at least the last prompt token computed
+
+
+def test_each_trial_of_a_shared_group_is_committed_as_it_ends(tiny_model_dir, tmp_path, monkeypatch):
+    """A group of shared trials writes each row when its trial ends: memory running out at the
+    third trial keeps the two answered ones and marks only the rest oom."""
+    import evalkit.tasks.retrieval as retrieval
+
+    real, calls = retrieval.generate, []
+
+    def third_runs_out(*args, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            raise MemoryError("simulated")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(retrieval, "generate", third_runs_out)
+    result = CliRunner().invoke(app, ["run", "--model", str(tiny_model_dir), "--len", "512,640", "--method", "none",
+                                      "--task", "passkey", "--depths", "0,1", "--samples", "2",
+                                      "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    rows = read_rows(tmp_path / "r" / "results.csv")
+    by_depth = {d: sorted(r["status"] for r in rows if r["depth"] == d) for d in ("0", "1")}
+    assert by_depth["0"] == ["ok", "ok", "oom", "oom"]  # one group: 2 answered and kept, the rest out of memory
+    assert by_depth["1"] == ["ok"] * 4  # a group of the same longest length: measured (only longer ones skip)
