@@ -422,10 +422,9 @@ def run(cfg: RunConfig, log=print, progress=None) -> Summary:
         for other in result_folders(out):  # no other run on this result set, but this sweep's workers
             if other != own and not sibling(other, out, cfg.shard):
                 check_idle(other)
-        summary = _write_cells(cfg, spec, ctx, groups, out, own, log, progress)
-        _keep_notes(own, ctx.notes)
-        return summary
+        return _write_cells(cfg, spec, ctx, groups, out, own, log, progress)
     finally:
+        _keep_notes(own, ctx.notes)  # also when the run stops early: what planning noted stays
         lock.release()
 
 
