@@ -444,3 +444,34 @@ def test_null_text_and_non_utf8_text(run, tmp_path, name, content, needle):
     bad = tmp_path / name
     bad.write_bytes(content)
     one_line_error(run("--task", "ppl", "--data", bad, *QUICK)[0], needle)
+
+
+@pytest.mark.parametrize("error, oom", [
+    (torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), True),
+    (RuntimeError("CUDA out of memory. Tried to allocate 512.00 MiB (GPU 0; 79.15 GiB total capacity)"), True),
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to "
+                  "allocate 68719476736 bytes"), True),
+    (MemoryError(), True),
+    (RuntimeError("shape '[1, 32, 128]' is invalid for input of size 4096"), False),
+    (ValueError("out of memory"), False),  # only memory errors of torch / Python count
+])
+def test_out_of_memory_is_recognised_in_the_forms_torch_raises(error, oom):
+    from evalkit.sweep import _is_oom
+    assert _is_oom(error) is oom
+
+
+def test_pdf_and_svg_figures_carry_no_time_stamp(run, tmp_path):
+    """The same CSV gives the same bytes: no creation date in a PDF, no date in an SVG."""
+    import time
+
+    result, out = run("--task", "ppl", "--method", "none", *QUICK)
+    assert result.exit_code == 0, result.output
+    for fmt in ("pdf", "svg"):
+        first = evalkit("plot", out, "--out", tmp_path / f"a-{fmt}", "--format", fmt)
+        time.sleep(1.1)  # a time stamp would differ by then
+        second = evalkit("plot", out, "--out", tmp_path / f"b-{fmt}", "--format", fmt)
+        assert first.exit_code == second.exit_code == 0, first.output + second.output
+        for a in sorted((tmp_path / f"a-{fmt}").iterdir()):
+            data = a.read_bytes()
+            assert b"CreationDate" not in data and b"<dc:date>" not in data, a.name
+            assert data == (tmp_path / f"b-{fmt}" / a.name).read_bytes(), a.name
