@@ -90,8 +90,12 @@ def main():
     p.add_argument("--samples", type=int, default=4, help="section A: samples per depth")
     p.add_argument("--methods", default="none,ntk", help="section A")
     p.add_argument("--lengths", default="1024,2048,4096,8192", help="section B: a static method across lengths")
+    p.add_argument("--llama7b-layers", type=int, default=0, help="section C instead: a LLaMA-7B-shaped random-init "
+                   "model with this many decoder layers (the per-token work of a 7B model), at --length")
     p.add_argument("--report", default=str(ROOT / "benchmarks" / "RETRIEVAL.md"))
     args = p.parse_args()
+    if args.llama7b_layers:
+        return llama7b_section(args)
 
     import torch
     import transformers
@@ -135,6 +139,46 @@ r the tokens it took from the cache.
 
 {header}
 {row('none', b)}
+"""
+    Path(args.report).write_text(text)
+    print(text)
+
+
+def llama7b_section(args):
+    """Section C: the same two ways on a LLaMA-7B-shaped model (random weights: the answers are
+    noise, the work is a 7B model's per layer), prompts from the default model's tokenizer."""
+    import dataclasses
+    import importlib.util
+
+    import torch
+
+    from evalkit.models import load_model
+    from evalkit.sweep import RunConfig, RunContext
+
+    spec = importlib.util.spec_from_file_location("bench_ppl", ROOT / "benchmarks" / "bench_ppl.py")
+    bench_ppl = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_ppl)
+    log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
+    small = load_model("smollm2-135m", device=args.device, dtype="auto", log=log)
+    bench_ppl.LLAMA7B["vocab_size"] = len(small.tokenizer)  # the prompts' token ids fit its embedding
+    model = bench_ppl.llama7b_shaped(args.llama7b_layers, small.device)
+    loaded = dataclasses.replace(small, model=model)
+    cfg = RunConfig(lengths=(args.length,), tasks=("passkey",), options={"depths": DEPTHS})
+    ctx = RunContext(cfg, loaded, log)
+    t0 = time.perf_counter()
+    t = section(ctx, model, "none", [args.length], args.samples, log)
+    command = "python benchmarks/bench_retrieval.py " + " ".join(sys.argv[1:])
+    text = f"""# Retrieval trials sharing a KV prefix: a LLaMA-7B-shaped model
+
+`{command.strip()}` — {time.strftime('%Y-%m-%d')}, {torch.get_num_threads()} threads, device {small.device};
+LLaMA-7B shape (4096 wide, 32 heads, MLP 11008) with {args.llama7b_layers} decoder layer(s), random
+weights, fp32 on CPU; {time.perf_counter() - t0:.0f} s in all. Passkey prompts of {args.length} tokens at depths
+{', '.join(map(str, DEPTHS))} × {args.samples} samples, as in RETRIEVAL.md (the answers of random weights
+are noise; both ways must still agree).
+
+| method | trials | full prefills (s) | shared prefix (s) | trials/h full | trials/h shared | speed-up | linear model | quadratic model | prompt tokens reused | same answers |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|
+{row('none', t)}
 """
     Path(args.report).write_text(text)
     print(text)
