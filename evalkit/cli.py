@@ -255,8 +255,6 @@ def run(
             "ignored")
     for flag in ignored_options(cfg.tasks, options):
         log(f"evalkit: {flag} is not read by the tasks run ({', '.join(cfg.tasks)}); ignored (see evalkit tasks)")
-    if worker is not None:
-        log(f"evalkit: worker {worker} ({worker.launcher or '--shard'}) on {cfg.device}")
     summary = run_sweep(cfg, log=log, progress=reporter(log, worker))
     log(f"{summary.written} row(s) written to {summary.results}"
         + (f", {summary.skipped_done} cell(s) already there" if summary.skipped_done else "")
@@ -283,6 +281,8 @@ def _next_steps(summary, cfg, log) -> None:
     """Figures of the whole result set (a lone run), where everything is, and what to try next."""
     out, worker = summary.out, cfg.shard
     model = f" --model {cfg.model}" if cfg.model else ""
+    ran = {c.name for c in cfg.calls}
+    more = next((m for m in ("yarn", "ntk", "self-extend", "pi") if m not in ran), "pi:scale=4")
     if worker is not None:
         log(f"evalkit: worker {worker} is done; once every worker is: evalkit compare {out} --ci, "
             f"evalkit plot {out} --out {out / 'figures'}, evalkit report {out} --out {out / 'report.html'}")
@@ -301,9 +301,9 @@ def _next_steps(summary, cfg, log) -> None:
     log("next:\n"
         f"  evalkit compare {out} --ci                 # tables with 95% intervals\n"
         f"  evalkit report {out} --out {out / 'report.html'}   # one page: setup, tables, figures\n"
-        f"  evalkit run{model} --method none,ntk,yarn --len {','.join(map(str, cfg.lengths))} --out {out}"
-        "   # one more method: the cells above are kept\n"
-        "  evalkit methods / evalkit tasks / evalkit models   # what else there is")
+        f"  evalkit run{model} --method {','.join(cfg.methods + (more,))} --len {','.join(map(str, cfg.lengths))} "
+        f"--out {out}   # one more method: the cells above are kept\n"
+        "  evalkit methods; evalkit tasks; evalkit models   # what else there is")
 
 
 @app.command()

@@ -366,8 +366,11 @@ def checked_max_memory(max_memory: dict, device: str) -> dict:
     if device.startswith("cuda") and not gpus:
         raise EvalkitError("--max-memory names no GPU", "e.g. --max-memory 0=70GiB,1=70GiB")
     if any(d >= have for d in gpus):
-        raise EvalkitError(f"--max-memory names GPU {max(gpus)} but this machine has {have}",
-                           f"name GPUs 0 to {have - 1}" if have else "this machine has no GPU: name only cpu")
+        if not have:
+            raise EvalkitError(f"--max-memory names GPU {max(gpus)}, but this machine has no GPU",
+                               "name only cpu here, or run on a machine with GPUs")
+        raise EvalkitError(f"--max-memory names GPU {max(gpus)}, but this machine has {have} GPU(s)",
+                           f"name GPUs 0 to {have - 1}")
     return max_memory
 
 

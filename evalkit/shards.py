@@ -33,7 +33,9 @@ class Shard:
     launcher: str = ""  # "torchrun", "accelerate" or "" (--shard)
 
     def __post_init__(self):
-        if not (self.count >= 1 and 0 <= self.index < self.count):
+        if self.count < 1:
+            raise EvalkitError(f"--shard {self.index}/{self.count}: N must be at least 1", "e.g. --shard 0/4")
+        if not 0 <= self.index < self.count:
             raise EvalkitError(f"--shard {self.index}/{self.count}: K must be from 0 to N-1",
                                "e.g. --shard 0/4 to --shard 3/4; Slurm: --shard $SLURM_ARRAY_TASK_ID/N")
 

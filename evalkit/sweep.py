@@ -399,6 +399,8 @@ def run(cfg: RunConfig, log=print, progress=None) -> Summary:
         read_rows(each / RESULTS), read_profile(each / PROFILE)
     loaded = load_model(spec, cfg.device, cfg.dtype, cfg.trust_remote_code, log=log, adapter=cfg.adapter,
                         quantize=cfg.quantize, max_memory=cfg.max_memory)
+    if cfg.shard is not None:
+        log(f"evalkit: worker {cfg.shard} ({cfg.shard.launcher or '--shard'}) on {loaded.device}")
     if loaded.device.startswith("cuda:"):  # a launcher's worker: its own GPU is the current one
         import torch
 
@@ -490,6 +492,8 @@ def _measure_all(ctx, spec, pending: list[Group], own: Path, summary: Summary, p
                 now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
                 rows = [dict(common, **g.keys[i], **row, prefix_mode=int(len(g.cells) > 1), created_at=now)
                         for i, row in batch]
+                lengths = ",".join(str(n) for n in sorted({g.cells[i].length for i, _ in batch}))
+                advance(0, f"{g.method.text} {g.task.name} {lengths}")  # what just finished
                 profile.write([dict({k: r.get(k) for k in PROFILE_COLUMNS}, position_start=s, position_end=e, nll=v)
                                for r in rows for (s, e, v) in r.pop("_profile", [])])
                 results.write(rows)

@@ -199,7 +199,7 @@ def test_max_memory_loads_through_accelerate_and_names_only_devices_there(sweep)
     go, out = sweep
     result = go("--max-memory", "cpu=4GiB", "--task", "ppl", "--method", "none")
     assert "row(s) written" in result.output
-    for text, needle in (("0=1GiB", "has 0"), ("0=1XB", "not DEVICE=SIZE"), ("cpu=1GiB,cpu=2GiB", "twice")):
+    for text, needle in (("0=1GiB", "has no GPU"), ("0=1XB", "not DEVICE=SIZE"), ("cpu=1GiB,cpu=2GiB", "twice")):
         result = go("--max-memory", text, ok=False)
         assert result.exit_code == 2 and needle in result.output, result.output
 
