@@ -74,9 +74,9 @@ def test_every_task_runs_on_the_default_model(tmp_path):
         assert 0 <= float(rows[task]["score"]) <= 1 and rows[task]["answer"]
 
 
-@pytest.mark.parametrize("method", ["none", "ntk:alpha=2", "yarn:scale=2", "self-extend:window=256,group=4"])
+@pytest.mark.parametrize("method", ["yarn:scale=2"])  # every static method on tiny models: test_shared_prefix
 def test_passkey_trials_from_a_shared_cache_equal_full_prefills(smollm2, method):
-    """Passkey trials at three depths and two lengths from one carried KV cache: the first answer
+    """Passkey trials at two depths and two lengths from one carried KV cache: the first answer
     token's logits as a full prefill gives them (fp32), and the same answers."""
     from evalkit.patches import parse_call
     from evalkit.forward import next_token_logits
@@ -84,13 +84,13 @@ def test_passkey_trials_from_a_shared_cache_equal_full_prefills(smollm2, method)
 
     tok, ctx = smollm2.tokenizer, SimpleNamespace(model=smollm2.model, tokenizer=smollm2.tokenizer, input_device="cpu")
     pieces, prompts = passkey.Pieces.of(tok), []
-    for length in (1024, 1536):
-        for depth in (0.2, 0.5, 0.9):
+    for length in (768, 1024):
+        for depth in (0.2, 0.9):
             key = passkey.passkey_for(0, 0, depth)
             needle = tok(passkey.NEEDLE.format(key=key), add_special_tokens=False).input_ids
             prompts.append(passkey.build_prompt(pieces, needle, length, depth))
     shared = SharedPrefix()
-    with patched(smollm2.model, parse_call(method), trained_len=8192, target_len=1536):
+    with patched(smollm2.model, parse_call(method), trained_len=8192, target_len=1024):
         for prompt in sorted(prompts):
             got, _ = shared.prefill(ctx, prompt)
             want, _ = next_token_logits(smollm2.model, torch.tensor([prompt]))
