@@ -129,7 +129,8 @@ def run_facts(df, paths, files) -> list[tuple[str, str]]:
              ("methods", ", ".join(_distinct(df["_method"]))),
              ("tasks", ", ".join(_distinct(df["task"]))),
              ("lengths (tokens)", ", ".join(_distinct(df["length"], sort=True)))]
-    for what, col in (("evalkit", "evalkit_version"), ("transformers", "transformers_version"),
+    for what, col in (("evalkit", "evalkit_version"), ("evalkit commit", "evalkit_commit"),
+                      ("transformers", "transformers_version"),
                       ("torch", "torch_version"), ("devices", "device"), ("dtypes", "dtype")):
         facts.append((what, ", ".join(_distinct(df[col], sort=True)) or "not recorded"))
     facts.append(("created (UTC)", f"{created[0]} – {created[-1]}" if created else "not recorded"))

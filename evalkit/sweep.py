@@ -7,6 +7,7 @@ bar. Tasks only turn settings into cells and measure groups of cells.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import datetime as dt
 import gc
 import math
@@ -21,6 +22,29 @@ from evalkit.results import (PROFILE, PROFILE_COLUMNS, PROFILE_REQUIRED, RESULTS
                              drop_everywhere, read_profile, read_rows, recorded, result_columns, row_key, tidy)
 from evalkit.shards import Shard, assign, group_cost, result_folders, sibling
 from evalkit.shards import folder as shard_folder
+
+
+@functools.cache
+def code_commit() -> str:
+    """The git commit of the evalkit code running, when it runs from a checkout ("" otherwise):
+    ``<sha>``, or ``<sha>+dirty`` when evalkit's own files differ from that commit, so two rows
+    with the same ``evalkit_version`` still tell which code made them."""
+    import subprocess
+
+    root = Path(evalkit.__file__).resolve().parent.parent
+
+    def git(*args) -> str:
+        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    try:
+        if Path(git("rev-parse", "--show-toplevel") or "/nonexistent").resolve() != root:
+            return ""  # installed from a wheel, or inside somebody else's repository
+        sha = git("rev-parse", "HEAD")
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", "evalkit", "tasks", "patches")
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return f"{sha}+dirty" if sha and changed else sha
 
 
 def ignored_options(tasks, given) -> list[str]:
@@ -475,6 +499,7 @@ def _measure_all(ctx, spec, pending: list[Group], own: Path, summary: Summary, p
 
     loaded = ctx.loaded
     common = dict(device=loaded.device, dtype=loaded.dtype, evalkit_version=evalkit.__version__,
+                  evalkit_commit=code_commit(),
                   source=spec.source, transformers_version=transformers.__version__,
                   torch_version=torch.__version__.split("+")[0])
     results = CsvAppender(own / RESULTS, result_columns())

@@ -80,7 +80,7 @@ OPTIONS: Registry[Option] = Registry("task option")
 CORE_COLUMNS = {"model": str, "method": str, "scale": float, "alpha": float, "params": str, "rope_scaling": str, "adapter": str, "quantize": str,
                 "trained_len": int, "task": str,
                 "length": int, "depth": float, "sample": int, "seconds": float, "peak_mem_mb": float, "device": str,
-                "dtype": str, "seed": int, "status": str, "evalkit_version": str, "created_at": str,
+                "dtype": str, "seed": int, "status": str, "evalkit_version": str, "evalkit_commit": str, "created_at": str,
                 "prefix_mode": int, "source": str, "error": str, "transformers_version": str, "torch_version": str}
 COLUMN_TYPES: dict[str, type] = dict(CORE_COLUMNS)
 

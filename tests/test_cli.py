@@ -1,6 +1,7 @@
 """The CLI end to end on a tiny random-init LLaMA: schema, resume, OOM, bad input."""
 import csv
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,7 +12,6 @@ import pytest
 from typer.testing import CliRunner
 
 from evalkit.cli import app
-from evalkit.results import result_columns
 
 runner = CliRunner()
 
@@ -23,6 +23,22 @@ def evalkit(*args):
 def rows(out: Path):
     with open(out / "results.csv", newline="") as f:
         return list(csv.DictReader(f))
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def documented_columns() -> list[str]:
+    """The columns the README's "Results schema" table names (the back-quoted names of its first cells)."""
+    text = README.read_text().split("### Results schema (`results.csv`)", 1)[1]
+    table = [line for line in text.split("\n\n`positions.csv`", 1)[0].splitlines() if line.startswith("| `")]
+    return [name for line in table for name in re.findall(r"`([a-z_]+)`", line.split("|")[1])]
+
+
+def documented_profile_columns() -> list[str]:
+    """The ``positions.csv`` header as the README lists it."""
+    text = README.read_text().split("`positions.csv`: ", 1)[1].split(" (predicted positions", 1)[0]
+    return re.findall(r"[a-z_]+", text)
 
 
 @pytest.fixture
@@ -38,7 +54,11 @@ def test_schema_of_both_tasks(tiny_run):
     result, out = tiny_run("--method", "none,pi", "--len", "160,320", "--depths", "0,1", "--samples", "2")
     assert result.exit_code == 0, result.output
     with open(out / "results.csv", newline="") as f:
-        assert next(csv.reader(f)) == result_columns()
+        header = next(csv.reader(f))
+    assert sorted(header) == sorted(documented_columns()), "results.csv and the README's schema table differ"
+    assert header[:5] == ["model", "method", "scale", "alpha", "params"]  # the common columns come first
+    with open(out / "positions.csv", newline="") as f:
+        assert next(csv.reader(f)) == documented_profile_columns()
     got = rows(out)
     passkey = [r for r in got if r["task"] == "passkey"]
     ppl = [r for r in got if r["task"] == "ppl"]
@@ -62,6 +82,20 @@ def test_schema_of_both_tasks(tiny_run):
     assert all(len(v) == 1 for v in keys.values())
     assert "perplexity" in result.output and "passkey accuracy" in result.output
     assert (out / "positions.csv").stat().st_size > 0
+
+
+def test_rows_name_the_git_commit_of_the_code_that_made_them(tiny_run):
+    """Run from a checkout, every row carries ``git rev-parse HEAD`` (+dirty when evalkit's own files
+    changed), so rows of one ``evalkit_version`` made by different code can be told apart."""
+    root = README.parent
+    head = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0 or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    changed = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no",
+                              "evalkit", "tasks", "patches"], capture_output=True, text=True).stdout.strip()
+    result, out = tiny_run("--method", "none", "--len", "160", "--task", "ppl")
+    assert result.exit_code == 0, result.output
+    assert {r["evalkit_commit"] for r in rows(out)} == {head.stdout.strip() + ("+dirty" if changed else "")}
 
 
 def test_rerun_skips_recorded_cells_and_force_redoes_them(tiny_run):
