@@ -166,6 +166,54 @@ def test_prefix_mode_equals_separate_forwards(tiny_run, tmp_path):
         assert float(ra[k]["nll"]) == pytest.approx(float(rb[k]["nll"]), rel=1e-5)
 
 
+def save_tiny_bloom(folder: Path, tokenizer_dir) -> Path:
+    """A tiny random-init BLOOM (ALiBi) with the tiny LLaMA's tokenizer, saved for the CLI."""
+    import torch
+    import transformers
+    tok = transformers.AutoTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(0)
+    cfg = transformers.BloomConfig(vocab_size=len(tok), hidden_size=64, n_layer=2, n_head=4,
+                                   bos_token_id=0, eos_token_id=1)
+    transformers.BloomForCausalLM(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def _method_text(method: str, model_dir) -> str:
+    """``method:k=v,...`` with the values that make it act on the tiny models (scale / alpha 2)."""
+    from conftest import method_params
+    params = method_params(method, s=2.0, folder=Path(model_dir).parent)
+    params.update({"self-extend": {"window": 32, "group": 4}, "rerope": {"window": 32},
+                   "leaky-rerope": {"window": 32, "k": 2.0}}.get(method, {}))
+    return method + (":" + ",".join(f"{k}={v}" for k, v in params.items()) if params else "")
+
+
+def _prefix_cases():
+    from evalkit.patches import METHODS
+    for name, m in METHODS.items():
+        if m.encoding != "any":
+            yield pytest.param(name, m.encoding, m.static, id=name)
+
+
+@pytest.mark.parametrize("method, encoding, static", list(_prefix_cases()))
+def test_every_static_method_gives_prefix_mode_the_nll_of_separate_forwards(method, encoding, static, tiny_model_dir,
+                                                                            tmp_path):
+    """What the README promises for prefix mode, per method and through the CLI: one forward at the
+    longest length gives each shorter length the NLL of its own forward (--no-prefix). Dynamic
+    methods never share a forward."""
+    model = tiny_model_dir if encoding == "rope" else save_tiny_bloom(tmp_path / "bloom", tiny_model_dir)
+    args = ("--model", model, "--method", _method_text(method, tiny_model_dir), "--len", "160,320,480",
+            "--task", "ppl", "--trained-len", "128")
+    a, b = evalkit("run", *args, "--out", tmp_path / "prefix"), evalkit("run", *args, "--no-prefix", "--out", tmp_path / "sep")
+    assert a.exit_code == b.exit_code == 0, a.output + b.output
+    ra = {(r["length"], r["doc"]): r for r in rows(tmp_path / "prefix")}
+    rb = {(r["length"], r["doc"]): r for r in rows(tmp_path / "sep")}
+    assert ra.keys() == rb.keys() and len(ra) == 3
+    for k in ra:
+        assert ra[k]["prefix_mode"] == ("1" if static else "0") and rb[k]["prefix_mode"] == "0"
+        assert float(ra[k]["nll"]) == pytest.approx(float(rb[k]["nll"]), rel=1e-5), k
+
+
 def _one_line_error(result, needle):
     assert result.exit_code == 2, result.output
     text = result.output.strip()

@@ -9,7 +9,7 @@ import torch
 from conftest import (ALIBI_MODELS, ATTENTION_HOOK_REFUSED, LOGN_REFUSED, ROPE_MODELS, ids, logits, method_params,
                       tiny_llama)
 from evalkit.errors import EvalkitError
-from evalkit.patches import METHODS, alibi, methods_for, patched
+from evalkit.patches import METHODS, methods_for, patched
 
 ROPE_METHODS = methods_for("rope")
 ALIBI_METHODS = methods_for("alibi")
@@ -111,8 +111,6 @@ def test_dynamic_ntk_equals_transformers_dynamic_model_at_each_length(length):
 def test_dynamic_ntk_decode_with_cache_keeps_the_prefill_frequencies():
     """Cached decoding under dynamic NTK equals a full forward of the whole sequence
     rotated with the base chosen for the prompt (one base per sequence)."""
-    from evalkit.patches import rope
-
     model = tiny_llama(max_pos=16)
     prompt, extra = ids(40), ids(3, seed=7)
     with patched(model, "dynamic-ntk", alpha=2.0, trained_len=16):
@@ -122,7 +120,7 @@ def test_dynamic_ntk_decode_with_cache_keeps_the_prefill_frequencies():
             out = model(input_ids=extra[:, t:t + 1], past_key_values=cache, use_cache=True)
             cache = out.past_key_values
             step_logits.append(out.logits[:, -1])
-    base = rope.dynamic_ntk_base(16, 1e4, 2.0, 40, 16)  # head dim 16, prompt length 40
+    base = 1e4 * (2.0 * 40 / 16 - 1) ** (16 / 14)  # b·(α·l/L − (α−1))^(d/(d−2)): d 16, l 40, L 16, α 2
     fixed = tiny_llama(max_pos=16, theta=base)
     fixed.load_state_dict(model.state_dict())
     full = logits(fixed, torch.cat([prompt, extra], 1))
@@ -130,23 +128,75 @@ def test_dynamic_ntk_decode_with_cache_keeps_the_prefill_frequencies():
 
 
 def test_ntk_equals_a_model_built_with_the_changed_base():
-    from evalkit.patches.rope import ntk_base
     model = tiny_llama()
-    ref = tiny_llama(theta=ntk_base(16, 1e4, 3.0))
+    ref = tiny_llama(theta=1e4 * 3.0 ** (16 / 14))  # b·α^(d/(d−2)), head dim 16, α 3: by hand
     ref.load_state_dict(model.state_dict())
     x = ids(50)
     with patched(model, "ntk", alpha=3.0, trained_len=16):
         torch.testing.assert_close(logits(model, x), logits(ref, x), rtol=1e-6, atol=1e-6)
 
 
-def test_logn_leaves_positions_inside_the_trained_window_unchanged():
-    model = tiny_llama()
-    x = ids(40)
-    plain = logits(model, x)
+def attention_scores(run, monkeypatch) -> list[torch.Tensor]:
+    """The pre-softmax scores (B, H, T, S) of every eager attention call made by ``run()``, in order
+    (read off the 4-D softmax calls: layer 0, layer 1, ... of each forward)."""
+    seen: list = []
+
+    def recording(real):
+        def softmax(scores, *args, **kwargs):
+            if scores.dim() == 4:
+                seen.append(scores.detach().float().clone())
+            return real(scores, *args, **kwargs)
+        return softmax
+
+    with monkeypatch.context() as m:
+        m.setattr(torch.nn.functional, "softmax", recording(torch.nn.functional.softmax))
+        m.setattr(torch, "softmax", recording(torch.softmax))
+        run()
+    assert seen, "no eager softmax seen: the test needs eager attention"
+    return seen
+
+
+def logn_reference(positions) -> torch.Tensor:
+    """max(1, ln n / ln L) for 0-based positions, n = position + 1, L = 16: written out here."""
+    return torch.tensor([max(1.0, math.log(p + 1) / math.log(16)) for p in positions])
+
+
+def assert_rows_scaled(got: torch.Tensor, plain: torch.Tensor, factor: torch.Tensor):
+    """got = plain with query row t times factor[t], wherever a key is visible (masked entries hold
+    the dtype's minimum in both)."""
+    visible = plain > -1e4
+    assert visible.any(-1).all()
+    want = plain * factor.view(1, 1, -1, 1)
+    torch.testing.assert_close(got[visible], want[visible], rtol=1e-5, atol=1e-6)
+
+
+LOGN_FAMILIES = [f for f in ROPE_MODELS if f not in LOGN_REFUSED]
+
+
+@pytest.mark.parametrize("family", LOGN_FAMILIES)
+@torch.no_grad()
+def test_logn_multiplies_each_query_by_its_factor_and_leaves_keys_alone(family, monkeypatch):
+    """Layer 0's scores under logn are the plain scores with row t times max(1, ln(t+1)/ln 16):
+    1 inside the trained window, ln(t+1)/ln 16 past it; a squared factor, or a factor on the keys
+    (columns), fails. A decode step after a cached prefill gets the factor of its absolute position.
+    (Layer 0's inputs do not depend on the patch, so the two runs differ by the patch alone.)"""
+    extra = {"attn_logit_softcapping": None} if family == "gemma2" else {}  # tanh capping is not linear
+    model = ROPE_MODELS[family](**extra)
+    layers = model.config.num_hidden_layers
+    prompt, step = ids(40), ids(1, seed=5)
+
+    def prefill_then_step():
+        out = model(input_ids=prompt, use_cache=True)
+        model(input_ids=step, past_key_values=out.past_key_values, use_cache=True)
+
+    plain = attention_scores(prefill_then_step, monkeypatch)
     with patched(model, "logn", trained_len=16):
-        got = logits(model, x)
-    torch.testing.assert_close(got[:, :16], plain[:, :16], rtol=0, atol=0)
-    assert not torch.allclose(got[:, 16:], plain[:, 16:])
+        scaled = attention_scores(prefill_then_step, monkeypatch)
+    assert len(plain) == len(scaled) == 2 * layers
+    assert plain[0].shape[-2:] == (40, 40) and plain[layers].shape[-2] == 1
+    assert_rows_scaled(scaled[0], plain[0], logn_reference(range(40)))
+    assert_rows_scaled(scaled[layers], plain[layers], logn_reference([40]))
+    assert not torch.allclose(scaled[0][..., 16:, :], plain[0][..., 16:, :])  # the factor did act past L
 
 
 @pytest.mark.parametrize("release", ["baichuan-7b", "baichuan2-7b"])
@@ -171,7 +221,7 @@ def test_baichuan_rope_ntk_equals_the_model_with_its_own_rotary_rebuilt_at_the_n
 def test_bloom_patch_equals_hand_set_slopes(monkeypatch, heads, method):
     from conftest import tiny_bloom
     bloom = sys.modules[type(tiny_bloom().transformer).__module__]
-    base = alibi.alibi_slopes(heads)
+    base = torch.tensor(ALIBI_SLOPES[heads])
     want_slopes = per_slope_ntk_alibi(base.tolist(), 4.0) if method == "ntk-alibi" else base / 4.0
     model, x = tiny_bloom(heads), ids(30)
     with patched(model, method, trained_len=8, **{"ntk-alibi": {"alpha": 4.0}, "alibi-pi": {"scale": 4.0}}[method]):
@@ -194,9 +244,8 @@ def test_bloom_patch_equals_hand_set_slopes(monkeypatch, heads, method):
 @pytest.mark.parametrize("heads", [4, 6])
 def test_mpt_patch_equals_hand_set_slopes(heads):
     from conftest import tiny_mpt
-    from evalkit.patches.alibi import mpt_alibi_slopes
     model, ref, x = tiny_mpt(heads), tiny_mpt(heads), ids(30)
-    base = mpt_alibi_slopes(heads)
+    base = torch.tensor(ALIBI_SLOPES[heads])  # MPT's alibi_bias_max 8 gives the same slopes
     want_slopes = per_slope_ntk_alibi(base.tolist(), 3.0)
     with patched(model, "ntk-alibi", trained_len=8, alpha=3.0):
         got = logits(model, x)
@@ -210,9 +259,15 @@ def test_mpt_patch_equals_hand_set_slopes(heads):
 def test_mpt_base_slopes_are_read_from_the_model():
     from conftest import tiny_mpt
     from evalkit.patches.alibi_models import _mpt_base
-    from evalkit.patches.alibi import mpt_alibi_slopes
     for heads in (4, 6):
-        torch.testing.assert_close(_mpt_base(tiny_mpt(heads)), mpt_alibi_slopes(heads))
+        torch.testing.assert_close(_mpt_base(tiny_mpt(heads)), torch.tensor(ALIBI_SLOPES[heads]))
+
+
+# ALiBi's slopes by hand (Press et al. 2022, sec. 3): 2^(-8h/n) for n a power of two; otherwise
+# those of the power of two below, then every other slope of the one above (BLOOM, MPT, Baichuan)
+ALIBI_SLOPES = {4: [2 ** -2, 2 ** -4, 2 ** -6, 2 ** -8],
+                5: [2 ** -2, 2 ** -4, 2 ** -6, 2 ** -8, 2 ** -1],
+                6: [2 ** -2, 2 ** -4, 2 ** -6, 2 ** -8, 2 ** -1, 2 ** -3]}
 
 
 def per_slope_ntk_alibi(slopes, a):
@@ -230,6 +285,7 @@ def test_baichuan_alibi_patch_scales_every_head_once_and_resets_the_mask_cache(r
     heads = model.config.num_attention_heads  # 5: not a power of two
     logits(model, x)  # fill the cached future_mask with the original slopes
     base = module._get_interleave(heads)
+    assert base == ALIBI_SLOPES[heads]
     want_slopes = per_slope_ntk_alibi(base, 4.0)
     original_mask = model.model.future_mask.clone()
     with patched(model, "ntk-alibi", trained_len=8, alpha=4.0):
