@@ -127,6 +127,70 @@ def test_dynamic_ntk_decode_with_cache_keeps_the_prefill_frequencies():
     torch.testing.assert_close(torch.stack(step_logits, 1), full[:, 40:], rtol=1e-5, atol=1e-5)
 
 
+class _DigitTokenizer:
+    """Enough of a tokenizer for evalkit's greedy decoding: ids as text, no EOS."""
+    eos_token_id = None
+
+    @staticmethod
+    def decode(tokens, skip_special_tokens=True):
+        return " ".join(map(str, tokens))
+
+
+def _decode_with_evalkit(model, prompt, steps, monkeypatch):
+    """evalkit's own greedy decode loop (tasks.retrieval.generate: prefill, then one cached token per
+    step); returns the logits of each step and the tokens chosen."""
+    import types
+
+    from evalkit import forward
+    from evalkit.tasks.retrieval import generate
+    seen, real = [], forward.next_token_logits
+
+    def recording(*args, **kwargs):
+        out = real(*args, **kwargs)
+        seen.append(out[0].float())
+        return out
+
+    monkeypatch.setattr(forward, "next_token_logits", recording)
+    ctx = types.SimpleNamespace(model=model, tokenizer=_DigitTokenizer(), input_device=torch.device("cpu"))
+    answer = generate(ctx, prompt[0].tolist(), steps, stop=lambda text: False)
+    return torch.cat(seen[:steps]), [int(t) for t in answer.split()]
+
+
+def _greedy_by_full_forwards(model, prompt, steps):
+    """The same greedy decoding without a cache: a whole forward per token."""
+    seq, out = prompt, []
+    for _ in range(steps):
+        last = logits(model, seq)[:, -1]
+        out.append(last)
+        seq = torch.cat([seq, last.argmax(-1, keepdim=True)], 1)
+    return torch.cat(out), seq[0, prompt.shape[1]:].tolist()
+
+
+@pytest.mark.parametrize("family", ["llama", "baichuan-7b"])
+def test_dynamic_ntk_through_evalkits_decode_loop_keeps_the_base_of_the_prompt(family, monkeypatch):
+    """The README's promise for dynamic methods and the KV cache, through the loop the retrieval
+    tasks use: every decode step equals a full forward of a model rotated with the base chosen for
+    the 40-token prompt, b·(α·l/L − (α−1))^(d/(d−2)) written out here (transformers' own ``dynamic``
+    re-bases at each step and differs). Baichuan-7B's remote code keeps a tuple cache and a rotary
+    per layer."""
+    base = 1e4 * (2.0 * 40 / 16 - 1) ** (16 / 14)  # d 16, l 40, L 16, α 2
+    model = ROPE_MODELS[family]()
+    if family == "llama":
+        fixed = tiny_llama(max_pos=16, theta=base)
+        fixed.load_state_dict(model.state_dict())
+    else:
+        fixed = ROPE_MODELS[family]()
+        rotary_class = type(fixed.model.layers[0].self_attn.rotary_emb)
+        for layer in fixed.model.layers:
+            layer.self_attn.rotary_emb = rotary_class(16, max_position_embeddings=64, base=base)
+    prompt = ids(40)
+    with patched(model, "dynamic-ntk", alpha=2.0, trained_len=16):
+        got, tokens = _decode_with_evalkit(model, prompt, 4, monkeypatch)
+    want, want_tokens = _greedy_by_full_forwards(fixed, prompt, 4)
+    assert tokens == want_tokens
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
 def test_ntk_equals_a_model_built_with_the_changed_base():
     model = tiny_llama()
     ref = tiny_llama(theta=1e4 * 3.0 ** (16 / 14))  # b·α^(d/(d−2)), head dim 16, α 3: by hand
