@@ -179,6 +179,44 @@ def save_tiny_bloom(folder: Path, tokenizer_dir) -> Path:
     return folder
 
 
+def save_tiny_mpt(folder: Path, tokenizer_dir, max_seq_len: int) -> Path:
+    """A tiny random-init MPT (ALiBi, refuses inputs past ``max_seq_len``) with the tiny LLaMA's tokenizer."""
+    import torch
+    import transformers
+    tok = transformers.AutoTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(0)
+    cfg = transformers.MptConfig(vocab_size=len(tok), d_model=64, n_layers=2, n_heads=4, expansion_ratio=2,
+                                 max_seq_len=max_seq_len, bos_token_id=0, eos_token_id=1)
+    transformers.MptForCausalLM(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def test_mpt_max_seq_len_is_raised_to_the_longest_length(tiny_model_dir, tmp_path):
+    """MPT refuses inputs longer than config.max_seq_len (64 here): evalkit raises it for the sweep, and
+    the NLL at 160 tokens is that of transformers' own model configured for 160."""
+    import torch
+    import transformers
+    folder = save_tiny_mpt(tmp_path / "mpt", tiny_model_dir, max_seq_len=64)
+    plain = transformers.MptForCausalLM.from_pretrained(folder).eval()
+    from evalkit.tasks.data import stdlib_documents
+    text = next(stdlib_documents()).text[:4000]  # the first built-in document, as the run reads it
+    x = torch.tensor([transformers.AutoTokenizer.from_pretrained(folder)(text).input_ids[:160]])
+    with pytest.raises(Exception):  # what evalkit must work around
+        plain(input_ids=x)
+    result = evalkit("run", "--model", folder, "--method", "none,ntk-alibi", "--len", "160", "--task", "ppl",
+                     "--samples", "1", "--out", tmp_path / "r")
+    assert result.exit_code == 0, result.output
+    got = {r["method"]: r for r in rows(tmp_path / "r")}
+    assert {r["status"] for r in got.values()} == {"ok"} and got["none"]["trained_len"] == "64"
+    plain.config.max_seq_len = 160
+    with torch.no_grad():
+        logp = torch.log_softmax(plain(input_ids=x).logits[0, :-1].float(), -1)
+    want = float(-logp.gather(1, x[0, 1:, None]).mean())
+    assert float(got["none"]["nll"]) == pytest.approx(want, rel=1e-5)
+    assert float(got["ntk-alibi"]["nll"]) != pytest.approx(want, rel=1e-5)
+
+
 def _method_text(method: str, model_dir) -> str:
     """``method:k=v,...`` with the values that make it act on the tiny models (scale / alpha 2)."""
     from conftest import method_params

@@ -185,3 +185,40 @@ def test_min_doc_tokens_keeps_only_long_documents(tokenizer, tiny_model_dir, tmp
     assert "skipped 1 document(s) shorter than 500 tokens" in result.output
     assert [r["doc"] for r in read_rows(out / "results.csv")] == ["1.txt"]
     assert CliRunner().invoke(app, args + ["--min-doc-tokens", "5000"]).exit_code == 2
+
+
+def test_short_documents_are_skipped_and_counted_and_positions_hold_the_bucket_means(tokenizer, tiny_model_dir,
+                                                                                      tmp_path):
+    """A document shorter than the length is skipped (said in the output and in notes.txt), never
+    padded; each used document is cut to its first ``length`` tokens; positions.csv holds the mean
+    NLL of every 64 predicted positions, computed here from the model's own logits."""
+    from typer.testing import CliRunner
+
+    from evalkit.cli import app
+    from evalkit.results import read_profile, read_rows
+
+    folder, counts = _doc_folder(tmp_path, tokenizer, [120, 400, 900])
+    assert counts[0] < 200 < counts[1]
+    out = tmp_path / "r"
+    result = CliRunner().invoke(app, ["run", "--model", str(tiny_model_dir), "--task", "ppl", "--method", "none",
+                                      "--len", "200", "--samples", "2", "--bucket", "64", "--data", str(folder),
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    note = "ppl at 200: skipped 1 document(s) shorter than 200 tokens"
+    assert note in result.output and note in (out / "notes.txt").read_text()
+    rows = read_rows(out / "results.csv")
+    assert [r["doc"] for r in rows] == ["1.txt", "2.txt"] and {r["tokens"] for r in rows} == {"199"}
+    model = transformers.AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    profile = read_profile(out / "positions.csv")
+    for row in rows:
+        x = torch.tensor([tokenizer((folder / row["doc"]).read_text(), verbose=False).input_ids[:200]])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(x).logits[0, :-1].float(), -1)
+        nll = -logp.gather(1, x[0, 1:, None])[:, 0]  # 199 predicted positions
+        want = [(0, 64), (64, 128), (128, 192), (192, 199)]
+        got = [(int(p["position_start"]), int(p["position_end"]), float(p["nll"])) for p in profile
+               if p["doc"] == row["doc"]]
+        assert [(s, e) for s, e, _ in got] == want
+        for (s, e, value) in got:
+            assert value == pytest.approx(float(nll[s:e].mean()), rel=1e-5)
+        assert float(row["nll"]) == pytest.approx(float(nll.mean()), rel=1e-5)
