@@ -240,6 +240,38 @@ def test_option_mistakes(run, args, needle):
     assert not out.exists()
 
 
+@pytest.fixture(scope="module")
+def recorded_folder(tiny_model_dir, tmp_path_factory):
+    """A folder holding evalkit's files from a finished run (both tasks), made once."""
+    out = tmp_path_factory.mktemp("recorded") / "res"
+    result = evalkit("run", "--model", tiny_model_dir, "--out", out, "--method", "none", "--len", "160")
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("--method", "ntk-alibi"), "methods for rope"),
+    (("--method", "ntk:alpha=0.5"), "alpha must be between"),
+    (("--method", "dynamic_ntk"), "did you mean"),
+    (("--task", "pplx"), "did you mean"),
+    (("--len", "160,abc"), "bad length"),
+    (("--task", "ppl", "--data", "/nonexistent/docs.txt"), "/nonexistent/docs.txt"),
+    (("--task", "ppl", "--len", "10000000"), "longer than the data"),
+    (("--shard", "2/2"), "--shard"),
+])
+def test_a_mistake_leaves_an_existing_results_folder_byte_for_byte(recorded_folder, tiny_model_dir, tmp_path, args,
+                                                                   needle):
+    """The README: a mistake is one line and nothing is written, also where evalkit's own files
+    already are (results, positions, notes: every file of the folder, and no new one)."""
+    out = tmp_path / "copy"
+    shutil.copytree(recorded_folder, out)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert {Path("results.csv"), Path("positions.csv")} <= set(before)
+    result = evalkit("run", "--model", tiny_model_dir, "--out", out, "--len", "160", *args)
+    one_line_error(result, needle)
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
 @pytest.mark.parametrize("content, needle", [
     (b"this is not parquet", "not a readable parquet file"),
 ])
