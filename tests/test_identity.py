@@ -1,0 +1,187 @@
+"""Exact behaviour of evalkit.results' cell identity and CSV handling, written to kill mutants
+(mutation/run results). Expected values are hand constants; no model is loaded. All fast."""
+import csv
+import os
+
+import pytest
+
+from evalkit.errors import EvalkitError
+from evalkit import results as R
+
+PPL = {"model": "m", "source": "hf", "method": "ntk", "scale": "2", "alpha": "2", "params": "", "trained_len": "16",
+       "task": "ppl", "length": "32", "sample": "0", "data": "stdlib", "text_field": "text", "stride": "0",
+       "min_doc_tokens": "0", "status": "ok", "evalkit_version": "0.3.0", "created_at": "t"}
+
+
+# --- fmt ---
+
+@pytest.mark.parametrize("value, text", [
+    (None, ""), (True, "1"), (False, "0"), (0.1 + 0.2, "0.3"), (1 / 3, "0.33333333"), (123456789.0, "1.2345679e+08"),
+    (2.0, "2"), (7, "7"), ("a\rb", "a\\rb"), ("plain", "plain"), ("", ""),
+])
+def test_fmt_hand_values(value, text):
+    assert R.fmt(value) == text
+
+
+# --- identity ---
+
+def test_identity_fields_of_each_kind_of_task():
+    core = [("model", ""), ("source", ""), ("adapter", ""), ("quantize", ""), ("method", ""), ("scale", ""),
+            ("alpha", ""), ("params", ""), ("rope_scaling", ""), ("trained_len", ""), ("task", ""), ("length", ""),
+            ("sample", "")]
+    assert R.identity_fields("ppl") == core + [("data", "stdlib"), ("text_field", "text"), ("stride", "0"),
+                                                ("min_doc_tokens", "0")]
+    assert R.identity_fields("passkey") == core + [("depth", ""), ("seed", ""), ("chat_template", "0")]
+    assert R.identity_fields("no-such-task") == core + [("depth", ""), ("seed", ""), ("data", "stdlib"),
+                                                         ("stride", "0")]
+    assert R.identity_fields(None) == R.identity_fields("no-such-task")
+
+
+def test_row_key_reads_an_empty_option_as_its_default_and_ignores_measurements():
+    key = R.row_key(PPL)
+    assert dict(key)["data"] == "stdlib" and dict(key)["length"] == "32"
+    assert R.row_key(dict(PPL, data="", text_field="", stride="", min_doc_tokens="")) == key
+    assert R.row_key(dict(PPL, nll="3.2", status="oom", created_at="x", evalkit_version="0.4")) == key
+    for field, other in [("model", "n"), ("source", "gguf"), ("scale", "4"), ("alpha", "3"), ("length", "64"),
+                         ("sample", "1"), ("data", "pg19"), ("stride", "8"), ("trained_len", "32"), ("method", "pi"),
+                         ("adapter", "a"), ("quantize", "8bit")]:
+        assert R.row_key(dict(PPL, **{field: other})) != key, field
+    assert [k for k, _ in key] == [k for k, _ in R.identity_fields("ppl")]
+
+
+def test_row_key_rope_scaling_only_tells_a_reset_apart():
+    key = R.row_key(PPL)
+    assert dict(key)["rope_scaling"] == ""
+    assert R.row_key(dict(PPL, rope_scaling="yarn")) == key
+    assert R.row_key(dict(PPL, rope_scaling="default")) == key
+    removed = R.row_key(dict(PPL, rope_scaling="removed:yarn"))
+    assert dict(removed)["rope_scaling"] == "removed"
+    assert R.row_key(dict(PPL, rope_scaling="removed:llama3")) == removed != key
+
+
+def test_row_key_params_are_normalised():
+    yarn = dict(PPL, method="yarn", params="")
+    full = dict(yarn, params="beta_fast=32,beta_slow=1")
+    assert R.row_key(yarn) == R.row_key(full)
+    assert dict(R.row_key(yarn))["params"] == "beta_fast=32,beta_slow=1"
+    assert R.row_key(dict(yarn, params="beta_fast=16")) != R.row_key(yarn)
+
+
+@pytest.mark.parametrize("version, old", [("0.2.9", True), ("0.1", True), ("0.3.0", False), ("1.0", False),
+                                          ("0.10.1", False), ("", False), ("x.y", False), (None, False)])
+def test_legacy_is_evalkit_0_2_or_older(version, old):
+    assert R.legacy({"evalkit_version": version}) is old
+
+
+def test_legacy_given_and_row_keys():
+    assert R.legacy_given({"scale": "2", "alpha": "2"}) == "scale=2,alpha=2"
+    assert R.legacy_given({"scale": "", "alpha": 3.0}) == "alpha=3"
+    assert R.legacy_given({}) == ""
+    old = dict(PPL, method="ntk", scale="", alpha="2", params="", evalkit_version="0.2.1")
+    keys = R.row_keys(old)
+    assert len(keys) == 2 and keys[0] == R.row_key(old)
+    assert keys[1] == R.row_key(dict(old, params="alpha=2"))
+    assert R.row_keys(dict(old, evalkit_version="0.3.0")) == [R.row_key(old)]
+    assert R.row_keys(dict(old, params="alpha=2")) == [R.row_key(dict(old, params="alpha=2"))]
+    assert R.row_keys(dict(old, alpha="", scale="")) == [R.row_key(dict(old, alpha=""))]
+
+
+def test_profile_key_hand_value():
+    p = dict(PPL, position_start="0", position_end="16", nll="1.0")
+    assert R.profile_key(p) == ("m", "hf", "", "", "ntk", "2", "2", "", "", "16", "32", "0", "stdlib", "0",
+                                "0", "text")
+    assert R.profile_key(dict(p, data="", stride="", min_doc_tokens="", text_field="")) == R.profile_key(p)
+    assert R.profile_key(dict(p, rope_scaling="removed:yarn"))[8] == "removed"
+
+
+# --- CSV records ---
+
+@pytest.mark.parametrize("data, end", [
+    (b"", 0), (b"a,b", 0), (b"a,b\n", 4), (b"a,b\nc", 4), (b'"x\ny",1\n', 8), (b'"x\ny",1', 0),
+    (b'"a""\n",b\n', 9), (b'a"b\n', 4), (b'a,"b\nc"\nd\n', 10), (b'"a"\n"b', 4), (b'"a"""\n', 6),
+])
+def test_complete_end_hand_values(data, end):
+    assert R._complete_end(data) == end
+
+
+def test_inspect_kinds(tmp_path):
+    cols = ["model", "method", "task", "length", "sample", "status", "evalkit_version", "created_at", "nll"]
+    path = tmp_path / "r.csv"
+    assert R._inspect(path, cols, R.REQUIRED) == ("absent", b"", 0, cols)
+    path.write_bytes(b"model,method,ta")
+    assert R._inspect(path, cols, R.REQUIRED) == ("torn-header", b"model,method,ta", 0, cols)
+    path.write_bytes(",".join(cols).encode() + b"\r")
+    assert R._inspect(path, cols, R.REQUIRED)[0] == "torn-header"
+    body = ",".join(cols).encode() + b"\nm,pi,ppl,8,0,ok,0.3.0,t,1.5\nm,pi,p"
+    path.write_bytes(body)
+    kind, data, end, header = R._inspect(path, cols, R.REQUIRED)
+    assert (kind, data, header) == ("evalkit", body, cols)
+    assert end == len(",".join(cols)) + 1 + len("m,pi,ppl,8,0,ok,0.3.0,t,1.5\n")
+    for bad in [b"model,model\n", b"a,b\n1,2\n", b"Model," + ",".join(R.REQUIRED).encode() + b"\n",
+                b"x", b"\xff\xfe\n"]:
+        path.write_bytes(bad)
+        with pytest.raises(EvalkitError, match="is not an evalkit results file"):
+            R._inspect(path, cols, R.REQUIRED)
+    with pytest.raises(EvalkitError, match="is a folder"):
+        R._inspect(tmp_path, cols, R.REQUIRED)
+
+
+def test_read_table_fills_missing_columns_and_refuses_broken_records(tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_text(",".join(R.REQUIRED) + "\nm,pi,ppl,8,0,ok,0.3.0,t\nm,pi,ppl,8,1,ok,0.3.0,t\nm,pi")
+    header, rows = R.read_table(path, R.REQUIRED + ["nll"])
+    assert header == R.REQUIRED and len(rows) == 2
+    assert rows[1]["sample"] == "1" and rows[1]["nll"] == ""
+    assert R.read_rows(tmp_path / "absent.csv") == []
+    path.write_text(",".join(R.REQUIRED) + "\nm,pi,ppl\n")
+    with pytest.raises(EvalkitError, match="record 1 does not have the 8 columns"):
+        R.read_table(path, R.REQUIRED)
+    path.write_bytes(",".join(R.REQUIRED).encode() + b"\nm,\xff,ppl,8,0,ok,0.3.0,t\n")
+    with pytest.raises(EvalkitError, match="is not valid UTF-8"):
+        R.read_table(path, R.REQUIRED)
+
+
+def test_appender_writes_a_header_then_appends_and_cuts_a_torn_record(tmp_path):
+    path = tmp_path / "sub" / "r.csv"
+    cols = R.REQUIRED + ["nll"]
+    a = R.CsvAppender(path, cols)
+    assert path.read_text() == ",".join(cols) + "\n"
+    a.write([dict(zip(cols, ["m", "pi", "ppl", 8, 0, "ok", "0.3.0", "t", 1.25]))])
+    a.close()
+    assert path.read_text().splitlines()[1] == "m,pi,ppl,8,0,ok,0.3.0,t,1.25"
+    with open(path, "a") as f:
+        f.write("m,pi,ppl,8,1,o")
+    a = R.CsvAppender(path, cols)
+    a.write([dict(zip(cols, ["m", "pi", "ppl", 8, 2, "ok", "0.3.0", "t", True]))])
+    a.close()
+    assert path.read_text().splitlines()[1:] == ["m,pi,ppl,8,0,ok,0.3.0,t,1.25", "m,pi,ppl,8,2,ok,0.3.0,t,1"]
+    path.write_text(",".join(cols[:3]))  # a torn header: written afresh
+    R.CsvAppender(path, cols).close()
+    assert path.read_text() == ",".join(cols) + "\n"
+
+
+def test_appender_adds_missing_columns_keeping_rows_and_mode(tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_text(",".join(R.REQUIRED) + "\nm,pi,ppl,8,0,ok,0.3.0,t\n")
+    os.chmod(path, 0o640)
+    a = R.CsvAppender(path, R.REQUIRED + ["nll", "depth"])
+    assert a.columns == R.REQUIRED + ["nll", "depth"]
+    a.close()
+    assert path.read_text() == ",".join(R.REQUIRED + ["nll", "depth"]) + "\nm,pi,ppl,8,0,ok,0.3.0,t,,\n"
+    assert path.stat().st_mode & 0o7777 == 0o640
+    assert not [p for p in tmp_path.iterdir() if p.name != "r.csv"]  # no temporary file left
+
+
+def test_drop_rows_removes_the_cells_given(tmp_path):
+    path = tmp_path / "results.csv"
+    rows = [dict(PPL, sample=str(i)) for i in range(3)]
+    cols = list(PPL)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols, lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    before = path.read_bytes()
+    R.drop_rows(path, {R.row_key(dict(PPL, sample="9"))}, cols)
+    assert path.read_bytes() == before  # nothing to drop: not rewritten
+    R.drop_rows(path, {R.row_key(rows[1])}, cols)
+    assert [r["sample"] for r in R.read_rows(path, cols)] == ["0", "2"]

@@ -1,0 +1,239 @@
+"""Exact values of the scaling formulas of evalkit.patches, written to kill mutants (mutation/run patches).
+
+Every expected value comes from transformers' own rope types (ROPE_INIT_FUNCTIONS), hand constants,
+or a few lines of independent maths here; never from the evalkit function under test. All fast.
+"""
+import math
+
+import pytest
+import torch
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+from conftest import llama_config
+from evalkit.patches import alibi, rope
+
+
+def _hf(rope_type, dim=128, theta=1e4, max_pos=2048, seq_len=None, **params):
+    """transformers' (inv_freq, attention factor) for a head of ``dim`` (4 heads)."""
+    cfg = llama_config(theta=theta, max_pos=max_pos, heads=4, hidden=4 * dim, rope={"rope_type": rope_type, **params})
+    inv, factor = ROPE_INIT_FUNCTIONS[rope_type](cfg, "cpu", seq_len=seq_len)
+    return inv, factor
+
+
+def _plain(dim, base):
+    """θ_i = base^(-2i/d) in float64, i = 0 .. d/2-1."""
+    return 1.0 / base ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim)
+
+
+# --- RoPE ---
+
+@pytest.mark.parametrize("dim, base", [(8, 10000.0), (64, 500000.0), (6, 7.0)])
+def test_default_inv_freq_is_base_to_minus_2i_over_d(dim, base):
+    inv = rope.default_inv_freq(dim, base)
+    assert inv.dtype == torch.float32 and inv.shape == (dim // 2,)
+    torch.testing.assert_close(inv.double(), _plain(dim, base), rtol=1e-6, atol=0)
+    assert inv[0].item() == 1.0
+
+
+def test_default_inv_freq_hand_values():
+    assert rope.default_inv_freq(4, 100.0).tolist() == pytest.approx([1.0, 0.1], rel=1e-7)
+    assert rope.default_inv_freq(6, 8.0).tolist() == pytest.approx([1.0, 0.5, 0.25], rel=1e-7)
+
+
+@pytest.mark.parametrize("s, low, high, L", [(8, 1, 4, 8192), (4, 1, 4, 2048), (16, 2, 8, 4096), (3, 0.5, 3, 1024)])
+def test_llama3_equals_transformers_llama3(s, low, high, L):
+    inv, factor = _hf("llama3", max_pos=L * s, factor=s, low_freq_factor=low, high_freq_factor=high,
+                      original_max_position_embeddings=L)
+    ours, our_factor = rope.rope_llama3(128, 1e4, scale=s, trained_len=L, low_freq_factor=low, high_freq_factor=high)
+    torch.testing.assert_close(ours, inv, rtol=1e-6, atol=0)
+    assert our_factor == factor == 1.0
+
+
+def test_llama3_defaults_are_meta_low_1_high_4():
+    inv, _ = _hf("llama3", max_pos=8192 * 8, factor=8, low_freq_factor=1, high_freq_factor=4,
+                 original_max_position_embeddings=8192)
+    torch.testing.assert_close(rope.rope_llama3(128, 1e4, scale=8, trained_len=8192)[0], inv, rtol=1e-6, atol=0)
+
+
+def test_llama3_bands_by_hand():
+    """dim 8, base 10: θ = 1, 10^-0.25, 10^-0.5, 10^-0.75; L = 16, low 1, high 4, s = 2: wavelengths
+    (6.3, 11.2, 19.9, 35.3): the first two in the blended band [L/4, L], the others above L (θ/s)."""
+    theta = [10 ** (-k / 4) for k in range(4)]
+    want = []
+    for t in theta:
+        lam = 2 * math.pi / t
+        if lam < 16 / 4:
+            want.append(t)
+        elif lam > 16 / 1:
+            want.append(t / 2)
+        else:
+            g = (16 / lam - 1) / (4 - 1)
+            want.append((1 - g) * t / 2 + g * t)
+    assert rope.rope_llama3(8, 10.0, scale=2, trained_len=16)[0].tolist() == pytest.approx(want, rel=1e-6)
+
+
+@pytest.mark.parametrize("s, L, seq_len", [(2, 2048, 4096), (4, 1024, 4096), (1.5, 4096, 8192)])
+def test_longrope_equals_transformers_longrope(s, L, seq_len):
+    long = [1.0 + 0.25 * i for i in range(64)]
+    inv, factor = _hf("longrope", max_pos=int(L * s), factor=s, long_factor=long, short_factor=[1.0] * 64,
+                      original_max_position_embeddings=L, seq_len=seq_len)
+    ours, our_factor = rope.rope_longrope(128, 1e4, scale=s, trained_len=L, factors=tuple(long))
+    torch.testing.assert_close(ours, inv, rtol=1e-6, atol=0)
+    assert our_factor == pytest.approx(factor, rel=1e-12)
+    assert our_factor == pytest.approx(math.sqrt(1 + math.log(s) / math.log(L)), rel=1e-12)
+
+
+def test_longrope_factor_is_one_at_or_below_scale_one_and_wrong_factor_count_is_refused():
+    assert rope.longrope_attention_factor(1.0, 4096) == 1.0
+    assert rope.longrope_attention_factor(0.5, 4096) == 1.0
+    assert rope.longrope_attention_factor(4.0, 4096) == pytest.approx(math.sqrt(1 + math.log(4) / math.log(4096)))
+    from evalkit.errors import EvalkitError
+    with pytest.raises(EvalkitError, match="needs 4 factors"):
+        rope.rope_longrope(8, 1e4, scale=2, trained_len=16, factors=(1.0, 2.0, 3.0))
+
+
+@pytest.mark.parametrize("s, L, fast, slow", [(4, 2048, 32, 1), (8, 4096, 16, 2), (2, 1024, 64, 0.5)])
+def test_ntk_by_parts_is_yarn_without_temperature(s, L, fast, slow):
+    inv, factor = _hf("yarn", max_pos=L * s, factor=s, original_max_position_embeddings=L, beta_fast=fast,
+                      beta_slow=slow)
+    ours, our_factor = rope.rope_ntk_by_parts(128, 1e4, scale=s, trained_len=L, beta_fast=fast, beta_slow=slow)
+    torch.testing.assert_close(ours, inv, rtol=1e-6, atol=0)
+    assert our_factor == 1.0 and factor > 1.0
+    yarn, yarn_factor = rope.rope_yarn(128, 1e4, scale=s, trained_len=L, beta_fast=fast, beta_slow=slow)
+    torch.testing.assert_close(yarn, inv, rtol=1e-6, atol=0)
+    assert yarn_factor == pytest.approx(0.1 * math.log(s) + 1, rel=1e-12)
+
+
+@pytest.mark.parametrize("seq_len, L", [(4096, 2048), (3000, 1024), (2049, 2048)])
+def test_dynamic_yarn_is_yarn_at_s_equal_l_over_L(seq_len, L):
+    s = seq_len / L
+    inv, factor = _hf("yarn", max_pos=seq_len, factor=s, original_max_position_embeddings=L)
+    ours, our_factor = rope.rope_dynamic_yarn(128, 1e4, trained_len=L, seq_len=seq_len)
+    torch.testing.assert_close(ours, inv, rtol=1e-6, atol=0)
+    assert our_factor == pytest.approx(0.1 * math.log(s) + 1, rel=1e-12)
+    assert rope.rope_dynamic_yarn(128, 1e4, trained_len=L, seq_len=L) == (None, 1.0)
+    assert rope.rope_dynamic_yarn(128, 1e4, trained_len=L, seq_len=L - 1) == (None, 1.0)
+
+
+def test_dynamic_yarn_passes_its_betas():
+    inv, _ = _hf("yarn", max_pos=8192, factor=4, original_max_position_embeddings=2048, beta_fast=8, beta_slow=2)
+    ours, _ = rope.rope_dynamic_yarn(128, 1e4, trained_len=2048, seq_len=8192, beta_fast=8, beta_slow=2)
+    torch.testing.assert_close(ours, inv, rtol=1e-6, atol=0)
+
+
+def _correction_dim(dim, base, L, n):
+    return dim * math.log(L / (n * 2 * math.pi)) / (2 * math.log(base))
+
+
+def test_yarn_correction_range_clamps_to_the_dimensions():
+    # dim 8, base 10, L 1024: cd(32) = 2.8, cd(1) = 8.8 -> (2, 9), high clamped to d-1 = 7
+    assert (_correction_dim(8, 10.0, 1024, 32), _correction_dim(8, 10.0, 1024, 1)) == pytest.approx((2.83, 8.85), abs=0.01)
+    assert rope.yarn_correction_range(8, 10.0, 1024) == (2, 7)
+    # L 4: cd(32) = -1.7, cd(1) = -0.2 -> (-2, 0), low clamped to 0
+    assert rope.yarn_correction_range(8, 1e4, 4) == (0, 0)
+    for fast, slow in [(8, 2), (32, 1), (5, 0.5)]:
+        want = (math.floor(_correction_dim(64, 1e4, 512, fast)), math.ceil(_correction_dim(64, 1e4, 512, slow)))
+        assert rope.yarn_correction_range(64, 1e4, 512, fast, slow) == want
+        assert rope.yarn_correction_range(64, 1e4, 512, beta_fast=fast, beta_slow=slow) == want
+
+
+def test_ntk_by_parts_with_equal_ends_is_a_step():
+    """low == high (both clamped to 0 for L = 4): transformers adds 0.001 to high, so dimension 0
+    extrapolates (θ) and every other one interpolates (θ/s)."""
+    inv = rope.ntk_by_parts_inv_freq(8, 1e4, 2.0, 4)
+    want = _plain(8, 1e4)
+    want[1:] /= 2
+    torch.testing.assert_close(inv.double(), want, rtol=1e-6, atol=0)
+
+
+def test_ntk_by_parts_ramp_by_hand():
+    """dim 8, base 10, L 1024, s 4: range (2, 7): dims 0-2 kept, then ramp (i-2)/5 toward θ/s."""
+    theta = _plain(8, 10.0)
+    ramp = torch.tensor([0.0, 0.0, 0.0, 0.2], dtype=torch.float64)
+    want = theta / 4 * ramp + theta * (1 - ramp)
+    torch.testing.assert_close(rope.ntk_by_parts_inv_freq(8, 10.0, 4.0, 1024).double(), want, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("s, m", [(1.0, 1.0), (0.5, 1.0), (math.e, 1.1), (100.0, 1 + 0.1 * math.log(100))])
+def test_yarn_mscale_hand_values(s, m):
+    assert rope.yarn_mscale(s) == pytest.approx(m, rel=1e-12)
+
+
+def test_pi_divides_every_frequency_and_ntk_changes_the_base_by_hand():
+    inv, f = rope.rope_pi(8, 10.0, scale=4.0)
+    torch.testing.assert_close(inv.double(), _plain(8, 10.0) / 4, rtol=1e-6, atol=0)
+    assert f == 1.0
+    assert rope.ntk_base(8, 10.0, 2.0) == pytest.approx(10 * 2 ** (8 / 6), rel=1e-12)
+    inv, f = rope.rope_ntk(8, 10.0, alpha=2.0)
+    torch.testing.assert_close(inv.double(), _plain(8, 10 * 2 ** (8 / 6)), rtol=1e-6, atol=0)
+    assert f == 1.0
+
+
+def test_dynamic_ntk_base_by_hand():
+    # b · (α·l/L − (α−1))^(d/(d−2)), d 8: α 3, l 40, L 16 -> (7.5 − 2)^(4/3)
+    assert rope.dynamic_ntk_base(8, 10.0, 3.0, 40, 16) == pytest.approx(10 * 5.5 ** (8 / 6), rel=1e-12)
+    assert rope.dynamic_ntk_base(8, 10.0, 3.0, 16, 16) == 10.0
+    assert rope.dynamic_ntk_base(8, 10.0, 3.0, 17, 16) == pytest.approx(10 * (3 * 17 / 16 - 2) ** (8 / 6), rel=1e-12)
+    inv, f = rope.rope_dynamic_ntk(8, 10.0, alpha=3.0, seq_len=40, trained_len=16)
+    torch.testing.assert_close(inv.double(), _plain(8, 10 * 5.5 ** (8 / 6)), rtol=1e-6, atol=0)
+    assert f == 1.0
+    assert rope.rope_dynamic_ntk(8, 10.0, alpha=3.0, seq_len=16, trained_len=16) == (None, 1.0)
+
+
+def test_logn_factor_by_hand():
+    f = rope.logn_factor(torch.tensor([[0, 15, 16, 63, 255]]), trained_len=16)
+    assert f.dtype == torch.float32 and f.shape == (1, 5)
+    want = [1.0, 1.0, math.log(17) / math.log(16), math.log(64) / math.log(16), 2.0]
+    assert f[0].tolist() == pytest.approx(want, rel=1e-6)
+
+
+# --- ALiBi ---
+
+@pytest.mark.parametrize("heads, want", [
+    (1, [2 ** -8]),
+    (2, [2 ** -4, 2 ** -8]),
+    (3, [2 ** -4, 2 ** -8, 2 ** -2]),
+    (6, [2 ** -2, 2 ** -4, 2 ** -6, 2 ** -8, 2 ** -1, 2 ** -3]),
+])
+def test_alibi_slopes_hand_values(heads, want):
+    slopes = alibi.alibi_slopes(heads)
+    assert slopes.dtype == torch.float32
+    assert slopes.tolist() == pytest.approx(want, rel=1e-7)
+
+
+@pytest.mark.parametrize("heads", [1, 2, 3, 5, 6, 8, 12, 40])
+def test_mpt_slopes_by_hand(heads):
+    """mosaicml: 2^(-b·h/H') for h = 1..H' (H' the next power of two), odd-indexed first when H < H'."""
+    n = 2 ** math.ceil(math.log2(heads))
+    series = [2 ** (-8 * h / n) for h in range(1, n + 1)]
+    want = series if n == heads else (series[1::2] + series[0::2])[:heads]
+    assert alibi.mpt_alibi_slopes(heads).tolist() == pytest.approx(want, rel=1e-6)
+
+
+def test_mpt_slopes_follow_the_bias_max():
+    assert alibi.mpt_alibi_slopes(4, alibi_bias_max=4).tolist() == pytest.approx([2 ** -1, 2 ** -2, 2 ** -3, 2 ** -4])
+    assert alibi.mpt_alibi_slopes(3, alibi_bias_max=16).tolist() == pytest.approx([2 ** -8, 2 ** -16, 2 ** -4])
+
+
+def test_ntk_alibi_by_hand():
+    """slopes 1/2, 1/8, 1/32 (ln equally spaced), a = 4: divisors 1, 2, 4."""
+    slopes = torch.tensor([0.5, 0.125, 0.03125])
+    torch.testing.assert_close(alibi.ntk_alibi_divisors(slopes, 4.0), torch.tensor([1.0, 2.0, 4.0]))
+    torch.testing.assert_close(alibi.ntk_alibi(slopes, 4.0), torch.tensor([0.5, 0.0625, 0.0078125]))
+    # order does not matter; equal slopes: every divisor a
+    torch.testing.assert_close(alibi.ntk_alibi_divisors(slopes.flip(0), 4.0), torch.tensor([4.0, 2.0, 1.0]))
+    torch.testing.assert_close(alibi.ntk_alibi_divisors(torch.tensor([0.25, 0.25]), 3.0), torch.tensor([3.0, 3.0]))
+    d = alibi.ntk_alibi_divisors(torch.tensor([0.5]), 3.0)
+    assert d.dtype == torch.float32 and d.tolist() == [3.0]
+
+
+def test_ntk_alibi_index_and_keezen_by_hand():
+    torch.testing.assert_close(alibi.ntk_alibi_index_divisors(3, 4.0), torch.tensor([1.0, 2.0, 4.0]))
+    assert alibi.ntk_alibi_index_divisors(1, 5.0).tolist() == [5.0]
+    assert alibi.ntk_alibi_index_divisors(3, 4.0).dtype == torch.float32
+    torch.testing.assert_close(alibi.ntk_alibi_keezen_divisors(3, 4.0), torch.tensor([1.0, 2.0 ** 1, 1.0]))
+    torch.testing.assert_close(alibi.ntk_alibi_keezen_divisors(5, 16.0), torch.tensor([1.0, 2.0, 4.0, 8.0, 1.0]))
+    slopes = torch.tensor([0.5, 0.25, 0.125])
+    torch.testing.assert_close(alibi.ntk_alibi_index(slopes, 4.0), torch.tensor([0.5, 0.125, 0.03125]))
+    torch.testing.assert_close(alibi.ntk_alibi_keezen(slopes, 4.0), torch.tensor([0.5, 0.125, 0.125]))
+    torch.testing.assert_close(alibi.alibi_interpolate(slopes, 4.0), torch.tensor([0.125, 0.0625, 0.03125]))
