@@ -358,7 +358,9 @@ def _install_hf(model, method, resolved, stack, rope_reset: bool) -> None:
     original = getattr(view, "original_inv_freq", view.inv_freq)
     dim = 2 * original.numel()  # the rotary dimension (partial rotary: part of the head)
     shipped = Shipped(view, model.config, dim, base, layer_type=layer_type)
-    check_frequencies(original, shipped.inv_freq, "model.rotary_emb")
+    # plain RoPE: the buffer must be θ_i of the config's base, which every formula starts from
+    stated = rope.default_inv_freq(dim, base) if shipped.plain else shipped.inv_freq
+    check_frequencies(original, stated, "model.rotary_emb")
     check_layout(view, "model.rotary_emb")
     if rope_reset:
         shipped = Shipped(view, model.config, dim, base, rope_reset=True, layer_type=layer_type)
@@ -447,7 +449,7 @@ def _install_baichuan(model, method, resolved, stack, rope_reset: bool) -> None:
     base = rope_theta(model.config) or 10000.0
     dim = 2 * rotary.inv_freq.numel()
     shipped = Shipped(rotary, model.config, dim, base)  # no rope_type: plain RoPE
-    check_frequencies(rotary.inv_freq, shipped.inv_freq, "layers[0].self_attn.rotary_emb")
+    check_frequencies(rotary.inv_freq, rope.default_inv_freq(dim, base), "layers[0].self_attn.rotary_emb")
     scaled = ScaledBaichuanRotary(RopeSchedule(method, resolved.values, dim, base, resolved.trained_len, shipped))
     for layer in layers:
         swap(stack, layer.self_attn, "rotary_emb", scaled)

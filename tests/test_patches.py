@@ -438,6 +438,28 @@ def test_interleaved_rope_is_refused_not_patched_wrongly(method):
         check_layout(model.model.rotary_emb, "model.rotary_emb")
 
 
+@pytest.mark.parametrize("family", ["llama", "baichuan-7b"])
+@pytest.mark.parametrize("method", ["pi", "ntk", "logn"])  # (none installs nothing: the model as it is)
+def test_a_rotary_that_disagrees_with_its_config_is_refused_not_patched(family, method):
+    """A checkpoint whose rotary module holds other frequencies than its config (and its rope_scaling)
+    describes: evalkit cannot know what it extends, so it refuses in one line and changes nothing."""
+    model, x = ROPE_MODELS[family](), ids(40)
+    if family == "llama":
+        rotary = model.model.rotary_emb
+        rotary.inv_freq = rotary.inv_freq / 3  # as a scaling the config does not state would leave it
+        rotary.original_inv_freq = rotary.inv_freq.clone()
+    else:  # Baichuan-7B: a per-layer rotary with a persistent inv_freq, read from the checkpoint
+        for layer in model.model.layers:
+            layer.self_attn.rotary_emb.inv_freq /= 3
+            layer.self_attn.rotary_emb._build(64, "cpu")
+    before = logits(model, x)
+    with pytest.raises(EvalkitError, match="does not hold the RoPE frequencies its config describes") as error:
+        with patched(model, method, trained_len=16, **method_params(method)):
+            pass
+    assert "\n" not in str(error.value)
+    assert torch.equal(logits(model, x), before)
+
+
 def test_rotate_half_rope_of_other_families_passes_the_layout_check():
     import transformers
 
