@@ -237,3 +237,86 @@ def test_ntk_alibi_index_and_keezen_by_hand():
     torch.testing.assert_close(alibi.ntk_alibi_index(slopes, 4.0), torch.tensor([0.5, 0.125, 0.03125]))
     torch.testing.assert_close(alibi.ntk_alibi_keezen(slopes, 4.0), torch.tensor([0.5, 0.125, 0.125]))
     torch.testing.assert_close(alibi.alibi_interpolate(slopes, 4.0), torch.tensor([0.125, 0.0625, 0.03125]))
+
+
+# --- survivors of the first mutation run (mutation/REPORT.md), each pinned by a value ---
+
+@pytest.fixture
+def float64_default():
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(before)
+
+
+def test_formulas_return_float32_whatever_the_default_dtype(float64_default):
+    """The module's promise: float32 frequencies (and slopes), also under a float64 default dtype."""
+    outs = [rope.default_inv_freq(8, 10.0), rope.rope_pi(8, 10.0, 2.0)[0], rope.rope_ntk(8, 10.0, 2.0)[0],
+            rope.rope_yarn(8, 10.0, 4.0, 1024)[0], rope.ntk_by_parts_inv_freq(8, 10.0, 4.0, 1024),
+            rope.rope_llama3(8, 10.0, 2.0, 16)[0], rope.rope_longrope(8, 10.0, 2.0, 16, (1.0, 1.5, 2.0, 2.5))[0],
+            rope.logn_factor(torch.tensor([0, 40]), 16),
+            alibi.alibi_slopes(6), alibi.mpt_alibi_slopes(6), alibi.ntk_alibi_index_divisors(1, 2.0),
+            alibi.ntk_alibi_index_divisors(4, 2.0), alibi.ntk_alibi_divisors(torch.tensor([0.5]), 2.0)]
+    assert [o.dtype for o in outs] == [torch.float32] * len(outs)
+    torch.testing.assert_close(rope.ntk_by_parts_inv_freq(8, 10.0, 4.0, 1024).double(),
+                               _plain(8, 10.0) * torch.tensor([1, 1, 1, 0.8 + 0.2 / 4]), rtol=1e-6, atol=0)
+    assert alibi.mpt_alibi_slopes(3).tolist() == pytest.approx([2 ** -4, 2 ** -8, 2 ** -2], rel=1e-7)
+
+
+def test_ntk_alibi_divisors_of_float64_slopes_are_float32():
+    assert alibi.ntk_alibi_divisors(torch.tensor([0.5], dtype=torch.float64), 2.0).dtype == torch.float32
+    assert alibi.ntk_alibi_divisors(torch.tensor([0.5, 0.25], dtype=torch.float64), 2.0).dtype == torch.float32
+
+
+def test_ntk_alibi_two_heads():
+    """Two heads (2^-4, 2^-8): the most local one extrapolates (divisor 1), the other interpolates (a)."""
+    torch.testing.assert_close(alibi.ntk_alibi_divisors(alibi.alibi_slopes(2), 5.0), torch.tensor([1.0, 5.0]))
+
+
+@pytest.mark.parametrize("heads, a", [(12, 4.0), (40, 3.0), (64, 7.5)])
+def test_ntk_alibi_divisors_are_computed_in_float64_then_rounded_once(heads, a):
+    """The exponents in float64 and one rounding to float32 (a float32 computation differs in the last bit)."""
+    slopes = torch.tensor([2.0 ** (-8.0 * h / heads) for h in range(1, heads + 1)], dtype=torch.float32)
+    logs = torch.log(slopes.double())
+    want = (a ** ((logs.max() - logs) / (logs.max() - logs.min()))).float()
+    assert torch.equal(alibi.ntk_alibi_divisors(slopes, a), want)
+    h = torch.arange(heads, dtype=torch.float64)
+    assert torch.equal(alibi.ntk_alibi_index_divisors(heads, a), (a ** (h / (heads - 1))).float())
+
+
+@pytest.mark.parametrize("alpha, L", [(7.477, 6536), (6.507, 5460), (1.821, 5245)])
+def test_dynamic_ntk_base_is_exactly_the_base_at_the_trained_length(alpha, L):
+    """At l = L the formula gives b·1 only up to rounding (b·(1 ± 1e-15) for these values): the base itself is kept."""
+    assert rope.dynamic_ntk_base(128, 1e4, alpha, L, L) == 1e4
+    assert rope.dynamic_ntk_base(128, 1e4, alpha, L - 1, L) == 1e4
+
+
+def test_ntk_by_parts_defaults_are_yarns_32_and_1():
+    inv, _ = _hf("yarn", max_pos=2048 * 4, factor=4, original_max_position_embeddings=2048)  # transformers: 32, 1
+    torch.testing.assert_close(rope.ntk_by_parts_inv_freq(128, 1e4, 4.0, 2048), inv, rtol=1e-6, atol=0)
+    torch.testing.assert_close(rope.rope_ntk_by_parts(128, 1e4, scale=4.0, trained_len=2048)[0], inv, rtol=1e-6, atol=0)
+    torch.testing.assert_close(rope.rope_yarn(128, 1e4, scale=4.0, trained_len=2048)[0], inv, rtol=1e-6, atol=0)
+    torch.testing.assert_close(rope.rope_dynamic_yarn(128, 1e4, trained_len=2048, seq_len=8192)[0], inv,
+                               rtol=1e-6, atol=0)
+
+
+def test_ntk_by_parts_with_both_ends_at_the_last_dimension_keeps_every_frequency():
+    """dim 8, base 10, L 15080: cd(32) = 7.5, cd(1) = 13.5 -> low 7, high clamped to 7: low == high != 0;
+    transformers makes high 7.001, so dimensions 0-3 (all below 7) extrapolate: θ unchanged."""
+    assert rope.yarn_correction_range(8, 10.0, 15080) == (7, 7)
+    inv, _ = _hf("yarn", dim=8, theta=10.0, max_pos=15080 * 4, factor=4, original_max_position_embeddings=15080)
+    ours = rope.ntk_by_parts_inv_freq(8, 10.0, 4.0, 15080)
+    torch.testing.assert_close(ours, inv, rtol=1e-6, atol=0)
+    torch.testing.assert_close(ours.double(), _plain(8, 10.0), rtol=1e-6, atol=0)
+
+
+def test_llama3_wavelength_exactly_at_L_over_low_is_blended_with_gamma_zero():
+    """dim 2: θ = 1, λ = 2π (float32). With low = L / λ the wavelength sits exactly on L/low, the edge of
+    the blended band (inclusive): γ = 0, so θ/s (not θ, not θ/s²)."""
+    lam = float(torch.tensor(2 * math.pi, dtype=torch.float32))
+    low = 16 / lam
+    inv, _ = rope.rope_llama3(2, 10.0, scale=4.0, trained_len=16, low_freq_factor=low, high_freq_factor=8.0)
+    assert inv.tolist() == pytest.approx([0.25], rel=1e-5)
+    hf, _ = _hf("llama3", dim=2, theta=10.0, max_pos=64, factor=4.0, low_freq_factor=low, high_freq_factor=8.0,
+                original_max_position_embeddings=16)
+    torch.testing.assert_close(inv, hf, rtol=1e-6, atol=0)
