@@ -185,3 +185,164 @@ def test_drop_rows_removes_the_cells_given(tmp_path):
     assert path.read_bytes() == before  # nothing to drop: not rewritten
     R.drop_rows(path, {R.row_key(rows[1])}, cols)
     assert [r["sample"] for r in R.read_rows(path, cols)] == ["0", "2"]
+
+
+# --- tidy, locks and --force across folders ---
+
+def _write(path, rows, columns):
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _profile(row, start, **kw):
+    return {**{c: row.get(c, "") for c in R.PROFILE_COLUMNS}, "position_start": str(start),
+            "position_end": str(start + 8), "nll": "1.5", **kw}
+
+
+def test_tidy_keeps_the_first_copy_of_a_cell_and_returns_every_identity(tmp_path):
+    cols = list(PPL) + ["nll"]
+    first, second = dict(PPL, nll="1.0"), dict(PPL, nll="2.0")
+    other = dict(PPL, sample="1", nll="3.0")
+    _write(tmp_path / R.RESULTS, [first, second, other], cols)
+    said = []
+    seen = R.tidy(tmp_path, log=said.append)
+    assert [r["nll"] for r in R.read_rows(tmp_path / R.RESULTS, cols)] == ["1.0", "3.0"]
+    assert said == [f"evalkit: {tmp_path / R.RESULTS}: removed the second copies of 1 cell(s) recorded twice"]
+    assert seen == {R.row_key(first), R.row_key(other)}
+    said.clear()
+    before = (tmp_path / R.RESULTS).read_bytes()
+    assert R.tidy(tmp_path, log=said.append) == seen
+    assert said == [] and (tmp_path / R.RESULTS).read_bytes() == before
+    assert R.recorded(tmp_path) == seen
+
+
+def test_tidy_returns_both_readings_of_a_legacy_row(tmp_path):
+    old = dict(PPL, scale="", alpha="2", params="", evalkit_version="0.2.0")
+    _write(tmp_path / R.RESULTS, [old], list(PPL))
+    assert R.tidy(tmp_path, log=lambda _: None) == set(R.row_keys(old)) == R.recorded(tmp_path)
+    assert len(R.recorded(tmp_path)) == 2
+
+
+def test_tidy_removes_profile_rows_of_uncommitted_cells_and_their_duplicates(tmp_path):
+    cols = list(PPL)
+    _write(tmp_path / R.RESULTS, [PPL], cols)
+    orphan = dict(PPL, sample="7")
+    prof = [_profile(PPL, 0), _profile(PPL, 8), _profile(PPL, 0, nll="9.9"), _profile(orphan, 0)]
+    _write(tmp_path / R.PROFILE, prof, R.PROFILE_COLUMNS)
+    said = []
+    R.tidy(tmp_path, log=said.append)
+    kept = R.read_profile(tmp_path / R.PROFILE)
+    assert [(p["sample"], p["position_start"], p["nll"]) for p in kept] == [("0", "0", "1.5"), ("0", "8", "1.5")]
+    assert len(said) == 1 and said[0].startswith(f"evalkit: {tmp_path / R.PROFILE}: removed 2 row(s) of cells")
+    said.clear()
+    R.tidy(tmp_path, log=said.append)
+    assert said == []
+
+
+def test_tidy_fills_the_source_of_evalkit_0_1_profile_rows_and_adds_missing_columns(tmp_path):
+    _write(tmp_path / R.RESULTS, [PPL, dict(PPL, sample="1")], list(PPL))
+    old_cols = [c for c in R.PROFILE_COLUMNS if c not in ("source", "text_field", "adapter")]
+    _write(tmp_path / R.PROFILE, [_profile(PPL, 0), _profile(dict(PPL, sample="1"), 0)], old_cols)
+    said = []
+    R.tidy(tmp_path, log=said.append)
+    header = (tmp_path / R.PROFILE).read_text().splitlines()[0].split(",")
+    assert header == old_cols + ["source", "text_field", "adapter"]
+    assert [p["source"] for p in R.read_profile(tmp_path / R.PROFILE)] == ["hf", "hf"]
+    assert said == [f"evalkit: {tmp_path / R.PROFILE}: removed 0 row(s) of cells whose results row is missing "
+                    "(a run stopped between the two writes) or written twice"]
+
+
+def test_fill_sources_leaves_an_ambiguous_source_empty():
+    rows = [dict(PPL, source="hf"), dict(PPL, source="gguf"), dict(PPL, sample="1", source="hf")]
+    prof = [_profile(PPL, 0, source=""), _profile(dict(PPL, sample="1"), 0, source=""),
+            _profile(dict(PPL, sample="2"), 0, source=""), _profile(PPL, 8, source="mine")]
+    R._fill_sources(prof, rows)
+    assert [p["source"] for p in prof] == ["", "hf", "", "mine"]
+
+
+def test_first_of_each_keeps_order_and_first_copies():
+    rows = [{"k": 1, "v": "a"}, {"k": 2, "v": "b"}, {"k": 1, "v": "c"}, {"k": 3, "v": "d"}, {"k": 2, "v": "e"}]
+    assert [r["v"] for r in R._first_of_each(rows, lambda r: r["k"])] == ["a", "b", "d"]
+
+
+def test_folder_lock_names_its_holder_and_refuses_a_second_run(tmp_path):
+    out = tmp_path / "new" / "out"
+    lock = R.FolderLock(out, wait=0)
+    text = (out / R.LOCK).read_text()
+    assert text == f"pid {os.getpid()} on {__import__('socket').gethostname()}\n"
+    with pytest.raises(EvalkitError, match=r"is being written by another evalkit run \(pid \d+ on .+\)$"):
+        R.FolderLock(out, wait=0)
+    with pytest.raises(EvalkitError, match="being written by another evalkit run"):
+        R.check_idle(out)
+    lock.release()
+    lock.release()  # twice: no error
+    assert (out / R.LOCK).is_file()  # the lock file stays
+    R.check_idle(out)  # free again
+    R.FolderLock(out, wait=0).release()
+
+
+def test_folder_lock_waits_then_refuses(tmp_path):
+    import time
+    lock = R.FolderLock(tmp_path, wait=0)
+    start = time.monotonic()
+    with pytest.raises(EvalkitError) as e:
+        R.FolderLock(tmp_path, wait=0.3)
+    assert 0.25 <= time.monotonic() - start < 2
+    assert e.value.args[0].startswith(f"{tmp_path} is being written by another evalkit run (pid ")
+    lock.release()
+
+
+def test_check_idle_without_a_lock_file_or_with_an_empty_one(tmp_path):
+    R.check_idle(tmp_path / "absent")
+    R.check_idle(tmp_path)
+    (tmp_path / R.LOCK).write_text("")
+    R.check_idle(tmp_path)  # a lock file no one holds
+    import fcntl
+    with open(tmp_path / R.LOCK) as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        with pytest.raises(EvalkitError, match=r"\(another process\)"):
+            R.check_idle(tmp_path)
+
+
+def test_drop_everywhere_drops_the_planned_cells_in_every_free_folder(tmp_path, monkeypatch):
+    clock = iter(range(0, 1000, 1))  # FolderLock's 2 s of retries pass at once
+    monkeypatch.setattr(R.time, "monotonic", lambda: float(next(clock)))
+    monkeypatch.setattr(R.time, "sleep", lambda _: None)
+    own, other, busy, busy_other = (tmp_path / n for n in ("own", "other", "busy", "busy_other"))
+    cols = list(PPL)
+    planned = dict(PPL, sample="0")
+    kept = dict(PPL, sample="1")
+    for folder in (own, other, busy):
+        folder.mkdir()
+        _write(folder / R.RESULTS, [planned, kept], cols)
+        _write(folder / R.PROFILE, [_profile(planned, 0), _profile(kept, 0)], R.PROFILE_COLUMNS)
+    busy_other.mkdir()
+    _write(busy_other / R.RESULTS, [kept], cols)
+    own_lock = R.FolderLock(own)
+    holder = R.FolderLock(busy_other)
+    R.drop_everywhere([own, other, busy_other], own, [planned])
+    for folder in (own, other):
+        assert [r["sample"] for r in R.read_rows(folder / R.RESULTS, cols)] == ["1"]
+        assert [p["sample"] for p in R.read_profile(folder / R.PROFILE)] == ["1"]
+    assert [r["sample"] for r in R.read_rows(busy_other / R.RESULTS, cols)] == ["1"]
+    R.FolderLock(other, wait=0).release()  # the lock taken on `other` was released
+    holder.release()
+    holder = R.FolderLock(busy)
+    with pytest.raises(EvalkitError, match="--force: .* records cells of this run and is being written by another run"):
+        R.drop_everywhere([own, busy], own, [planned])
+    assert [r["sample"] for r in R.read_rows(busy / R.RESULTS, cols)] == ["0", "1"]
+    holder.release()
+    own_lock.release()
+
+
+def test_rewrite_keeps_only_the_columns_given_and_leaves_no_temporary_file(tmp_path):
+    path = tmp_path / "r.csv"
+    R._rewrite(path, [{"a": "1", "b": "x\ny", "c": "dropped"}], ["a", "b"])
+    assert path.read_text() == 'a,b\n1,"x\ny"\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["r.csv"]
+    assert path.stat().st_mode & 0o777 == 0o600  # a new file: mkstemp's private mode
+    os.chmod(path, 0o664)
+    R._rewrite(path, [], ["a"])
+    assert path.read_text() == "a\n" and path.stat().st_mode & 0o777 == 0o664

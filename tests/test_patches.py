@@ -201,8 +201,9 @@ def test_ntk_equals_a_model_built_with_the_changed_base():
 
 
 def attention_scores(run, monkeypatch) -> list[torch.Tensor]:
-    """The pre-softmax scores (B, H, T, S) of every eager attention call made by ``run()``, in order
-    (read off the 4-D softmax calls: layer 0, layer 1, ... of each forward)."""
+    """The pre-softmax scores (B, H, T, S) of every attention call made by ``run()``, in order (layer 0,
+    layer 1, ... of each forward): read off the 4-D softmax calls of eager attention, or computed here
+    as q·kᵀ·scale + mask for code that calls scaled_dot_product_attention (Baichuan2-7B's)."""
     seen: list = []
 
     def recording(real):
@@ -212,11 +213,24 @@ def attention_scores(run, monkeypatch) -> list[torch.Tensor]:
             return real(scores, *args, **kwargs)
         return softmax
 
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def recording_sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **kwargs):
+        scores = (q.float() @ k.float().transpose(-2, -1)) * (scale or q.shape[-1] ** -0.5)
+        if attn_mask is not None:
+            scores = scores.masked_fill(~attn_mask, -torch.inf) if attn_mask.dtype == torch.bool \
+                else scores + attn_mask.float()
+        if is_causal:
+            scores = scores.masked_fill(torch.ones(scores.shape[-2:], dtype=torch.bool).triu(1), -torch.inf)
+        seen.append(scores.detach())
+        return sdpa(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale, **kwargs)
+
     with monkeypatch.context() as m:
         m.setattr(torch.nn.functional, "softmax", recording(torch.nn.functional.softmax))
         m.setattr(torch, "softmax", recording(torch.softmax))
+        m.setattr(torch.nn.functional, "scaled_dot_product_attention", recording_sdpa)
         run()
-    assert seen, "no eager softmax seen: the test needs eager attention"
+    assert seen, "no attention seen"
     return seen
 
 
