@@ -463,9 +463,9 @@ def test_a_rotary_that_disagrees_with_its_config_is_refused_not_patched(family, 
         rotary.inv_freq = rotary.inv_freq / 3  # as a scaling the config does not state would leave it
         rotary.original_inv_freq = rotary.inv_freq.clone()
     else:  # Baichuan-7B: a per-layer rotary with a persistent inv_freq, read from the checkpoint
-        for layer in model.model.layers:
-            layer.self_attn.rotary_emb.inv_freq /= 3
-            layer.self_attn.rotary_emb._build(64, "cpu")
+        rotary_class = type(model.model.layers[0].self_attn.rotary_emb)
+        for layer in model.model.layers:  # its own class, built with another base than the config's
+            layer.self_attn.rotary_emb = rotary_class(16, max_position_embeddings=64, base=3e4)
     before = logits(model, x)
     with pytest.raises(EvalkitError, match="does not hold the RoPE frequencies its config describes") as error:
         with patched(model, method, trained_len=16, **method_params(method)):
