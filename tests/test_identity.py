@@ -340,9 +340,37 @@ def test_drop_everywhere_drops_the_planned_cells_in_every_free_folder(tmp_path, 
 def test_rewrite_keeps_only_the_columns_given_and_leaves_no_temporary_file(tmp_path):
     path = tmp_path / "r.csv"
     R._rewrite(path, [{"a": "1", "b": "x\ny", "c": "dropped"}], ["a", "b"])
-    assert path.read_text() == 'a,b\n1,"x\ny"\n'
+    assert path.read_bytes() == b'a,b\n1,"x\ny"\n'
     assert [p.name for p in tmp_path.iterdir()] == ["r.csv"]
     assert path.stat().st_mode & 0o777 == 0o600  # a new file: mkstemp's private mode
     os.chmod(path, 0o664)
     R._rewrite(path, [], ["a"])
-    assert path.read_text() == "a\n" and path.stat().st_mode & 0o777 == 0o664
+    assert path.read_bytes() == b"a\n" and path.stat().st_mode & 0o777 == 0o664
+
+
+def test_rewrite_goes_through_a_new_hidden_file_beside_the_target(tmp_path, monkeypatch):
+    made = []
+    real = R.tempfile.mkstemp
+
+    def spy(*args, **kwargs):
+        fd, name = real(*args, **kwargs)
+        made.append(name)
+        return fd, name
+
+    monkeypatch.setattr(R.tempfile, "mkstemp", spy)
+    path = tmp_path / "results.csv"
+    path.write_text("a\n")
+    R._rewrite(path, [{"a": "é"}], ["a"])
+    assert len(made) == 1
+    tmp = os.path.basename(made[0])
+    assert os.path.dirname(made[0]) == str(tmp_path)
+    assert tmp.startswith(".results.csv.") and tmp.endswith(".evalkit-tmp") and len(tmp) > len(".results.csv..evalkit-tmp")
+    assert path.read_bytes() == "a\né\n".encode()
+
+
+def test_drop_rows_matches_either_reading_of_a_legacy_row(tmp_path):
+    path = tmp_path / "results.csv"
+    old = dict(PPL, scale="", alpha="2", params="", evalkit_version="0.2.0")
+    _write(path, [old, dict(old, sample="1")], list(PPL))
+    R.drop_rows(path, {R.row_key(dict(old, params="alpha=2"))}, list(PPL))  # the "alpha was given" reading
+    assert [r["sample"] for r in R.read_rows(path, list(PPL))] == ["1"]
