@@ -1,6 +1,7 @@
 """Score of a mutmut run in mutation/work/<target>: per module and overall, then every surviving mutant.
 
     python mutation/summary.py mutation/work/patches [--markdown]
+    python mutation/summary.py mutation/work/patches --names survived "no tests"   # names only
 
 Statuses are mutmut's (exit code of the tests per mutant). Score = killed / (killed + survived):
 "no tests" (no test of the universe reaches the function), "timeout", "suspicious" and
@@ -17,6 +18,13 @@ STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests"
           36: "timeout", 24: "timeout", -24: "timeout", 152: "timeout", 255: "timeout", 37: "type check",
           2: "interrupted", None: "not checked", -11: "segfault", -9: "segfault"}
 COLUMNS = ["killed", "survived", "no tests", "timeout", "suspicious", "not checked"]
+
+
+def names(tree: Path, statuses: list[str]) -> None:
+    for meta in sorted((tree / "mutants").rglob("*.py.meta")):
+        for name, code in json.loads(meta.read_text())["exit_code_by_key"].items():
+            if STATUS.get(code, "suspicious") in statuses:
+                print(name)
 
 
 def main(tree: Path, markdown: bool) -> None:
@@ -52,4 +60,7 @@ def main(tree: Path, markdown: bool) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), "--markdown" in sys.argv[2:])
+    if sys.argv[2:3] == ["--names"]:
+        names(Path(sys.argv[1]), sys.argv[3:])
+    else:
+        main(Path(sys.argv[1]), "--markdown" in sys.argv[2:])

@@ -68,7 +68,8 @@ def test_row_key_params_are_normalised():
 
 
 @pytest.mark.parametrize("version, old", [("0.2.9", True), ("0.1", True), ("0.3.0", False), ("1.0", False),
-                                          ("0.10.1", False), ("", False), ("x.y", False), (None, False)])
+                                          ("0.10.1", False), ("", False), ("x.y", False), (None, False),
+                                          ("0.2.dev0", True)])
 def test_legacy_is_evalkit_0_2_or_older(version, old):
     assert R.legacy({"evalkit_version": version}) is old
 
@@ -98,7 +99,7 @@ def test_profile_key_hand_value():
 
 @pytest.mark.parametrize("data, end", [
     (b"", 0), (b"a,b", 0), (b"a,b\n", 4), (b"a,b\nc", 4), (b'"x\ny",1\n', 8), (b'"x\ny",1', 0),
-    (b'"a""\n",b\n', 9), (b'a"b\n', 4), (b'a,"b\nc"\nd\n', 10), (b'"a"\n"b', 4), (b'"a"""\n', 6),
+    (b'"a""\n",b\n', 9), (b'a,"x\ny', 0), (b'a,"x\ny"\n', 8), (b'a"b\n', 4), (b'a,"b\nc"\nd\n', 10), (b'"a"\n"b', 4), (b'"a"""\n', 6),
 ])
 def test_complete_end_hand_values(data, end):
     assert R._complete_end(data) == end
@@ -142,19 +143,19 @@ def test_read_table_fills_missing_columns_and_refuses_broken_records(tmp_path):
 
 
 def test_appender_writes_a_header_then_appends_and_cuts_a_torn_record(tmp_path):
-    path = tmp_path / "sub" / "r.csv"
+    path = tmp_path / "sub" / "deeper" / "r.csv"
     cols = R.REQUIRED + ["nll"]
     a = R.CsvAppender(path, cols)
-    assert path.read_text() == ",".join(cols) + "\n"
+    assert path.read_bytes() == (",".join(cols) + "\n").encode()
     a.write([dict(zip(cols, ["m", "pi", "ppl", 8, 0, "ok", "0.3.0", "t", 1.25]))])
     a.close()
-    assert path.read_text().splitlines()[1] == "m,pi,ppl,8,0,ok,0.3.0,t,1.25"
+    assert path.read_bytes().split(b"\n")[1:] == [b"m,pi,ppl,8,0,ok,0.3.0,t,1.25", b""]
     with open(path, "a") as f:
         f.write("m,pi,ppl,8,1,o")
     a = R.CsvAppender(path, cols)
     a.write([dict(zip(cols, ["m", "pi", "ppl", 8, 2, "ok", "0.3.0", "t", True]))])
     a.close()
-    assert path.read_text().splitlines()[1:] == ["m,pi,ppl,8,0,ok,0.3.0,t,1.25", "m,pi,ppl,8,2,ok,0.3.0,t,1"]
+    assert path.read_bytes().split(b"\n")[1:] == [b"m,pi,ppl,8,0,ok,0.3.0,t,1.25", b"m,pi,ppl,8,2,ok,0.3.0,t,1", b""]
     path.write_text(",".join(cols[:3]))  # a torn header: written afresh
     R.CsvAppender(path, cols).close()
     assert path.read_text() == ",".join(cols) + "\n"
@@ -374,3 +375,37 @@ def test_drop_rows_matches_either_reading_of_a_legacy_row(tmp_path):
     _write(path, [old, dict(old, sample="1")], list(PPL))
     R.drop_rows(path, {R.row_key(dict(old, params="alpha=2"))}, list(PPL))  # the "alpha was given" reading
     assert [r["sample"] for r in R.read_rows(path, list(PPL))] == ["1"]
+
+
+def test_inspect_edges_of_the_header_line(tmp_path):
+    path = tmp_path / "r.csv"
+    line = ",".join(R.REQUIRED)
+    path.write_bytes(line.encode() + b"\n")  # the header alone: evalkit's, complete
+    assert R._inspect(path, R.REQUIRED, R.REQUIRED) == ("evalkit", line.encode() + b"\n", len(line) + 1, R.REQUIRED)
+    crlf = line.encode() + b"\r\nm,pi,ppl,8,0,ok,0.3.0,t\r\n"  # CRLF: the header's \r is not part of a name
+    path.write_bytes(crlf)
+    assert R._inspect(path, R.REQUIRED, R.REQUIRED) == ("evalkit", crlf, len(crlf), R.REQUIRED)
+    quoted = ",".join(f'"{c}"' for c in R.REQUIRED).encode() + b"\nm,pi,ppl,8,0,ok,0.3.0,t\n"
+    path.write_bytes(quoted)
+    assert R._inspect(path, R.REQUIRED, R.REQUIRED) == ("evalkit", quoted, len(quoted), R.REQUIRED)
+    reordered = ",".join(reversed(R.REQUIRED)).encode()
+    for bad in [line.encode() + b"X",  # starts with the header, goes on without a newline
+                reordered,  # all the names, no newline, not a prefix of the header
+                line.encode() + b" \n", line.encode() + b"\t\n", line.encode() + b"X\n"]:
+        path.write_bytes(bad)
+        with pytest.raises(EvalkitError, match="is not an evalkit results file"):
+            R._inspect(path, R.REQUIRED, R.REQUIRED)
+
+
+def test_read_table_keeps_a_quoted_crlf_and_fills_the_columns_asked(tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_bytes(",".join(R.REQUIRED + ["answer"]).encode() + b'\nm,pi,passkey,8,0,ok,0.3.0,t,"a\r\nb"\n')
+    rows = R.read_rows(path, R.REQUIRED + ["answer", "extra"])
+    assert rows == [{**dict(zip(R.REQUIRED, ["m", "pi", "passkey", "8", "0", "ok", "0.3.0", "t"])), "answer": "a\r\nb",
+                     "extra": ""}]
+    assert "depth" in R.read_rows(path)[0]  # the columns evalkit writes now, by default
+    prof = tmp_path / "positions.csv"
+    old = [c for c in R.PROFILE_COLUMNS if c != "text_field"]
+    _write(prof, [_profile(PPL, 0)], old)
+    (row,) = R.read_profile(prof)
+    assert set(row) == set(R.PROFILE_COLUMNS) and row["text_field"] == ""
