@@ -323,7 +323,7 @@ def test_drop_everywhere_drops_the_planned_cells_in_every_free_folder(tmp_path, 
     _write(busy_other / R.RESULTS, [kept], cols)
     own_lock = R.FolderLock(own)
     holder = R.FolderLock(busy_other)
-    R.drop_everywhere([own, other, busy_other], own, [planned])
+    R.drop_everywhere([own, busy_other, other], own, [planned])  # a busy folder without the cells is skipped
     for folder in (own, other):
         assert [r["sample"] for r in R.read_rows(folder / R.RESULTS, cols)] == ["1"]
         assert [p["sample"] for p in R.read_profile(folder / R.PROFILE)] == ["1"]
@@ -409,3 +409,37 @@ def test_read_table_keeps_a_quoted_crlf_and_fills_the_columns_asked(tmp_path):
     _write(prof, [_profile(PPL, 0)], old)
     (row,) = R.read_profile(prof)
     assert set(row) == set(R.PROFILE_COLUMNS) and row["text_field"] == ""
+
+
+def test_tidy_counts_each_cell_recorded_twice(tmp_path):
+    rows = [dict(PPL, sample="0"), dict(PPL, sample="1"), dict(PPL, sample="0"), dict(PPL, sample="1"),
+            dict(PPL, sample="1")]
+    _write(tmp_path / R.RESULTS, rows, list(PPL))
+    said = []
+    R.tidy(tmp_path, log=said.append)
+    assert said == [f"evalkit: {tmp_path / R.RESULTS}: removed the second copies of 2 cell(s) recorded twice"]
+    assert [r["sample"] for r in R.read_rows(tmp_path / R.RESULTS, list(PPL))] == ["0", "1"]
+
+
+def test_folder_lock_retries_every_50_ms_for_its_wait_then_refuses(tmp_path, monkeypatch):
+    lock = R.FolderLock(tmp_path, wait=0)
+    clock, sleeps = iter(range(0, 1000)), []
+    monkeypatch.setattr(R.time, "monotonic", lambda: float(next(clock)))
+    monkeypatch.setattr(R.time, "sleep", sleeps.append)
+    with pytest.raises(EvalkitError):
+        R.FolderLock(tmp_path)  # default wait 2 s: the clock reads 0 (deadline 2), then 1 (retry), then 2 (stop)
+    assert sleeps == [0.05]
+    sleeps.clear()
+    with pytest.raises(EvalkitError):
+        R.FolderLock(tmp_path, wait=4)
+    assert sleeps == [0.05] * 3
+    lock.release()
+
+
+def test_folder_lock_held_by_a_process_that_wrote_nothing(tmp_path):
+    import fcntl
+    (tmp_path / R.LOCK).write_text("")
+    with open(tmp_path / R.LOCK) as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        with pytest.raises(EvalkitError, match=r"being written by another evalkit run \(another process\)"):
+            R.FolderLock(tmp_path, wait=0)
