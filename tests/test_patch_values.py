@@ -396,3 +396,78 @@ def test_bloom_patch_keeps_a_given_padding_mask_and_keyword_or_embedding_inputs(
             assert torch.equal(tr(input_ids=x).last_hidden_state, want)
             assert torch.equal(tr(x).last_hidden_state, want)
             assert torch.equal(tr(inputs_embeds=tr.word_embeddings(x)).last_hidden_state, want_embeds)
+
+
+# --- the registry's helpers (evalkit.patches), called directly: mutmut swaps a mutant in only after
+# import, so what runs at import (the lazy formula wrappers, the ramp checks) needs a direct call ---
+
+def test_lazy_calls_the_named_formula_with_every_argument():
+    from evalkit.patches import _lazy
+    call = _lazy("rope", "rope_yarn")
+    assert call.__name__ == "rope_yarn"
+    inv, factor = call(8, 10.0, 4.0, trained_len=1024, beta_fast=32, beta_slow=1)
+    torch.testing.assert_close(inv.double(), _plain(8, 10.0) * torch.tensor([1, 1, 1, 0.85], dtype=torch.float64),
+                               rtol=1e-6, atol=0)
+    assert factor == pytest.approx(0.1 * math.log(4) + 1)
+    assert _lazy("alibi", "alibi_interpolate")(torch.tensor([0.5]), scale=2.0).tolist() == [0.25]
+
+
+def test_ramp_check_says_when_the_low_end_is_not_below_the_high_end():
+    from evalkit.patches import _ramp
+    check = _ramp("beta_slow", "beta_fast")
+    assert check({"beta_slow": 1.0, "beta_fast": 32.0}) is None
+    assert check({"beta_slow": 32.0, "beta_fast": 32.0}) == "beta_slow must be below beta_fast"
+    assert check({"beta_slow": 33.0, "beta_fast": 32.0}) == "beta_slow must be below beta_fast"
+
+
+def test_param_example_is_its_default_else_its_low_end_else_one():
+    from evalkit.patches import ALPHA, METHODS, Param
+    assert METHODS.get("self-extend").param("window").example() == 1024
+    assert ALPHA.example() == 1  # no default: the low end
+    assert Param("x", "h", low=0.5).example() == 0.5
+    assert Param("x", "h").example() == 1
+    assert Param("x", "h", default=0.0, low=3).example() == 0.0  # a default of 0 is a default
+
+
+def test_resolved_reads_missing_factors_as_none_and_other_names_as_errors():
+    from evalkit.patches import Resolved, parse_call
+    r = Resolved(parse_call("self-extend"), 16, {"window": 4, "group": 2})
+    assert r.window == 4 and r.scale is None and r.alpha is None
+    with pytest.raises(AttributeError, match="^nothing$"):
+        r.nothing
+
+
+@pytest.mark.parametrize("content, want", [
+    ("[1, 2.5]", (1.0, 2.5)),
+    ('{"long_factor": [1.5]}', (1.5,)),
+    ('{"rope_scaling": {"long_factor": [2]}}', (2.0,)),
+    ('{"rope_parameters": {"long_factor": [3]}}', (3.0,)),
+    ('{"rope_scaling": {"type": "su"}, "long_factor": [4]}', (4.0,)),  # the first dict that has them
+    ('{"rope_scaling": null, "rope_parameters": {"long_factor": [5]}, "long_factor": [6]}', (5.0,)),
+])
+def test_factor_file_reads_every_documented_form(tmp_path, content, want):
+    from evalkit.patches import _factor_file
+    path = tmp_path / "f.json"
+    path.write_text(content, encoding="utf-8")
+    assert _factor_file(str(path)) == want
+
+
+@pytest.mark.parametrize("content", ["[]", "5", '{"rope_scaling": {"type": "su"}}', "[1, true]", "[1, -1]", "[0]",
+                                     "[1, NaN]", '["1"]', "{}", '{"long_factor": 2}'])
+def test_factor_file_refuses_anything_but_a_list_of_positive_numbers(tmp_path, content):
+    from evalkit.errors import EvalkitError
+    from evalkit.patches import _factor_file
+    path = tmp_path / "f.json"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(EvalkitError, match="holds no list of positive factors"):
+        _factor_file(str(path))
+
+
+def test_factor_file_unreadable_or_not_json(tmp_path):
+    from evalkit.errors import EvalkitError
+    from evalkit.patches import _factor_file
+    with pytest.raises(EvalkitError, match="cannot read the factors file .*absent.json: No such file"):
+        _factor_file(str(tmp_path / "absent.json"))
+    (tmp_path / "bad.json").write_text("[1,", encoding="utf-8")
+    with pytest.raises(EvalkitError, match=r"bad.json is not valid JSON \("):
+        _factor_file(str(tmp_path / "bad.json"))
