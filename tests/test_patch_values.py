@@ -471,3 +471,17 @@ def test_factor_file_unreadable_or_not_json(tmp_path):
     (tmp_path / "bad.json").write_text("[1,", encoding="utf-8")
     with pytest.raises(EvalkitError, match=r"bad.json is not valid JSON \("):
         _factor_file(str(tmp_path / "bad.json"))
+
+
+def test_gemma3_shipped_yarn_on_its_full_attention_layers_is_kept_exactly_at_scale_one():
+    """Gemma 3's per-type rotary with YaRN shipped on the full-attention layers (attention factor
+    0.1·ln 4 + 1 ≠ 1): PI at s = 1 multiplies the shipped frequencies by 1 and keeps the shipped factor, so the
+    logits are the model's own, bit for bit (the shipped frequencies come from transformers for that layer type)."""
+    from conftest import ids, logits, tiny_gemma3
+    import evalkit
+    model = tiny_gemma3(rope={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16})
+    assert model.model.rotary_emb.full_attention_attention_scaling == pytest.approx(0.1 * math.log(4) + 1)
+    x = ids(40)
+    want = logits(model, x)
+    with evalkit.patched(model, "pi", scale=1.0):
+        assert torch.equal(logits(model, x), want)
