@@ -485,3 +485,71 @@ def test_gemma3_shipped_yarn_on_its_full_attention_layers_is_kept_exactly_at_sca
     want = logits(model, x)
     with evalkit.patched(model, "pi", scale=1.0):
         assert torch.equal(logits(model, x), want)
+
+
+def test_alibi_adapters_trained_length_type_and_static():
+    from conftest import tiny_bloom, tiny_falcon_alibi, tiny_mpt
+    from evalkit.patches import find_adapter
+    for model, length in ((tiny_bloom(), 2048), (tiny_mpt(max_seq_len=48), 48), (tiny_falcon_alibi(), 64)):
+        adapter = find_adapter(model)
+        assert adapter.trained_len(model) == length and isinstance(adapter.trained_len(model), int)
+        assert adapter.shipped_type(model) == "default"
+        assert adapter.length_independent(model) is True
+
+
+def test_alibi_helpers_model_type_config_len_and_baichuan_detection():
+    from types import SimpleNamespace
+    from conftest import tiny_bloom
+    from evalkit.patches import alibi_models as am
+    assert am.model_type(SimpleNamespace(config=SimpleNamespace())) == ""
+    assert am.model_type(SimpleNamespace(config=SimpleNamespace(model_type="bloom"))) == "bloom"
+    read = am._config_len("model_max_length", "max_position_embeddings")
+    m = lambda **kw: SimpleNamespace(config=SimpleNamespace(**kw))  # noqa: E731
+    assert read(m(model_max_length=4096, max_position_embeddings=8)) == 4096
+    assert read(m(model_max_length=0, max_position_embeddings=8)) == 8
+    assert read(m(max_position_embeddings=8)) == 8
+    assert read(m()) == 2048
+    assert am._is_baichuan_alibi(tiny_bloom()) is False
+
+
+def test_baichuan_mask_cache_reset():
+    from torch import nn
+    from evalkit.patches.alibi_models import _baichuan_reset_mask_cache
+    base = nn.Module()
+    base.register_buffer("future_mask", torch.zeros(1))
+    base.first_run, base.max_cache_pos, base.alibi_mask = False, 7, torch.zeros(1)
+    _baichuan_reset_mask_cache(base, 4096)
+    assert "future_mask" not in base._buffers and not hasattr(base, "future_mask")
+    assert base.first_run is True and base.max_cache_pos == 4096 and base.alibi_mask is None
+    plain = nn.Module()
+    plain.__dict__["future_mask"] = torch.zeros(1)
+    _baichuan_reset_mask_cache(plain, 16)
+    assert "future_mask" not in plain.__dict__ and not hasattr(plain, "alibi_mask")
+
+
+def test_falcon_and_bloom_patch_keep_padded_rows_bit_for_bit():
+    """Left padding: (cumsum − 1) · mask positions, as the models compute them (padded rows stay finite)."""
+    from conftest import ids, tiny_bloom, tiny_falcon_alibi
+    import evalkit
+    x = ids(24, batch=2)
+    mask = torch.ones(2, 24, dtype=torch.long)
+    mask[0, :5] = 0
+    for model in (tiny_falcon_alibi(), tiny_bloom()):
+        with torch.no_grad():
+            want = model(input_ids=x, attention_mask=mask).logits
+            with evalkit.patched(model, "alibi-pi", scale=1.0, trained_len=16):
+                assert torch.equal(model(input_ids=x, attention_mask=mask).logits, want)
+
+
+def test_mpt_patch_at_the_full_max_seq_len_and_bloom_in_bfloat16():
+    from conftest import ids, logits, tiny_bloom, tiny_mpt
+    import evalkit
+    mpt = tiny_mpt(max_seq_len=32)
+    x = ids(32)  # as many keys as the alibi built for max_seq_len
+    want = logits(mpt, x)
+    with evalkit.patched(mpt, "alibi-pi", scale=1.0, trained_len=16):
+        assert torch.equal(logits(mpt, x), want)
+    bloom = tiny_bloom().to(torch.bfloat16)
+    want = logits(bloom, x)
+    with evalkit.patched(bloom, "alibi-pi", scale=1.0, trained_len=16):
+        assert torch.equal(logits(bloom, x), want)
