@@ -553,3 +553,25 @@ def test_mpt_patch_at_the_full_max_seq_len_and_bloom_in_bfloat16():
     want = logits(bloom, x)
     with evalkit.patched(bloom, "alibi-pi", scale=1.0, trained_len=16):
         assert torch.equal(logits(bloom, x), want)
+
+
+# --- the two-region attention's own rotation (evalkit.patches.attention.rotate) ---
+
+def test_rotate_is_rotate_half_rope_on_the_rotary_part_only_times_the_factor():
+    """Partial rotary: the first 2·len(θ) dims rotate ((a, b) -> (a cos − b sin, b cos + a sin), times the
+    attention factor), the rest pass unchanged; bfloat16 in, bfloat16 out."""
+    from evalkit.patches.attention import rotate
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 2, 3, 6, generator=g)
+    pos = torch.tensor([0.0, 1.0, 5.0])
+    theta = torch.tensor([1.0, 0.5])
+    ang = pos.double()[:, None] * theta.double()[None, :]  # (T, 2)
+    a, b = x.double()[..., :2], x.double()[..., 2:4]
+    want = torch.cat((1.5 * (a * ang.cos() - b * ang.sin()), 1.5 * (b * ang.cos() + a * ang.sin()),
+                      x.double()[..., 4:]), dim=-1)
+    out = rotate(x, pos, theta, 1.5)
+    assert out.shape == x.shape and out.dtype == torch.float32
+    torch.testing.assert_close(out.double(), want, rtol=1e-5, atol=1e-6)
+    full = rotate(x[..., :4], pos, theta, 1.5)  # no pass-through part
+    torch.testing.assert_close(full.double(), want[..., :4], rtol=1e-5, atol=1e-6)
+    assert rotate(x.bfloat16(), pos, theta, 1.5).dtype == torch.bfloat16
