@@ -575,3 +575,60 @@ def test_rotate_is_rotate_half_rope_on_the_rotary_part_only_times_the_factor():
     full = rotate(x[..., :4], pos, theta, 1.5)  # no pass-through part
     torch.testing.assert_close(full.double(), want[..., :4], rtol=1e-5, atol=1e-6)
     assert rotate(x.bfloat16(), pos, theta, 1.5).dtype == torch.bfloat16
+
+
+def _two_region_reference(q, k, v, window, far_q, far_k, theta, factor, scaling, groups):
+    """Full-matrix two-region attention in float64: near (0 <= i−j < W) scored at the true positions,
+    far (i−j >= W) at the remapped ones, merged per query, causal, one softmax."""
+    k, v = k.double().repeat_interleave(groups, 1), v.double().repeat_interleave(groups, 1)
+    q = q.double()
+    pos = torch.arange(q.shape[2], dtype=torch.float64)
+
+    def rot(x, p):
+        ang = p[:, None] * theta.double()[None, :]
+        cos, sin = torch.cat((ang.cos(), ang.cos()), -1) * factor, torch.cat((ang.sin(), ang.sin()), -1) * factor
+        half = x.shape[-1] // 2
+        return x * cos + torch.cat((-x[..., half:], x[..., :half]), -1) * sin
+
+    near = rot(q, pos) @ rot(k, pos).transpose(2, 3) * scaling
+    far = rot(q, far_q(pos)) @ rot(k, far_k(pos)).transpose(2, 3) * scaling
+    d = pos[:, None] - pos[None, :]
+    s = torch.where(d < 0, float("-inf"), torch.where(d < window, near, far))
+    return torch.softmax(s, -1) @ v
+
+
+@pytest.mark.parametrize("n", [5, 13])  # n = W + 1: the first far key exists for the last query only
+@pytest.mark.parametrize("budget_rows", [None, 1, 3])
+@pytest.mark.parametrize("method", ["self-extend", "rerope", "leaky-rerope"])
+def test_two_region_attention_equals_a_full_matrix_reference(monkeypatch, n, budget_rows, method):
+    from evalkit.patches import attention
+    W, G, K = 4, 2, 2.0
+    region, far_q, far_k = {
+        "self-extend": (attention.self_extend(W, G), lambda p: torch.floor(p / G) + W - W / G, lambda p: torch.floor(p / G)),
+        "rerope": (attention.rerope(W), lambda p: torch.full_like(p, float(W)), lambda p: torch.zeros_like(p)),
+        "leaky-rerope": (attention.leaky_rerope(W, K), lambda p: p / K + W - W / K, lambda p: p / K),
+    }[method]
+    g = torch.Generator().manual_seed(n)
+    q = torch.randn(1, 4, n, 8, generator=g)
+    k, v = torch.randn(1, 2, n, 8, generator=g), torch.randn(1, 2, n, 8, generator=g)  # 2 query heads per key head
+    theta = torch.tensor([1.0, 0.3, 0.1, 0.01])
+    if budget_rows:
+        monkeypatch.setattr(attention, "SCORE_BUDGET", 4 * n * budget_rows)  # blocks of budget_rows queries
+    pos = torch.arange(n, dtype=torch.float64)
+    out = attention.two_region_attention(q, k, v, pos, pos, region, theta, 1.2, 0.35, groups=2)
+    want = _two_region_reference(q, k, v, W, far_q, far_k, theta, 1.2, 0.35, 2)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out.double(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_two_region_attention_keeps_bfloat16():
+    from evalkit.patches import attention
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 9, 8, generator=g).bfloat16() for _ in range(3))
+    pos = torch.arange(9, dtype=torch.float64)
+    out = attention.two_region_attention(q, k, v, pos, pos, attention.rerope(4), torch.tensor([1.0, 0.3, 0.1, 0.01]),
+                                         1.0, 0.35)
+    assert out.dtype == torch.bfloat16
+    want = _two_region_reference(q.float(), k.float(), v.float(), 4, lambda p: torch.full_like(p, 4.0),
+                                 lambda p: torch.zeros_like(p), torch.tensor([1.0, 0.3, 0.1, 0.01]), 1.0, 0.35, 1)
+    torch.testing.assert_close(out.double(), want, rtol=0.05, atol=0.05)
