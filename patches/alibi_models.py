@@ -122,14 +122,10 @@ def _falcon_install(model, slopes, stack) -> None:
 
 # --- MPT ---
 
-def _mpt_bias_max(model) -> float:
-    attn = model.config.attn_config
-    return getattr(attn, "alibi_bias_max", None) or (attn.get("alibi_bias_max", 8) if isinstance(attn, dict) else 8)
-
-
 def _mpt_base(model) -> torch.Tensor:
-    built = type(model.transformer).build_mpt_alibi_tensor(
-        model.transformer, model.transformer.num_heads, 2, _mpt_bias_max(model))
+    # built as MptModel.forward builds it: transformers passes no alibi_bias_max there (so 8), whatever
+    # the config's attn_config says; the slopes to scale are those the model really uses
+    built = model.transformer.build_mpt_alibi_tensor(model.transformer.num_heads, 2)
     return -built[:, 0, 0].float()  # distance -1 at the first of two positions
 
 
