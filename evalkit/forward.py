@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from evalkit.errors import EvalkitError
+from evalkit.patches._cache import cache_arg, cache_out
 from evalkit.patches._swap import swap
 
 CHUNK = 1024  # positions per LM-head chunk
@@ -105,9 +106,9 @@ def hidden_states(model, input_ids, past_key_values=None, use_cache=False):
         swap(stack, model, _head_name(model), capture)
         kwargs = {"use_cache": use_cache}
         if past_key_values is not None:
-            kwargs["past_key_values"] = past_key_values
+            kwargs[cache_arg(model)] = past_key_values
         out = model(input_ids=input_ids, **kwargs)
-    return capture.hidden, getattr(out, "past_key_values", None)
+    return capture.hidden, cache_out(out)
 
 
 @torch.no_grad()

@@ -23,6 +23,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from evalkit.patches._cache import cache_in
 from evalkit.patches._swap import swap
 
 
@@ -85,7 +86,7 @@ def _bloom_install(model, slopes, stack) -> None:
         ids = kwargs.get("input_ids", args[0] if args else None)
         embeds = kwargs.get("inputs_embeds")
         ref = ids if ids is not None else embeds
-        cache = kwargs.get("past_key_values")
+        cache = cache_in(kwargs)
         past = cache.get_seq_length() if cache is not None and hasattr(cache, "get_seq_length") else 0
         kwargs["attention_mask"] = torch.ones(ref.shape[0], past + ref.shape[1], dtype=torch.long,
                                               device=ref.device)

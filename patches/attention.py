@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from evalkit.errors import EvalkitError
+from evalkit.patches._cache import cache_in
 
 SCORE_BUDGET = 1 << 24  # scores in flight per block (B·H·rows·keys): 64 MiB in fp32 for each of the two regions
 
@@ -127,8 +128,7 @@ def two_region_forward(attn: nn.Module, region: TwoRegion, rotary) -> Callable:
     two-region attention with the frequencies of ``rotary`` (a ScaledRotary: the checkpoint's own,
     or scaled by another method) at the positions it saw in this forward."""
 
-    def forward(hidden_states, position_embeddings=None, attention_mask=None, past_key_values=None,
-                cache_position=None, **kwargs):
+    def forward(hidden_states, position_embeddings=None, attention_mask=None, **kwargs):
         batch, n_new, _ = hidden_states.shape
         shape = (batch, n_new, -1, attn.head_dim)
         q, k = attn.q_proj(hidden_states).view(shape), attn.k_proj(hidden_states).view(shape)
@@ -136,7 +136,7 @@ def two_region_forward(attn: nn.Module, region: TwoRegion, rotary) -> Callable:
         if isinstance(getattr(attn, "q_norm", None), nn.Module):  # Qwen3, Gemma 3: per-head norms first
             q, k = attn.q_norm(q), attn.k_norm(k)
         q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, H, T, D)
-        cache = past_key_values if past_key_values is not None else kwargs.get("past_key_value")
+        cache = cache_in(kwargs)
         if cache is not None:  # unrotated keys: every step rotates them for its own queries
             k, v = cache.update(k, v, attn.layer_idx)
         positions = rotary.positions[0]  # (T,): the same positions for every row of the batch

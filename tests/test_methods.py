@@ -12,6 +12,7 @@ import transformers
 
 from conftest import HF5, ROPE_MODELS, ids, llama_config, logits, method_params, tiny_llama, tiny_phi3, tiny_qwen3
 from evalkit.errors import EvalkitError
+from evalkit.forward import next_token_logits
 from evalkit.patches import METHODS, methods_for, parse_call, patched, split_method_list
 
 L, S, N = 16, 4.0, 40  # trained length, scale, input length (N > L: every method acts)
@@ -279,20 +280,39 @@ def test_self_extend_with_a_window_past_the_input_is_plain_attention():
         torch.testing.assert_close(logits(model, x), want, rtol=1e-5, atol=1e-5)
 
 
+def _hand_the_cache_over_as(model, name: str) -> None:
+    """Each attention layer gets the cache under ``name``, as another transformers line would
+    pass it (5.24 renamed ``past_key_values`` to ``cache``; 4.x layers took ``past_key_value``)."""
+    def rename(_module, args, kwargs):
+        for old in ("cache", "past_key_values", "past_key_value"):
+            if old in kwargs:
+                kwargs[name] = kwargs.pop(old)
+        return args, kwargs
+    for layer in model.model.layers:
+        layer.self_attn.register_forward_pre_hook(rename, with_kwargs=True)
+
+
 @torch.no_grad()
+@pytest.mark.parametrize("name", [None, "cache", "past_key_values", "past_key_value", "a_future_name"])
 @pytest.mark.parametrize("method", list(REGIONS))
-def test_two_region_attention_through_cached_decoding_equals_full_forwards(method):
+def test_two_region_attention_through_cached_decoding_equals_full_forwards(method, name):
+    """Keys enter the cache unrotated and each step rotates them afresh: a hook that missed the
+    cache (as one reading only ``past_key_values`` does on transformers 5.24) decodes from an
+    empty one, at position 0, with no error."""
     params = REGIONS[method][0]
     model = tiny_llama()
+    if name is not None:
+        _hand_the_cache_over_as(model, name)
     prompt, extra = ids(30), ids(4, seed=5)
     with patched(model, method, trained_len=L, **params):
-        out = model(input_ids=prompt, use_cache=True)
-        cache, steps = out.past_key_values, []
-        for t in range(extra.shape[1]):
-            out = model(input_ids=extra[:, t:t + 1], past_key_values=cache, use_cache=True)
-            cache, steps = out.past_key_values, steps + [out.logits[:, -1]]
+        last, cache = next_token_logits(model, prompt)
+        steps = [last]
+        for t in range(extra.shape[1] - 1):
+            last, cache = next_token_logits(model, extra[:, t:t + 1], cache)
+            steps.append(last)
+        assert cache.get_seq_length() == 30 + extra.shape[1] - 1
         full = logits(model, torch.cat([prompt, extra], 1))
-    torch.testing.assert_close(torch.stack(steps, 1), full[:, 30:], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(torch.stack(steps, 1), full[:, 29:-1], rtol=1e-4, atol=1e-4)
 
 
 def test_two_region_attention_holds_one_block_of_scores_at_a_time(monkeypatch):

@@ -12,6 +12,7 @@ from conftest import ALIBI_MODELS, ATTENTION_HOOK_REFUSED, LOGN_REFUSED, ROPE_MO
 from evalkit.cli import app
 from evalkit.forward import croppable, next_token_logits
 from evalkit.patches import METHODS, parse_call, patched
+from evalkit.patches._cache import cache_in
 from evalkit.results import read_rows
 from evalkit.tasks.retrieval import SharedPrefix, generate
 
@@ -73,6 +74,17 @@ def test_a_trial_from_the_shared_cache_equals_a_full_prefill(family, method, tmp
         shared = SharedPrefix()
         for prompt in prompts():
             assert generate(ctx, prompt, 6, lambda text: False, shared) == generate(ctx, prompt, 6, lambda text: False)
+
+
+def test_a_hook_finds_the_cache_under_every_name_transformers_has_given_it():
+    """5.24 renamed ``past_key_values`` to ``cache``; 4.x attention took ``past_key_value``: a
+    hook (BLOOM's mask, two-region attention) that misses it works on an empty cache, silently."""
+    from transformers import DynamicCache
+    cache, other = DynamicCache(), torch.zeros(1, 3)
+    for name in ("cache", "past_key_values", "past_key_value", "a_future_name"):
+        assert cache_in({"position_ids": other, name: cache}) is cache, name
+    assert cache_in({"cache": None, "past_key_values": cache}) is cache
+    assert cache_in({"position_ids": other, "use_cache": True}) is None
 
 
 def test_how_far_trials_share_follows_the_method_and_the_checkpoint(tiny_model_dir):
