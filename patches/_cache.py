@@ -29,8 +29,9 @@ def cache_in(kwargs: dict):
 def cache_out(output):
     """The cache a model's forward returned (``output.cache`` from 5.24 on, else
     ``output.past_key_values``); None if it returned none."""
-    cache = getattr(output, "cache", None)  # read first: the old name warns on 5.24+
-    return cache if cache is not None else getattr(output, "past_key_values", None)
+    if hasattr(output, "cache"):  # never touch the old name there: reading it warns on 5.24+
+        return output.cache
+    return getattr(output, "past_key_values", None)
 
 
 def cache_arg(model) -> str:

@@ -12,7 +12,7 @@ from conftest import ALIBI_MODELS, ATTENTION_HOOK_REFUSED, LOGN_REFUSED, ROPE_MO
 from evalkit.cli import app
 from evalkit.forward import croppable, next_token_logits
 from evalkit.patches import METHODS, parse_call, patched
-from evalkit.patches._cache import cache_in
+from evalkit.patches._cache import cache_arg, cache_in, cache_out
 from evalkit.results import read_rows
 from evalkit.tasks.retrieval import SharedPrefix, generate
 
@@ -85,6 +85,31 @@ def test_a_hook_finds_the_cache_under_every_name_transformers_has_given_it():
         assert cache_in({"position_ids": other, name: cache}) is cache, name
     assert cache_in({"cache": None, "past_key_values": cache}) is cache
     assert cache_in({"position_ids": other, "use_cache": True}) is None
+
+
+def test_decoding_passes_and_reads_the_cache_under_the_model_s_own_name():
+    class New(torch.nn.Module):  # transformers 5.24+
+        def forward(self, input_ids, cache=None, use_cache=None):
+            pass
+
+    class Old(torch.nn.Module):  # 4.57 to 5.23, and remote code
+        def forward(self, input_ids, past_key_values=None, use_cache=None):
+            pass
+
+    assert (cache_arg(New()), cache_arg(Old())) == ("cache", "past_key_values")
+
+    class NewOutput:  # 5.24+: reading the old name warns in every run, so it is never read
+        cache = None
+
+        @property
+        def past_key_values(self):
+            raise AssertionError("the deprecated name was read")
+
+    cache = object()
+    assert cache_out(NewOutput()) is None
+    assert cache_out(SimpleNamespace(cache=cache)) is cache
+    assert cache_out(SimpleNamespace(past_key_values=cache)) is cache
+    assert cache_out(SimpleNamespace(logits=None)) is None
 
 
 def test_how_far_trials_share_follows_the_method_and_the_checkpoint(tiny_model_dir):
