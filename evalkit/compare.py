@@ -40,9 +40,12 @@ def find_csvs(paths) -> list[Path]:
 
 def load_results(paths):
     """All rows of the given CSVs / folders as a DataFrame (with the file in ``_file``)."""
-    rows = []
-    for f in find_csvs(paths):
+    rows, files = [], find_csvs(paths)
+    for f in files:
         rows += [dict(r, _file=str(f)) for r in read_table(f)[1]]  # one-line error for a non-evalkit CSV
+    if not rows:
+        raise EvalkitError(f"no result rows in {', '.join(map(str, files))}",
+                           "the files are empty or hold only a header: run evalkit run first, or check the path")
     return frame_of(rows)
 
 

@@ -2,6 +2,7 @@
 import csv
 import math
 from itertools import combinations
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -472,3 +473,19 @@ def test_a_figure_that_fails_leaves_no_figure_open(results, tmp_path, monkeypatc
     with pytest.raises(RuntimeError, match="drawing failed"):
         plot_all([results], tmp_path / "figs")
     assert plt.get_fignums() == before
+
+
+@pytest.mark.parametrize("command", ["compare", "plot", "report"])
+def test_files_without_rows_are_one_line_with_exit_code_2(command, tmp_path):
+    """An empty file or a header alone is a mistake (a wrong path, a sweep that wrote nothing),
+    not an empty table with exit code 0."""
+    header = (Path(__file__).parents[1] / "results/smollm2-135m-cpu/results.csv").read_text().splitlines()[0]
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "header.csv").write_text(header + "\n")
+    for name in ("empty.csv", "header.csv"):
+        out = {"compare": [], "plot": ["--out", str(tmp_path / "figures")], "report": ["--out", str(tmp_path / "r.html")]}
+        args = [command, str(tmp_path / name)] + out[command]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2, result.output
+        assert result.output.strip().count("\n") == 0 and "no result rows in" in result.output, result.output
+
