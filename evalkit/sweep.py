@@ -11,6 +11,7 @@ import functools
 import datetime as dt
 import gc
 import math
+import os
 import resource
 import time
 from dataclasses import dataclass, field
@@ -417,8 +418,7 @@ def run(cfg: RunConfig, log=print, progress=None) -> Summary:
     for call in cfg.calls:
         check_applicable(call, spec.encoding)
     out = Path(cfg.out) if cfg.out else default_out(spec)
-    if out.exists() and not out.is_dir():
-        raise EvalkitError(f"--out {out} is a file", "give a folder for the CSV files")
+    check_out(out)
     for each in result_folders(out):  # refuse foreign files before any work
         read_rows(each / RESULTS), read_profile(each / PROFILE)
     loaded = load_model(spec, cfg.device, cfg.dtype, cfg.trust_remote_code, log=log, adapter=cfg.adapter,
@@ -452,6 +452,20 @@ def run(cfg: RunConfig, log=print, progress=None) -> Summary:
     finally:
         _keep_notes(own, ctx.notes)  # also when the run stops early: what planning noted stays
         lock.release()
+
+
+def check_out(out: Path) -> None:
+    """Refuse an --out that cannot hold the results before the model loads (minutes, for a
+    large one): a file in its place or on its path, or a folder this user cannot write in."""
+    if out.exists() and not out.is_dir():
+        raise EvalkitError(f"--out {out} is a file", "give a folder for the CSV files")
+    existing = out
+    while not existing.exists():  # the nearest folder that is there: the run creates the rest
+        existing = existing.parent
+    if not existing.is_dir():
+        raise EvalkitError(f"--out {out}: {existing} is a file", "give a folder for the CSV files")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise EvalkitError(f"--out {out}: cannot write in {existing}", "check the path and its permissions")
 
 
 def mine(groups: list[Group], shard: Shard) -> list[Group]:

@@ -84,6 +84,8 @@ def test_a_hook_finds_the_cache_under_every_name_transformers_has_given_it():
     for name in ("cache", "past_key_values", "past_key_value", "a_future_name"):
         assert cache_in({"position_ids": other, name: cache}) is cache, name
     assert cache_in({"cache": None, "past_key_values": cache}) is cache
+    legacy = ((torch.zeros(1, 1, 2, 4), torch.zeros(1, 1, 2, 4)),)  # a tuple cache (remote code): by name only
+    assert cache_in({"position_ids": other, "past_key_values": legacy}) is legacy
     assert cache_in({"position_ids": other, "use_cache": True}) is None
 
 
