@@ -303,20 +303,6 @@ def test_foreign_results_file_is_refused_and_left_alone(tiny_run, tmp_path):
     assert (out / "results.csv").read_text() == "a,b\n1,2\n"
 
 
-def test_an_out_that_cannot_be_a_folder_is_refused_before_the_model_loads(tiny_run, tmp_path, monkeypatch):
-    import evalkit.models
-
-    def no_loading(*args, **kwargs):
-        raise AssertionError("the model was loaded before --out was checked")
-
-    monkeypatch.setattr(evalkit.models, "load_model", no_loading)
-    (tmp_path / "afile").write_text("mine\n")
-    for out, needle in [(tmp_path / "afile", "is a file"), (tmp_path / "afile" / "sub" / "deeper", "afile is a file")]:
-        result, _ = tiny_run("--len", "160", out=out)
-        _one_line_error(result, needle)
-    assert (tmp_path / "afile").read_text() == "mine\n"
-
-
 def test_remote_code_needs_the_flag(tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "evalkit.toml").write_text(

@@ -307,10 +307,17 @@ def test_a_broken_config_json(run, tmp_path, config, needle):
     one_line_error(run(*QUICK, model=folder)[0], needle)
 
 
-def test_an_out_folder_that_cannot_be_made(run, tmp_path):
+def test_an_out_folder_that_cannot_be_made_is_refused_before_the_model_loads(run, tmp_path, monkeypatch):
+    import evalkit.models
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded before --out was checked")
+
+    monkeypatch.setattr(evalkit.models, "load_model", no_loading)
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    one_line_error(run("--task", "passkey", *QUICK, out=blocker / "sub")[0], "cannot use")
+    for out, needle in [(blocker, "is a file"), (blocker / "sub" / "deeper", f"{blocker} is a file")]:
+        one_line_error(run("--task", "passkey", *QUICK, out=out)[0], needle)
     assert blocker.read_text() == "x"
 
 
