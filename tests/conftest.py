@@ -22,10 +22,11 @@ HF5 = int(transformers.__version__.split(".")[0]) >= 5
 VOCAB = 96
 
 
-def llama_config(theta=10000.0, max_pos=64, rope=None, heads=4, hidden=64, cls=None, **kw):
-    """A LlamaConfig (or ``cls``) with ``rope`` ({"rope_type": ..., ...}) in either transformers line."""
+def llama_config(theta=10000.0, max_pos=64, rope=None, heads=4, hidden=64, cls=None, kv_heads=None, **kw):
+    """A LlamaConfig (or ``cls``) with ``rope`` ({"rope_type": ..., ...}) in either transformers line;
+    ``kv_heads`` < ``heads``: grouped-query attention."""
     kw = dict(vocab_size=VOCAB, hidden_size=hidden, intermediate_size=128, num_hidden_layers=2,
-              num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=max_pos, **kw)
+              num_attention_heads=heads, num_key_value_heads=kv_heads or heads, max_position_embeddings=max_pos, **kw)
     if HF5:
         kw["rope_parameters"] = {"rope_type": "default", "rope_theta": theta, **(rope or {})}
     else:

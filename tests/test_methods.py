@@ -254,7 +254,8 @@ REGIONS = {  # method, params -> (window, far query position, far key position),
 }
 
 
-@pytest.mark.parametrize("build", [tiny_llama, tiny_qwen3], ids=["llama", "qwen3"])
+@pytest.mark.parametrize("build", [tiny_llama, tiny_qwen3, lambda: tiny_llama(kv_heads=2)],
+                         ids=["llama", "qwen3", "llama-gqa"])  # gqa: 4 query heads share 2 KV heads
 @pytest.mark.parametrize("method", list(REGIONS))
 def test_two_region_attention_equals_the_reference(method, build, monkeypatch):
     params, far_q, far_k = REGIONS[method]
