@@ -316,6 +316,16 @@ def test_two_region_attention_through_cached_decoding_equals_full_forwards(metho
     torch.testing.assert_close(torch.stack(steps, 1), full[:, 29:-1], rtol=1e-4, atol=1e-4)
 
 
+def test_two_region_attention_refuses_positions_that_do_not_end_at_the_last_cached_key():
+    """Keys are rotated at 0..n-1 from the cache: positions that say otherwise (left padding, an
+    offset) would give another attention, so they stop the forward with one line."""
+    model, x = tiny_llama(), ids(20)
+    with patched(model, "self-extend", trained_len=L, **REGIONS["self-extend"][0]):
+        with pytest.raises(EvalkitError, match=r"LlamaAttention: positions end at 24 but 20 keys are cached") as e:
+            model(input_ids=x, position_ids=torch.arange(5, 25)[None])
+    assert e.value.hint == "two-region attention needs positions 0..n-1 without padding"
+
+
 def test_two_region_attention_holds_one_block_of_scores_at_a_time(monkeypatch):
     from evalkit.patches import attention
     seen = []
