@@ -8,6 +8,7 @@ different attention.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 
 NAMES = ("cache", "past_key_values", "past_key_value")  # newest first
@@ -36,6 +37,11 @@ def cache_out(output):
 
 def cache_arg(model) -> str:
     """The keyword ``model``'s forward takes its cache under: ``cache`` on transformers 5.24+,
-    ``past_key_values`` before it and in remote code."""
-    params = inspect.signature(model.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
+    ``past_key_values`` before it and in remote code (read once per model class: decoding asks
+    at every token)."""
+    return "cache" if _takes_cache(type(model).forward) else "past_key_values"
+
+
+@functools.cache
+def _takes_cache(forward) -> bool:
+    return "cache" in inspect.signature(forward).parameters
