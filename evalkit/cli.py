@@ -1,15 +1,36 @@
 """The ``evalkit`` command line. It only builds values (RunConfig, ...) and calls the runner.
 
-User mistakes (EvalkitError) print one line and exit with code 2.
+User mistakes (EvalkitError) print one line and exit with code 2. Messages go through
+:mod:`evalkit.log` (``-v`` / ``--quiet``). The command-line parsing helpers are in
+:mod:`evalkit.cli_options`.
 """
 from __future__ import annotations
 
 import functools
-import math
+import logging
 from pathlib import Path
 from typing import List, Optional
 
 import typer
+
+import evalkit
+from evalkit import catalog, log
+from evalkit.cli_options import param_values, parse_length, split_list, task_values, with_task_options
+from evalkit.compare import frame_of, load_results, render_tables
+from evalkit.config import DEMO_LENGTHS, RunConfig, ignored_options
+from evalkit.errors import EvalkitError
+from evalkit.loading import parse_max_memory
+from evalkit.method import split_method_list
+from evalkit.models import all_models
+from evalkit.progress import reporter
+from evalkit.registry import METHODS, OPTIONS, SINKS
+from evalkit.results import read_rows, row_keys
+from evalkit.schema import RESULTS
+from evalkit.shards import choose, result_folders, worker_device
+from evalkit.sweep import run as run_sweep
+from evalkit.task import default_tasks
+
+logger = logging.getLogger(__name__)
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Context-length extrapolation evaluation: RoPE/ALiBi scaling methods × perplexity and retrieval tasks.")
@@ -17,16 +38,17 @@ app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions
 
 def _version(value: bool):
     if value:
-        from evalkit import __version__
-
-        typer.echo(f"evalkit {__version__}")
+        typer.echo(f"evalkit {evalkit.__version__}")
         raise typer.Exit()
 
 
 @app.callback()
 def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                       help="Print evalkit's version and exit.")):
+                                       help="Print evalkit's version and exit."),
+          verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More messages (debug)."),
+          quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors on stderr.")):
     """Context-length extrapolation evaluation: RoPE/ALiBi scaling methods × perplexity and retrieval tasks."""
+    log.setup(verbose, quiet)
 
 
 def fail(message: str, code: int = 2):
@@ -39,8 +61,6 @@ def user_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from evalkit.errors import EvalkitError
-
         try:
             return fn(*args, **kwargs)
         except EvalkitError as e:
@@ -55,166 +75,77 @@ def user_errors(fn):
     return wrapper
 
 
-def split_list(values: Optional[List[str]], cast=str, what="value", option: str = "") -> tuple | None:
-    """Repeated options and comma lists alike: --len 4096,8192 --len 16384. None when the
-    option was not given; an option given with nothing in it is a mistake, not the default."""
-    from evalkit.errors import EvalkitError
-
-    if not values:
-        return None
-    out = []
-    for v in values:
-        for part in str(v).split(","):
-            if part.strip():
-                try:
-                    out.append(cast(part.strip()))
-                except (ValueError, OverflowError):
-                    raise EvalkitError(f"bad {what} {part.strip()!r}", f"expected {cast.__name__}") from None
-    if not out:
-        raise EvalkitError(f"{option or what} was given an empty list", "give at least one value, or leave it out")
-    return tuple(out)
-
-
-def param_values(values: Optional[List[str]]) -> dict:
-    """--param window=512,group=4 --param k=2 -> {"window": "512", ...} (checked by each method)."""
-    from evalkit.errors import EvalkitError
-
-    out: dict = {}
-    for item in split_list(values, what="parameter", option="--param") or ():
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip() or not value.strip():
-            raise EvalkitError(f"--param {item!r} is not key=value", "e.g. --param window=1024,group=8")
-        if key.strip() in out:
-            raise EvalkitError(f"--param {key.strip()} is given twice", "give it once")
-        out[key.strip()] = value.strip()
-    return out
-
-
-def parse_length(text: str) -> int:
-    """4096, 4k, 16K, 128k -> tokens (a whole, finite number)."""
-    t = text.strip().lower()
-    number = float(t[:-1]) * 1024 if t.endswith("k") else float(t)
-    if not math.isfinite(number) or number != int(number):
-        raise ValueError(text)
-    return int(number)
-
-
-parse_length.__name__ = "a whole token count such as 8192 or 8k"
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(text)
-    return value
-
-
-_finite.__name__ = "a finite number"
-
-
-def _dedupe_note(log, option: str, given: tuple | None) -> None:
-    if given and len(set(given)) < len(given):
-        log(f"evalkit: {option} lists a value more than once; each runs once")
-
-
-def task_values(given: dict) -> dict:
-    """The task options given on the command line, parsed (one line for a bad value)."""
-    from evalkit.errors import EvalkitError
-    from evalkit.tasks import OPTIONS
-
-    values = {}
-    for name, raw in given.items():
-        o = OPTIONS.get(name)
-        if o.flag:
-            if raw:
-                values[name] = True
-        elif o.many:
-            if raw:
-                values[name] = split_list(raw, o.parse, f"{o.flag_name} value", o.flag_name)
-        elif raw is not None:
-            try:
-                values[name] = o.parse(raw)
-            except EvalkitError:
-                raise
-            except (ValueError, OverflowError):
-                raise EvalkitError(f"bad {o.flag_name} value {raw!r}", f"expected {o.parse.__name__}") from None
-    return values
-
-
-def with_task_options(fn):
-    """Give ``fn`` (the run command) one command-line option per registered task option: they
-    are added to its signature, which typer reads, and handed to it as ``task_options``."""
-    import inspect
-
-    from evalkit.tasks import OPTIONS
-
-    sig = inspect.signature(fn)
-    own = [p for name, p in sig.parameters.items() if name != "task_options"]
-    extra, annotations = [], {k: v for k, v in fn.__annotations__.items() if k != "task_options"}
-    for name, o in OPTIONS.items():
-        if name in sig.parameters:
-            raise ValueError(f"task option {name!r} clashes with an option of evalkit run")
-        kind = "bool" if o.flag else "Optional[List[str]]" if o.many else "Optional[str]"
-        metavar = None if o.flag else o.metavar or name.upper() + (",..." if o.many else "")
-        default = typer.Option(False if o.flag else None, o.flag_name, help=o.help, metavar=metavar,
-                               show_default=False)
-        extra.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind))
-        annotations[name] = kind
-
-    @functools.wraps(fn)
-    def wrapper(**kwargs):
-        return fn(task_options={name: kwargs.pop(name) for name in OPTIONS if name in kwargs}, **kwargs)
-
-    wrapper.__signature__ = sig.replace(parameters=[p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
-                                        + extra)
-    wrapper.__annotations__ = annotations
-    return wrapper
+# the options of `evalkit run` (module constants keep its signature readable)
+_MODEL = typer.Option(None, metavar="NAME|DIR", help="Alias (evalkit models), Hugging Face id or local checkpoint "
+                                                   "folder. Default: the embedded smollm2-135m.")
+_METHOD = typer.Option(None, "--method", "-m", metavar="METHOD[:K=V],...",
+                                               help="Scaling method(s), comma list or "
+                                               "repeated, each with its parameters: ntk:alpha=2, "
+                                               "self-extend:window=512,group=4 (evalkit methods). Default: none,ntk.")
+_LENGTH = typer.Option(None, "--len", "-l", metavar="N,...",
+                                               help="Context length(s) in the model's tokens "
+                                               "(8192 or 8k), comma list or repeated. Default: 4096,12288.")
+_TASK = typer.Option(None, "--task", "-t", metavar="TASK,...", help="Task(s), comma list or repeated "
+                                             "(evalkit tasks). Default: ppl,passkey.")
+_SAMPLES = typer.Option(1, metavar="N", help="Trials per depth (retrieval tasks) / documents per length (ppl).")
+_SCALE = typer.Option(None, metavar="S", help="Fixed scale s for pi/yarn/alibi-pi. Default: length / "
+                                          "trained length, per length (never below 1).")
+_ALPHA = typer.Option(None, metavar="A", help="Fixed alpha for ntk/dynamic-ntk/ntk-alibi. Default: the scale.")
+_PARAM = typer.Option(None, "--param", "-p", metavar="K=V,...",
+                                              help="Method parameter(s) k=v for every "
+                                              "method that has them, comma list or repeated: --param window=512.")
+_ROPE_RESET = typer.Option(False, "--rope-reset", help="Remove the RoPE scaling a checkpoint ships "
+                                    "(llama3, yarn, longrope, ...): plain RoPE over its pretraining length.")
+_TRAINED_LEN = typer.Option(None, metavar="TOKENS", help="Override the trained context length (tokens) read "
+                                              "from the registry / config.")
+_ADAPTER = typer.Option(None, metavar="DIR", help="A PEFT adapter folder (LoRA, ...), merged into the model.")
+_QUANTIZE = typer.Option(None, metavar="4bit|8bit", help="4bit or 8bit weights through bitsandbytes (CUDA only).")
+_OUT = typer.Option(None, metavar="DIR", help="Folder for results.csv, positions.csv and figures/. "
+                                       "Default: runs/MODEL (git-ignored).")
+_SHARD = typer.Option(None, metavar="K/N", help="Run worker K's part (from 0) of the sweep split "
+                                        "over N workers, e.g. a Slurm array: --shard $SLURM_ARRAY_TASK_ID/8. "
+                                        "Under torchrun / accelerate launch the launcher's rank is used.")
+_MAX_MEMORY = typer.Option(None, metavar="DEV=SIZE,...", help="Spread one model over "
+                                             "several GPUs within these budgets (accelerate): 0=70GiB,1=70GiB.")
+_DEVICE = typer.Option("auto", metavar="DEVICE", help="auto, cpu, cuda or cuda:N (auto: GPU if there is one).")
+_DTYPE = typer.Option("auto", metavar="DTYPE", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16.")
+_SEED = typer.Option(0, metavar="N", help="Seed of the retrieval tasks' keys and needles; part of each cell's identity.")
+_TRUST_REMOTE_CODE = typer.Option(False, "--trust-remote-code",
+                                           help="Allow checkpoints that ship their own Python code (Baichuan).")
+_FORCE = typer.Option(False, "--force", help="Redo cells already in the results (their old rows are "
+                               "replaced).")
+_NO_PREFIX = typer.Option(False, "--no-prefix", help="Separate forwards per length even where one forward "
+                                   "serves all.")
+_SINK = typer.Option(None, "--sink", metavar="SINK,...", help="Also write every row to these sinks (evalkit "
+                     "sinks: jsonl); results.csv is always written.")
 
 
 @app.command()
 @user_errors
 @with_task_options
 def run(
-    model: Optional[str] = typer.Option(None, metavar="NAME|DIR", help="Alias (evalkit models), Hugging Face id or local checkpoint "
-                                                   "folder. Default: the embedded smollm2-135m."),
-    method: Optional[List[str]] = typer.Option(None, "--method", "-m", metavar="METHOD[:K=V],...",
-                                               help="Scaling method(s), comma list or "
-                                               "repeated, each with its parameters: ntk:alpha=2, "
-                                               "self-extend:window=512,group=4 (evalkit methods). Default: none,ntk."),
-    length: Optional[List[str]] = typer.Option(None, "--len", "-l", metavar="N,...",
-                                               help="Context length(s) in the model's tokens "
-                                               "(8192 or 8k), comma list or repeated. Default: 4096,12288."),
-    task: Optional[List[str]] = typer.Option(None, "--task", "-t", metavar="TASK,...", help="Task(s), comma list or repeated "
-                                             "(evalkit tasks). Default: ppl,passkey."),
-    samples: int = typer.Option(1, metavar="N", help="Trials per depth (retrieval tasks) / documents per length (ppl)."),
-    scale: Optional[float] = typer.Option(None, metavar="S", help="Fixed scale s for pi/yarn/alibi-pi. Default: length / "
-                                          "trained length, per length (never below 1)."),
-    alpha: Optional[float] = typer.Option(None, metavar="A", help="Fixed alpha for ntk/dynamic-ntk/ntk-alibi. Default: the scale."),
-    param: Optional[List[str]] = typer.Option(None, "--param", "-p", metavar="K=V,...",
-                                              help="Method parameter(s) k=v for every "
-                                              "method that has them, comma list or repeated: --param window=512."),
-    rope_reset: bool = typer.Option(False, "--rope-reset", help="Remove the RoPE scaling a checkpoint ships "
-                                    "(llama3, yarn, longrope, ...): plain RoPE over its pretraining length."),
-    trained_len: Optional[int] = typer.Option(None, metavar="TOKENS", help="Override the trained context length (tokens) read "
-                                              "from the registry / config."),
-    adapter: Optional[str] = typer.Option(None, metavar="DIR", help="A PEFT adapter folder (LoRA, ...), merged into the model."),
-    quantize: Optional[str] = typer.Option(None, metavar="4bit|8bit", help="4bit or 8bit weights through bitsandbytes (CUDA only)."),
-    out: Optional[Path] = typer.Option(None, metavar="DIR", help="Folder for results.csv, positions.csv and figures/. "
-                                       "Default: runs/MODEL (git-ignored)."),
-    shard: Optional[str] = typer.Option(None, metavar="K/N", help="Run worker K's part (from 0) of the sweep split "
-                                        "over N workers, e.g. a Slurm array: --shard $SLURM_ARRAY_TASK_ID/8. "
-                                        "Under torchrun / accelerate launch the launcher's rank is used."),
-    max_memory: Optional[str] = typer.Option(None, metavar="DEV=SIZE,...", help="Spread one model over "
-                                             "several GPUs within these budgets (accelerate): 0=70GiB,1=70GiB."),
-    device: str = typer.Option("auto", metavar="DEVICE", help="auto, cpu, cuda or cuda:N (auto: GPU if there is one)."),
-    dtype: str = typer.Option("auto", metavar="DTYPE", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16."),
-    seed: int = typer.Option(0, metavar="N", help="Seed of the retrieval tasks' keys and needles; part of each cell's identity."),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code",
-                                           help="Allow checkpoints that ship their own Python code (Baichuan)."),
-    force: bool = typer.Option(False, "--force", help="Redo cells already in the results (their old rows are "
-                               "replaced)."),
-    no_prefix: bool = typer.Option(False, "--no-prefix", help="Separate forwards per length even where one forward "
-                                   "serves all."),
+    model: Optional[str] = _MODEL,
+    method: Optional[List[str]] = _METHOD,
+    length: Optional[List[str]] = _LENGTH,
+    task: Optional[List[str]] = _TASK,
+    samples: int = _SAMPLES,
+    scale: Optional[float] = _SCALE,
+    alpha: Optional[float] = _ALPHA,
+    param: Optional[List[str]] = _PARAM,
+    rope_reset: bool = _ROPE_RESET,
+    trained_len: Optional[int] = _TRAINED_LEN,
+    adapter: Optional[str] = _ADAPTER,
+    quantize: Optional[str] = _QUANTIZE,
+    out: Optional[Path] = _OUT,
+    shard: Optional[str] = _SHARD,
+    max_memory: Optional[str] = _MAX_MEMORY,
+    device: str = _DEVICE,
+    dtype: str = _DTYPE,
+    seed: int = _SEED,
+    trust_remote_code: bool = _TRUST_REMOTE_CODE,
+    force: bool = _FORCE,
+    sink: Optional[List[str]] = _SINK,
+    no_prefix: bool = _NO_PREFIX,
     task_options: Optional[dict] = None,
 ):
     """Sweep methods × lengths × tasks on one model; rows go to OUT/results.csv as each cell finishes.
@@ -222,51 +153,50 @@ def run(
     A re-run with the same settings skips cells already recorded. The task options below
     (--depths, --data, --haystack, ...) are declared by the tasks: `evalkit tasks` says which.
     """
-    from evalkit.sweep import DEMO_LENGTHS, RunConfig, default_tasks, ignored_options, run as run_sweep
-    from evalkit.tasks import OPTIONS
+    given = dict(locals())
+    cfg = _run_config(**given)
+    summary = run_sweep(cfg, progress=reporter(logger.info, cfg.shard))
+    _summarise(summary, cfg)
 
-    from evalkit.errors import EvalkitError
-    from evalkit.patches import split_method_list
 
+def _run_config(method, length, task, task_options, param, shard, out, max_memory, device, no_prefix, sink,
+                **fields) -> RunConfig:
+    """The RunConfig the command line describes, with a note for each value given twice or not read."""
     if method is not None and not split_method_list(method):
         raise EvalkitError("--method was given an empty list", "give at least one value, or leave it out")
     lists = dict(methods=tuple(split_method_list(method or [])) or None,
                  lengths=split_list(length, parse_length, "length", "--len"),
                  tasks=split_list(task, what="task", option="--task"))
     options = task_values(task_options or {})
-    log = functools.partial(typer.echo, err=True)
     for option, values in [("--method", lists["methods"]), ("--len", lists["lengths"]), ("--task", lists["tasks"])] \
             + [(OPTIONS.get(n).flag_name, v) for n, v in options.items() if isinstance(v, tuple)]:
-        _dedupe_note(log, option, values)
-    from evalkit.models import parse_max_memory
-    from evalkit.progress import reporter
-    from evalkit.shards import choose, worker_device
-
+        if values and len(set(values)) < len(values):
+            logger.info(f"evalkit: {option} lists a value more than once; each runs once")
     worker = choose(shard)
     cfg = RunConfig(
-        model=model, methods=lists["methods"] or ("none", "ntk"), lengths=lists["lengths"] or DEMO_LENGTHS,
-        tasks=lists["tasks"] or default_tasks(), samples=samples, scale=scale, alpha=alpha, trained_len=trained_len,
-        params=param_values(param), rope_reset=rope_reset, adapter=adapter, quantize=quantize, options=options,
+        methods=lists["methods"] or ("none", "ntk"), lengths=lists["lengths"] or DEMO_LENGTHS,
+        tasks=lists["tasks"] or default_tasks(), params=param_values(param), options=options,
         out=str(out) if out else None, shard=worker, max_memory=parse_max_memory(max_memory) if max_memory else None,
-        device=worker_device(device, worker, _cuda_count(device)), dtype=dtype, seed=seed,
-        trust_remote_code=trust_remote_code, force=force, prefix=not no_prefix)
+        device=worker_device(device, worker, _cuda_count(device)), prefix=not no_prefix,
+        sinks=split_list(sink, what="sink", option="--sink") or (), **fields)
     for name in cfg.unused_params():
-        log(f"evalkit: {name} (--param / --{name}) is not a parameter of the methods run ({', '.join(cfg.methods)}); "
-            "ignored")
+        logger.info(f"evalkit: {name} (--param / --{name}) is not a parameter of the methods run "
+                    f"({', '.join(cfg.methods)}); ignored")
     for flag in ignored_options(cfg.tasks, options):
-        log(f"evalkit: {flag} is not read by the tasks run ({', '.join(cfg.tasks)}); ignored (see evalkit tasks)")
-    summary = run_sweep(cfg, log=log, progress=reporter(log, worker))
-    log(f"{summary.written} row(s) written to {summary.results}"
-        + (f", {summary.skipped_done} cell(s) already there" if summary.skipped_done else "")
-        + (f", {summary.oom} out of memory" if summary.oom else ""))
-    from evalkit.compare import frame_of, render_tables
-    from evalkit.results import RESULTS, read_rows, row_keys
-    from evalkit.shards import result_folders
+        logger.info(f"evalkit: {flag} is not read by the tasks run ({', '.join(cfg.tasks)}); ignored "
+                    "(see evalkit tasks)")
+    return cfg
 
+
+def _summarise(summary, cfg) -> None:
+    """What was written, this run's cells as tables, and what to do next."""
+    logger.info(f"{summary.written} row(s) written to {summary.results}"
+                + (f", {summary.skipped_done} cell(s) already there" if summary.skipped_done else "")
+                + (f", {summary.oom} out of memory" if summary.oom else ""))
     ours = [dict(r, _file=str(f / RESULTS)) for f in result_folders(summary.out) for r in read_rows(f / RESULTS)
             if any(k in summary.keys for k in row_keys(r))]
     typer.echo(render_tables(frame_of(ours), fmt="table"))  # this run's cells only
-    _next_steps(summary, cfg, log)
+    _next_steps(summary, cfg)
 
 
 def _cuda_count(device: str) -> int:
@@ -277,76 +207,73 @@ def _cuda_count(device: str) -> int:
     return torch.cuda.device_count()
 
 
-def _next_steps(summary, cfg, log) -> None:
+def _next_steps(summary, cfg) -> None:
     """Figures of the whole result set (a lone run), where everything is, and what to try next."""
+    from evalkit.plots import plot_all  # lazy: matplotlib
+
     out, worker = summary.out, cfg.shard
     model = f" --model {cfg.model}" if cfg.model else ""
     ran = {c.name for c in cfg.calls}
-    more = next((m for m in ("yarn", "ntk", "self-extend", "pi") if m not in ran), "pi:scale=4")
+    more = next((m.name for m in METHODS.values() if m.name not in ran and m.params and m.static), None)
     if worker is not None:
-        log(f"evalkit: worker {worker} is done; once every worker is: evalkit compare {out} --ci, "
-            f"evalkit plot {out} --out {out / 'figures'}, evalkit report {out} --out {out / 'report.html'}")
+        logger.info(f"evalkit: worker {worker} is done; once every worker is: evalkit compare {out} --ci, "
+                    f"evalkit plot {out} --out {out / 'figures'}, evalkit report {out} --out {out / 'report.html'}")
         return
-    from evalkit.errors import EvalkitError
-    from evalkit.plots import plot_all
-
     try:
         figures = sorted(plot_all([out], out / "figures"))
     except Exception as e:  # noqa: BLE001 (the sweep is done and recorded: a figure must not fail it)
         figures = []
-        log(f"evalkit: no figures drawn ({e if isinstance(e, EvalkitError) else f'{type(e).__name__}: {e}'}); "
-            f"the results are complete, try evalkit plot {out}")
-    log(f"\nresults: {summary.results}"
-        + (f"\nfigures: {out / 'figures'}/ ({', '.join(f.name for f in figures)})" if figures else ""))
-    log("next:\n"
-        f"  evalkit compare {out} --ci                 # tables with 95% intervals\n"
-        f"  evalkit report {out} --out {out / 'report.html'}   # one page: setup, tables, figures\n"
-        f"  evalkit run{model} --method {','.join(cfg.methods + (more,))} --len {','.join(map(str, cfg.lengths))} "
-        f"--out {out}   # one more method: the cells above are kept\n"
-        "  evalkit methods; evalkit tasks; evalkit models   # what else there is")
+        logger.info(f"evalkit: no figures drawn ({e if isinstance(e, EvalkitError) else f'{type(e).__name__}: {e}'}); "
+                    f"the results are complete, try evalkit plot {out}")
+    logger.info(f"\nresults: {summary.results}"
+                + (f"\nfigures: {out / 'figures'}/ ({', '.join(f.name for f in figures)})" if figures else ""))
+    again = (f"  evalkit run{model} --method {','.join(cfg.methods + ((more,) if more else ()))} "
+             f"--len {','.join(map(str, cfg.lengths))} --task {','.join(cfg.tasks)} --out {out}"
+             "   # one more method: the cells above are kept\n") if more else ""
+    logger.info("next:\n"
+                f"  evalkit compare {out} --ci                 # tables with 95% intervals\n"
+                f"  evalkit report {out} --out {out / 'report.html'}   # one page: setup, tables, figures\n"
+                + again + "  evalkit methods; evalkit tasks; evalkit models   # what else there is")
+
+
+_LIST_FORMAT = typer.Option("table", "--format", "-f", metavar="FORMAT", help="table or markdown.")
+
+
+def _listing(fmt: str, *tables) -> None:
+    if fmt not in ("table", "markdown"):
+        raise EvalkitError(f"--format {fmt}: unknown", "use table or markdown")
+    typer.echo("\n\n".join(catalog.render(*t, fmt=fmt) for t in tables))
 
 
 @app.command()
 @user_errors
-def models():
+def models(fmt: str = _LIST_FORMAT):
     """List model aliases (built in and from ./evalkit.toml), then the model families evalkit patches."""
-    from evalkit.families import FAMILIES
-    from evalkit.models import all_models
-
     rows = [(s.name, s.family, s.encoding, str(s.trained_len), "yes" if s.remote_code else "", s.source)
             for s in all_models().values()]
-    _table(["alias", "family", "encoding", "trained", "remote code", "source"], rows)
-    typer.echo("")
-    _table(["family", "model_type", "encoding", "installer", "checked against"],
-           [(f.name, ",".join(f.model_types), f.encoding, f.adapter, f.checked) for f in FAMILIES.values()])
+    _listing(fmt, (catalog.models_table()[0], rows), catalog.families_table())
 
 
 @app.command()
 @user_errors
-def methods():
+def methods(fmt: str = _LIST_FORMAT):
     """List scaling methods: encoding, parameters (default), length-independence and formula."""
-    from evalkit.patches import METHODS
-
-    def independent(m) -> str:
-        if not m.static:
-            return "no"
-        derived = [p.name for p in m.params if p.derive]
-        return f"if {','.join(derived)} given" if derived else "yes"
-
-    _table(["method", "encoding", "parameters (default)", "length-independent", "what it does"],
-           [(m.name, m.encoding, " ".join(f"{p.name}={p.shown_default}" for p in m.params) or "-", independent(m),
-             m.summary) for m in METHODS.values()])
+    _listing(fmt, catalog.methods_table())
 
 
 @app.command()
 @user_errors
-def tasks():
+def tasks(fmt: str = _LIST_FORMAT):
     """List tasks, what each measures, and the `evalkit run` options each reads."""
-    from evalkit.tasks import TASKS
+    _listing(fmt, catalog.tasks_table())
 
-    _table(["task", "default", "metrics", "options", "what it measures"],
-           [(n, "yes" if t.default else "", ",".join(m.name for m in t.metrics),
-             " ".join(o.flag_name for o in t.options) or "-", t.summary) for n, t in TASKS.items()])
+
+@app.command()
+@user_errors
+def sinks(fmt: str = _LIST_FORMAT):
+    """List row sinks (`evalkit run --sink NAME`): where rows go besides results.csv."""
+    _listing(fmt, (["sink", "what it writes"], [(n, (k.__doc__ or "").strip().splitlines()[0] if k.__doc__ else
+                                                  k.__module__) for n, k in SINKS.items()]))
 
 
 @app.command()
@@ -366,8 +293,6 @@ def compare(
     fmt: str = typer.Option("table", "--format", "-f", metavar="FORMAT", help="table, markdown, csv, latex or html."),
 ):
     """Pivot tables from results: methods as rows, context lengths (tokens) as columns."""
-    from evalkit.compare import load_results, render_tables
-
     df = load_results(paths)
     for col, keep in (("model", split_list(model)), ("method", split_list(method))):
         if keep:
@@ -389,7 +314,7 @@ def plot(
     fmt: str = typer.Option("png", "--format", "-f", metavar="FORMAT", help="png, pdf or svg."),
 ):
     """Figures from results: each task's metric vs length, depth × length heatmaps, loss by position."""
-    from evalkit.plots import plot_all
+    from evalkit.plots import plot_all  # lazy: matplotlib
 
     for path in plot_all(paths, out, fmt):
         typer.echo(str(path))
@@ -405,15 +330,9 @@ def report(
     title: Optional[str] = typer.Option(None, metavar="TEXT", help="Title. Default: evalkit report: MODELS."),
 ):
     """One self-contained report (HTML or Markdown): what was run, tables with 95% intervals, cost, figures, notes."""
-    from evalkit.report import write_report
+    from evalkit.report import write_report  # lazy: matplotlib
 
     typer.echo(str(write_report(paths, out, title)))
-
-
-def _table(header, rows):
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    for r in [header, *rows]:
-        typer.echo("  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip())
 
 
 def main(argv: Optional[List[str]] = None):

@@ -12,14 +12,17 @@ import math
 from pathlib import Path
 
 from evalkit.errors import EvalkitError
-from evalkit.results import read_table, result_columns, row_key
+from evalkit.method import params_label
+from evalkit.registry import METRICS, OPTIONS, TASKS
+from evalkit.results import legacy as is_legacy, read_table, row_key
+from evalkit.schema import FACTORS, COLUMN_TYPES, CORE_COLUMNS, fmt, result_columns
+
 
 FORMATS = ("table", "markdown", "csv", "latex", "html")
 
 
 def metric_of(name: str):
     """A metric from the tasks' registry (``compare --metric``), with "did you mean"."""
-    from evalkit.tasks import METRICS
 
     return METRICS.get(name)
 
@@ -55,7 +58,6 @@ def frame_of(rows: list[dict]):
     (a loss, a score) is marked ``nan``: never pooled."""
     import pandas as pd
 
-    from evalkit.tasks import COLUMN_TYPES, CORE_COLUMNS
 
     columns = list(dict.fromkeys(result_columns() + [c for r in rows for c in r]))
     df = pd.DataFrame(rows, columns=columns + (["_file"] if "_file" not in columns else []))
@@ -85,9 +87,9 @@ def check_consistent(df) -> None:
         files = sorted(twice["_file"].dropna().unique())
         raise EvalkitError(f"the same cell ({r['method']} {r['task']} at {r['length']}, sample {r['sample']}) "
                            f"is measured more than once ({', '.join(files)})", "compare the runs separately")
-    cell = ["model", "_method", "scale", "alpha", "trained_len", "task", "length"]
+    cell = ["model", "_method", *FACTORS, "trained_len", "task", "length"]
     keyed = df.copy()
-    for c in ("scale", "alpha", "trained_len"):
+    for c in (*FACTORS, "trained_len"):
         keyed[c] = keyed[c].astype(object).where(keyed[c].notna(), "").astype(str)
     for what, col, hint in (("checkpoints", "source", "give one of them another alias in evalkit.toml"),
                             ("evalkit versions", "evalkit_version", "compare one version at a time")):
@@ -103,7 +105,6 @@ def with_settings(sub):
     """``sub`` (one task's rows) with a column per task option in its identity whose value
     differs between the rows (``--chat-template`` on and off, two haystacks, ...), read as the
     identity reads it (an old row's empty value is the default); and those columns' names."""
-    from evalkit.tasks import OPTIONS, TASKS
 
     task = sub["task"].iloc[0]
     names = [f for f in (TASKS.get(task).identity if task in TASKS else ()) if f in OPTIONS]
@@ -117,7 +118,6 @@ def with_settings(sub):
 
 
 def setting_label(column: str, value: str) -> str:
-    from evalkit.tasks import OPTIONS
 
     shown = Path(value).name if "/" in value else value  # a file's name, not its whole path
     return f"{OPTIONS.get(column[1:]).flag_name[2:]}={shown}"
@@ -168,7 +168,6 @@ def _with_legacy_params(rows: list[dict]) -> list[dict]:
     """Rows written before the ``params`` column (evalkit <= 0.2) do not say whether scale / alpha
     were given or derived per length; as those versions did, a factor is named when every row of
     the method (per model and trained length) has the same one."""
-    from evalkit.results import legacy as is_legacy
 
     def old(r):
         return is_legacy(r) and not r.get("params")
@@ -182,7 +181,7 @@ def _with_legacy_params(rows: list[dict]) -> list[dict]:
     named: dict = {}
     for key, group in legacy.items():
         parts = []
-        for col in ("scale", "alpha"):
+        for col in FACTORS:
             values = {str(r.get(col) or "") for r in group}
             if len(values) == 1 and "" not in values:
                 parts.append(f"{col}={values.pop()}")
@@ -197,8 +196,6 @@ def row_method_label(row: dict) -> str:
     removed, ``+ADAPTER`` and ``4bit`` / ``8bit``: every identity setting a model row can differ
     in, so that no table cell pools two of them. Derived factors (scale = length / trained) are not
     named: they differ per column."""
-    from evalkit.patches import params_label
-    from evalkit.results import fmt
 
     method = str(row.get("method") or "")
     parts = [method, params_label(method, fmt(row.get("params")))]
@@ -212,7 +209,6 @@ def row_method_label(row: dict) -> str:
 
 def label_key(row: dict) -> tuple:
     """What a method label stands for, to give a positions.csv row its results rows' label."""
-    from evalkit.results import fmt, row_key
 
     key = dict(row_key(row))
     return tuple(key.get(k, "") for k in ("model", "source", "adapter", "quantize", "method", "params",
@@ -323,7 +319,6 @@ def render_tables(df, fmt: str = "table", metrics=None, baseline: str | None = N
     if fmt not in FORMATS:
         raise EvalkitError(f"unknown format {fmt!r}", f"use one of {', '.join(FORMATS)}")
     out = []
-    from evalkit.tasks import METRICS, TASKS
 
     for metric in metrics or [n for n, m in METRICS.items() if m.primary]:
         m = metric_of(metric)

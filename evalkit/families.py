@@ -1,38 +1,15 @@
-"""The one table of model families: what a checkpoint is and how evalkit patches it.
+"""The one table of model families: which checkpoints evalkit patches and how (litgpt's
+``config.py`` style: one entry per family, the upstream code it was checked against beside it).
 
-Model resolution (:func:`evalkit.models.spec_from_config`: a config.json -> encoding
-and trained length) and patch installation (:func:`adapter_for`: a loaded model ->
-its installer) both read :data:`FAMILIES`, so the two cannot disagree: a model type
-is accepted exactly when a family with an installer claims it. Each entry names the
-upstream code it was checked against (README, "Families").
-
-Trained length of a checkpoint that ships a RoPE scaling (``rope_lengths``): the
-length that scaling was made for, max(max_position_embeddings,
-original_max_position_embeddings × factor) (Llama-3.1: 131072; Qwen2.5 with YaRN
-factor 4 over 32768: 131072). With ``--rope-reset``, the pretraining length
-``original_max_position_embeddings`` (or max_position_embeddings / factor).
+``model_types``: config.json ``model_type`` values; ``encoding``: rope | alibi; ``adapter``:
+the installer (``patches/rope_models.py``, ``patches/alibi_models.py``); ``when``: a condition
+on the config (Falcon: alibi or not); ``length_fields``: where the config states its trained
+length. A family that an existing installer fits is one more line here.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from evalkit.family import Family, register
 
-from evalkit.errors import EvalkitError
-from evalkit.registry import Registry
-
-
-@dataclass(frozen=True)
-class Family:
-    name: str
-    model_types: tuple[str, ...]  # config.json model_type values
-    encoding: str  # rope | alibi
-    adapter: str  # installer name in patches.rope_models / patches.alibi_models
-    checked: str  # the upstream code the installer was verified against
-    when: Callable[[dict], bool] | None = None  # a condition on the config (Falcon: alibi or not)
-    length_fields: tuple[str, ...] = ("max_position_embeddings",)
-
-
-FAMILIES: Registry[Family] = Registry("family")
 _HF = "transformers modeling_{}.py"
 for _f in [
     Family("llama", ("llama",), "rope", "hf-rope", _HF.format("llama")),
@@ -57,90 +34,6 @@ for _f in [
            "baichuan-inc Baichuan-13B-Base / Baichuan2-13B-Base modeling_baichuan.py",
            length_fields=("model_max_length", "max_position_embeddings")),
 ]:
-    FAMILIES.add(_f.name, _f)
+    register(_f)
 
 
-def families_for(model_type: str, config: dict | None = None) -> list[Family]:
-    """The families claiming ``model_type`` (and, given a config, whose condition holds)."""
-    return [f for f in FAMILIES.values() if model_type in f.model_types
-            and (config is None or f.when is None or f.when(config))]
-
-
-def supported_types() -> str:
-    return ", ".join(sorted({t for f in FAMILIES.values() for t in f.model_types}))
-
-
-def _adapters() -> dict:
-    from evalkit.patches import alibi_models, rope_models
-
-    return {a.name: a for a in (*rope_models.ADAPTERS, *alibi_models.ADAPTERS)}
-
-
-def config_dict(config) -> dict:
-    """A transformers config as a plain dict (both lines: rope_parameters or rope_scaling)."""
-    return config if isinstance(config, dict) else config.to_dict()
-
-
-def family_of(model) -> Family:
-    """The family of a loaded model: its model type's entries, the one whose installer
-    recognises the model's layout (Baichuan's RoPE and ALiBi releases share a model type)."""
-    config = config_dict(model.config)
-    model_type = config.get("model_type", "")
-    candidates = families_for(model_type, config)
-    adapters = _adapters()
-    for family in candidates:
-        if adapters[family.adapter].matches(model):
-            return family
-    if candidates:
-        raise EvalkitError(f"this {model_type} model ({type(model).__name__}) is not laid out as evalkit's "
-                           f"{candidates[0].name} installer expects", f"checked against {candidates[0].checked}")
-    raise EvalkitError(f"evalkit cannot patch a {type(model).__name__} (model type {model_type!r})",
-                       f"supported model types: {supported_types()}")
-
-
-def adapter_for(model):
-    return _adapters()[family_of(model).adapter]
-
-
-# --- lengths ---
-
-def rope_scaling(config: dict) -> dict | None:
-    """The RoPE scaling a config ships (``rope_parameters`` in transformers 5, ``rope_scaling``
-    in 4.x), or None for plain RoPE."""
-    for key in ("rope_parameters", "rope_scaling"):
-        params = config.get(key)
-        if isinstance(params, dict) and isinstance(params.get("full_attention"), dict):  # per layer type (Gemma 3)
-            params = params["full_attention"]
-        if isinstance(params, dict):
-            kind = params.get("rope_type", params.get("type", "default"))
-            if kind not in (None, "default"):
-                return params
-    return None
-
-
-def stated_length(config: dict, family: Family | None = None) -> int | None:
-    fields = family.length_fields if family else ("max_position_embeddings", "model_max_length", "max_seq_len",
-                                                  "seq_length")
-    for name in fields:
-        value = config.get(name)
-        if value is not None:
-            return value
-    return None
-
-
-def rope_lengths(config: dict, max_pos: int) -> tuple[int, int]:
-    """(the length a shipped RoPE scaling was made for, the pretraining length under it); both
-    ``max_pos`` for plain RoPE and for ``dynamic`` (which has no fixed target)."""
-    sc = rope_scaling(config)
-    if not sc:
-        return max_pos, max_pos
-    kind = sc.get("rope_type", sc.get("type"))
-    factor = sc.get("factor")
-    original = sc.get("original_max_position_embeddings") or config.get("original_max_position_embeddings")
-    if kind == "dynamic":
-        return max_pos, max_pos
-    if original:
-        return (max(max_pos, int(original * factor)) if factor else max_pos), int(original)
-    if factor:
-        return max_pos, max(1, int(round(max_pos / factor)))
-    return max_pos, max_pos

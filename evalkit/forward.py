@@ -14,31 +14,48 @@ does something else to its logits is refused rather than scored wrongly.
 from __future__ import annotations
 
 import contextlib
+import functools
 import weakref
-from typing import Callable
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Callable
 
 from evalkit.errors import EvalkitError
-from evalkit.patches._cache import cache_arg, cache_out
-from evalkit.patches._swap import swap
+from evalkit.kvcache import cache_arg, cache_out
+from evalkit.swap import swap
+
+if TYPE_CHECKING:
+    import torch
 
 CHUNK = 1024  # positions per LM-head chunk
 PROBE = 8  # tokens of the one-off check against the model's own logits
 _checked: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-class _Capture(nn.Module):
-    """Stands in for the LM head: keeps its input, returns empty logits."""
+def _no_grad(fn):
+    """``torch.no_grad()`` around ``fn``, torch imported at the call (importing this module stays cheap)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        import torch
 
-    def __init__(self):
-        super().__init__()
-        self.hidden = None
+        with torch.no_grad():
+            return fn(*args, **kwargs)
+    return wrapper
 
-    def forward(self, hidden):
-        self.hidden = hidden
-        return hidden[..., :0]
+
+@functools.cache
+def _capture_class():
+    from torch import nn
+
+    class Capture(nn.Module):
+        """Stands in for the LM head: keeps its input, returns empty logits."""
+
+        def __init__(self):
+            super().__init__()
+            self.hidden = None
+
+        def forward(self, hidden):
+            self.hidden = hidden
+            return hidden[..., :0]
+    return Capture
 
 
 def _head_name(model) -> str:
@@ -51,6 +68,8 @@ def _head_name(model) -> str:
 
 def logits_transform(model) -> Callable[[torch.Tensor], torch.Tensor]:
     """What the model does to its LM head's output before returning it as logits."""
+    import torch
+
     config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     steps = []
     cap = getattr(config, "final_logit_softcapping", None)
@@ -70,10 +89,12 @@ def logits_transform(model) -> Callable[[torch.Tensor], torch.Tensor]:
     return apply
 
 
-@torch.no_grad()
+@_no_grad
 def head_fn(model, input_ids: torch.Tensor | None) -> Callable[[torch.Tensor], torch.Tensor]:
     """hidden (N, H) → fp32 logits (N, V) as the model computes them. Checked once per model
     against ``model(input_ids[:, :PROBE]).logits`` (not when ``input_ids`` is None)."""
+    import torch
+
     head, transform = model.get_output_embeddings(), logits_transform(model)
 
     def logits_of(hidden):
@@ -98,10 +119,10 @@ def head_fn(model, input_ids: torch.Tensor | None) -> Callable[[torch.Tensor], t
     return logits_of
 
 
-@torch.no_grad()
+@_no_grad
 def hidden_states(model, input_ids, past_key_values=None, use_cache=False):
     """Final hidden states (B, T, H) and the cache, without computing logits."""
-    capture = _Capture()
+    capture = _capture_class()()
     with contextlib.ExitStack() as stack:
         swap(stack, model, _head_name(model), capture)
         kwargs = {"use_cache": use_cache}
@@ -111,9 +132,11 @@ def hidden_states(model, input_ids, past_key_values=None, use_cache=False):
     return capture.hidden, cache_out(out)
 
 
-@torch.no_grad()
+@_no_grad
 def token_nll(model, input_ids: torch.Tensor, chunk: int = CHUNK) -> torch.Tensor:
     """NLL (fp32, nats) of every predicted token of one sequence: shape (T-1,)."""
+    import torch
+
     logits_of = head_fn(model, input_ids)
     hidden, _ = hidden_states(model, input_ids)  # (1, T, H)
     targets = input_ids[0, 1:].to(hidden.device)
@@ -125,7 +148,7 @@ def token_nll(model, input_ids: torch.Tensor, chunk: int = CHUNK) -> torch.Tenso
     return out
 
 
-@torch.no_grad()
+@_no_grad
 def next_token_logits(model, input_ids, past_key_values=None):
     """Logits of the last position only, and the updated KV cache."""
     logits_of = head_fn(model, input_ids if past_key_values is None else None)  # checked at the prefill

@@ -27,7 +27,10 @@ from matplotlib.ticker import Formatter, Locator, MaxNLocator, MultipleLocator, 
 
 from evalkit.compare import label_key, load_results, row_method_label, setting_label, summarise
 from evalkit.errors import EvalkitError
-from evalkit.results import PROFILE_KEY, profile_key
+from evalkit.registry import METRICS, OPTIONS, TASKS
+from evalkit.results import profile_fields, profile_key, read_profile
+from evalkit.schema import profile_columns, profile_task
+
 
 FORMATS = ("png", "pdf", "svg")
 # no timestamps or software versions inside the files: same CSV, same bytes
@@ -219,7 +222,6 @@ def _length_axis(ax, lengths) -> None:
 # --- figures -------------------------------------------------------------------------------------
 
 def _title(df, metric, model: str) -> str:
-    from evalkit.tasks import TASKS
 
     title = f"{model}: {metric.title}"
     if "data" in TASKS.get(metric.task).identity:  # say what text it was measured on
@@ -367,8 +369,9 @@ def draw_positions(profile, df, model):
     p = profile[profile["length"] == longest]
     several_l = p["trained_len"].nunique(dropna=False) > 1
     keys = [profile_key(r) for r in p.to_dict("records")]  # an empty setting (older rows) reads as its default
-    p = p.assign(**{c: [k[PROFILE_KEY.index(c)] for k in keys] for c in _options_in(PROFILE_KEY)})
-    varying = [c for c in _options_in(PROFILE_KEY) if p[c].nunique() > 1]  # settings never averaged together
+    fields = profile_fields()
+    p = p.assign(**{c: [k[fields.index(c)] for k in keys] for c in _options_in(fields)})
+    varying = [c for c in _options_in(fields) if p[c].nunique() > 1]  # settings never averaged together
     labels = _results_labels(df)
     p = p.assign(_method=[_label_from_results(r, labels) for r in p.to_dict("records")])
     series = {}
@@ -392,37 +395,25 @@ def draw_positions(profile, df, model):
     _trained_line(ax, float(df["trained_len"].iloc[0]))
     ax.set_xlabel("token position")
     ax.set_ylabel("mean NLL per bucket (nats)")
-    windows = sorted({s for s in p["stride"] if s != "0"}, key=int)
-    ax.set_title(_wrap(f"{model}: loss by position at {longest} tokens" if not windows else
-                       f"{model}: loss by document position, windows of {longest} (stride {', '.join(windows)})",
-                       fig.get_figwidth() - 0.4))
+    ax.set_title(_wrap(profile_task().profile_title(model, longest, p), fig.get_figwidth() - 0.4))
     _legend_outside(ax)
     return fig, series
 
 
 def _options_in(columns) -> list[str]:
-    from evalkit.tasks import OPTIONS
 
     return [c for c in columns if c in OPTIONS]
-
-
-def profile_tasks() -> list[str]:
-    """The tasks that write per-position losses to positions.csv."""
-    from evalkit.tasks import TASKS
-
-    return [n for n, t in TASKS.items() if t.profile]
 
 
 def load_profiles(paths):
     import pandas as pd
 
-    from evalkit.results import PROFILE_COLUMNS, read_profile
 
     frames = []
     for p in map(Path, paths):
         for f in ([p] if p.is_file() and p.name == "positions.csv" else sorted(p.rglob("positions.csv"))
                   if p.is_dir() else []):
-            frames.append(pd.DataFrame(read_profile(f), columns=PROFILE_COLUMNS))
+            frames.append(pd.DataFrame(read_profile(f), columns=profile_columns()))
     if not frames:
         return None
     prof = pd.concat(frames, ignore_index=True)
@@ -440,7 +431,6 @@ def draw_all(paths):
 
 
 def _figures(df, profile):
-    from evalkit.tasks import METRICS, TASKS
 
     for model, g in df.groupby("model", sort=True):
         for metric in (m for _, m in METRICS.items() if m.primary and (g["task"] == m.task).any()):

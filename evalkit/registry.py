@@ -1,7 +1,16 @@
-"""A name -> entry map that rejects duplicates and suggests close names."""
+"""Registries: a name -> entry map per kind of thing, and the ones evalkit keeps.
+
+Each registry rejects duplicates, suggests close names for unknown ones and
+*discovers its plugins*: on first read it imports the plugin packages named for
+it (every module of ``evalkit.tasks`` registers its task, every module of
+``evalkit.patches`` its methods or installers), so the core reads a registry
+without importing — or naming — any plugin, and a new plugin is one new file
+(see docs/contributing.md).
+"""
 from __future__ import annotations
 
 import difflib
+import importlib
 from typing import Generic, Iterator, TypeVar
 
 from evalkit.errors import EvalkitError
@@ -10,11 +19,19 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    """One registry per kind of thing (methods, tasks, model aliases)."""
+    """One registry per kind of thing (methods, tasks, families, sinks, ...)."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, plugins: tuple[str, ...] = ()):
         self.kind = kind
+        self.plugins = plugins  # packages whose import registers the entries
         self._entries: dict[str, T] = {}
+        self._discovered = not plugins
+
+    def _discover(self) -> None:
+        if not self._discovered:
+            self._discovered = True  # before importing: a plugin may read the registry while it registers
+            for package in self.plugins:
+                importlib.import_module(package)
 
     def add(self, name: str, entry: T) -> T:
         if name in self._entries:
@@ -23,6 +40,7 @@ class Registry(Generic[T]):
         return entry
 
     def get(self, name: str) -> T:
+        self._discover()
         if name in self._entries:
             return self._entries[name]
         close = difflib.get_close_matches(name, list(self._entries), n=1, cutoff=0.5)
@@ -33,16 +51,35 @@ class Registry(Generic[T]):
         )
 
     def __contains__(self, name: object) -> bool:
+        self._discover()
         return name in self._entries
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._entries)
+        self._discover()
+        return iter(list(self._entries))
+
+    def __len__(self) -> int:
+        self._discover()
+        return len(self._entries)
 
     def items(self):
-        return self._entries.items()
+        self._discover()
+        return list(self._entries.items())
 
     def names(self) -> list[str]:
+        self._discover()
         return list(self._entries)
 
     def values(self):
+        self._discover()
         return list(self._entries.values())
+
+
+# the registries evalkit keeps (entries: see evalkit.interfaces)
+TASKS: Registry = Registry("task", ("evalkit.tasks",))
+METRICS: Registry = Registry("metric", ("evalkit.tasks",))
+OPTIONS: Registry = Registry("task option", ("evalkit.tasks",))
+METHODS: Registry = Registry("method", ("evalkit.patches",))
+INSTALLERS: Registry = Registry("installer", ("evalkit.patches",))
+FAMILIES: Registry = Registry("family", ("evalkit.families",))
+SINKS: Registry = Registry("row sink", ("evalkit.sinks",))

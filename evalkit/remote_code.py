@@ -21,6 +21,8 @@ is handled here without changing any file evalkit does not own:
 """
 from __future__ import annotations
 
+import logging
+
 import contextlib
 import importlib.abc
 import importlib.machinery
@@ -30,6 +32,8 @@ import types
 from pathlib import Path
 
 from evalkit.errors import EvalkitError
+
+logger = logging.getLogger(__name__)
 
 # transformers.dynamic_module_utils.check_imports, 4.57 and 5.x alike
 _MISSING = re.compile(r"requires the following packages that were not found in your environment: ([\w.\-, ]+)\.")
@@ -90,7 +94,7 @@ def missing_packages(error: BaseException) -> list[str]:
     return [p.strip() for p in found.group(1).split(",") if p.strip()] if found else []
 
 
-def without_missing_imports(load, log=print):
+def without_missing_imports(load):
     """``load()``; if transformers refuses remote code for missing packages, ``load()`` again
     with stand-ins for them (the loaded code keeps its references to the stand-ins)."""
     try:
@@ -99,7 +103,7 @@ def without_missing_imports(load, log=print):
         packages = missing_packages(e)
         if not packages:
             raise
-    log(f"evalkit: the checkpoint's code imports {', '.join(packages)}, not installed here; loading it without "
+    logger.info(f"evalkit: the checkpoint's code imports {', '.join(packages)}, not installed here; loading it without "
         "them (Baichuan uses them only for training / chat streaming; any call into them stops with an error "
         "naming the package)")
     with _absent(packages):
@@ -121,14 +125,14 @@ def checkpoint_file(source: str, name: str) -> Path | None:
         return None
 
 
-def load_tokenizer(source: str, remote_code: bool, log=print):
+def load_tokenizer(source: str, remote_code: bool):
     """The checkpoint's own tokenizer; if its class fails to construct and the checkpoint has a
     SentencePiece ``tokenizer.model``, evalkit's equivalent built from that file."""
     from transformers import AutoTokenizer
 
     try:
         return without_missing_imports(
-            lambda: AutoTokenizer.from_pretrained(source, trust_remote_code=remote_code), log)
+            lambda: AutoTokenizer.from_pretrained(source, trust_remote_code=remote_code))
     except OSError:
         raise
     except Exception as e:  # noqa: BLE001 (any failure of the checkpoint's own class)
@@ -140,7 +144,7 @@ def load_tokenizer(source: str, remote_code: bool, log=print):
                                "check the checkpoint's config.json and tokenizer files") from None
     from evalkit.sp_tokenizer import SentencePieceTokenizer
 
-    log(f"evalkit: the checkpoint's own tokenizer class fails ({reason}); using evalkit's SentencePiece "
+    logger.info(f"evalkit: the checkpoint's own tokenizer class fails ({reason}); using evalkit's SentencePiece "
         "tokenizer over its tokenizer.model and special tokens")
     return SentencePieceTokenizer.from_files(vocab, checkpoint_file(source, "tokenizer_config.json"),
                                              checkpoint_file(source, "special_tokens_map.json"))

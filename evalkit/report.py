@@ -20,7 +20,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from evalkit import __version__
+from evalkit.compare import find_csvs, html_table, load_results, render_tables
 from evalkit.errors import EvalkitError
+from evalkit.plots import plot_all
+from evalkit.registry import OPTIONS, TASKS
+from evalkit.schema import FACTORS, SHARED, fmt
+
 
 SUFFIXES = {".html": "html", ".htm": "html", ".md": "markdown"}
 NOTES = "notes.txt"  # written by the sweep beside results.csv: "<ISO-8601 time>\t<message>" per line
@@ -45,8 +51,6 @@ def report_format(out: Path) -> str:
 
 def write_report(paths, out: Path, title: str | None = None) -> Path:
     """Write the report on the results in ``paths`` to ``out`` (its suffix chooses the format)."""
-    from evalkit import __version__
-    from evalkit.compare import find_csvs, load_results
 
     fmt = report_format(out)
     df = load_results(paths)  # one-line error for a missing path or a foreign CSV
@@ -85,7 +89,6 @@ def sections(df, paths, files) -> list[tuple]:
 
 def _text(value) -> str:
     """A cell value as written in the CSV ("" for a missing one; 8192.0 -> "8192")."""
-    from evalkit.results import fmt
 
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
@@ -151,17 +154,16 @@ def method_table(df) -> Table:
     rows = []
     for label, g in df.groupby("_method", sort=False):
         rows.append([label, ", ".join(_distinct(g["method"])), " | ".join(_distinct(g["params"])),
-                     ", ".join(_distinct(g["scale"], sort=True)), ", ".join(_distinct(g["alpha"], sort=True)),
+                     *(", ".join(_distinct(g[f], sort=True)) for f in FACTORS),
                      ", ".join(_distinct(g["task"])), str(len(g))])
-    return Table("methods (label as in the tables; scale / alpha: the values used)",
-                 ["label", "method", "params", "scale", "alpha", "tasks", "rows"], rows,
-                 [False, False, False, True, True, False, True])
+    return Table(f"methods (label as in the tables; {' / '.join(FACTORS)}: the values used)",
+                 ["label", "method", "params", *FACTORS, "tasks", "rows"], rows,
+                 [False, False, False, *(True for _ in FACTORS), False, True])
 
 
 def task_settings(g) -> str:
     """A task's identity settings (data, stride, chat_template, haystack, ...) as ``k=v``, read as
     the identity reads them (an empty value of an older row is the option's default)."""
-    from evalkit.tasks import OPTIONS, TASKS
 
     task = g["task"].iloc[0]
     names = [f for f in (TASKS.get(task).identity if task in TASKS else ()) if f in OPTIONS]
@@ -198,11 +200,16 @@ def cost_tables(df) -> list[Table]:
                 cells.append("" if c.empty else f"{c['seconds'].mean():.1f} s"
                              + ("" if math.isnan(mem) else f" / {mem:.0f} MB"))
             rows.append([model, label] + cells)
-        shared = " (a shared prefix-mode forward split evenly over its rows)" if (g["prefix_mode"] == 1).any() else ""
-        tables.append(Table(f"{task}: mean seconds per row{shared} / peak memory; columns: tokens",
+        tables.append(Table(f"{task}: mean seconds per row{_sharing_note(g)} / peak memory; columns: tokens",
                             ["model", "method"] + [str(n) for n in lengths], rows,
                             [False, False] + [True] * len(lengths)))
     return tables
+
+
+def _sharing_note(rows) -> str:
+    """What a cost table's times mean where rows shared their computation (the ``shared`` column)."""
+    kinds = [k for k in SHARED if k != "none" and (rows["shared"] == k).any()]
+    return "".join(f" ({k} rows: {SHARED[k].replace('``', '')})" for k in kinds)
 
 
 def failed_table(df) -> Table | None:
@@ -249,7 +256,6 @@ def notes_table(files) -> Table | None:
 
 def draw_figures(paths) -> list[tuple[str, bytes]]:
     """Every figure ``evalkit plot`` draws, as (name, PNG bytes); no file is left behind."""
-    from evalkit.plots import plot_all
 
     with tempfile.TemporaryDirectory(prefix="evalkit-report-") as tmp:
         return [(path.stem, path.read_bytes()) for path in plot_all(paths, Path(tmp), "png")]
@@ -279,7 +285,6 @@ figcaption { color: #5b6473; font-size: .9rem; }
 
 
 def to_html(blocks, title: str, generated: str) -> str:
-    from evalkit.compare import html_table, render_tables
 
     e = html.escape
     body = [f"<h1>{e(title)}</h1>", f'<p class="meta">Generated {e(generated)}</p>']
@@ -316,7 +321,6 @@ def markdown_table(t: Table) -> str:
 
 
 def to_markdown(blocks, title: str, generated: str) -> str:
-    from evalkit.compare import render_tables
 
     out = [f"# {_md(title)}", f"_Generated {_md(generated)}_"]
     for kind, value in blocks:

@@ -5,10 +5,12 @@ a length); ``positions.csv`` the per-position loss profile of perplexity rows.
 evalkit writes only files it has identified as its own (:func:`_inspect`), cuts a
 torn last record CSV-aware before appending (:class:`CsvAppender`), makes a folder
 exactly-once again before a run (:func:`tidy`) and lets one run write a folder at
-a time (:class:`FolderLock`). The README's "Reliability" section states the
-guarantees.
+a time (:class:`FolderLock`). docs/reliability.md states the guarantees; the
+columns and a cell's identity are :mod:`evalkit.schema`'s.
 """
 from __future__ import annotations
+
+import logging
 
 import csv
 import io
@@ -20,65 +22,31 @@ import time
 from pathlib import Path
 
 from evalkit.errors import EvalkitError
+from evalkit.method import normalise_params
+from evalkit.registry import OPTIONS, TASKS
+from evalkit.schema import (FACTORS, PROFILE, REQUIRED, RESULTS, fmt, identity, profile_columns, profile_required,
+                            profile_task, result_columns, upgrade)
 
-# A results file is evalkit's when its header names these (every version wrote them); its
-# other columns may be any the tasks declare, in any order: a file read back gives every
-# column of its header and every column known now ("" where it has none), and appending a
-# row with a column the file lacks first rewrites the file with that column added.
-REQUIRED = ["model", "method", "task", "length", "sample", "status", "evalkit_version", "created_at"]
-PROFILE_COLUMNS = ["model", "method", "scale", "alpha", "trained_len", "length", "sample", "doc", "data",
-                   "stride", "seed", "position_start", "position_end", "nll", "source", "min_doc_tokens",
-                   "text_field", "params", "rope_scaling", "adapter", "quantize"]
-PROFILE_REQUIRED = ["model", "method", "length", "sample", "position_start", "position_end", "nll"]
-# A cell's identity: everything that changes its result. Resume, --force, compare's pooling
-# and the run summary all use this one definition. Each task adds its own fields
-# (``identity`` on the task: passkey its depth, seed and chat template, perplexity its data, ...).
-# ``params``: the method's parameters fixed for the sweep (see sweep.cell_fields); a row written
-# before a parameter existed reads as its default. ``rope_scaling``: the checkpoint's own RoPE
-# ("default" for plain RoPE and for rows written before the column existed).
-IDENTITY = ["model", "source", "adapter", "quantize", "method", "scale", "alpha", "params", "rope_scaling", "trained_len", "task",
-            "length", "sample"]
-# the perplexity cell a positions.csv row belongs to
-PROFILE_KEY = ["model", "source", "adapter", "quantize", "method", "scale", "alpha", "params", "rope_scaling", "trained_len",
-               "length",
-               "sample", "data", "stride", "min_doc_tokens", "text_field"]
-CORE_EMPTY: dict = {}  # what an empty core field reads as
-RESULTS, PROFILE = "results.csv", "positions.csv"
-
-
-def fmt(value) -> str:
-    """How a value is written, so that keys read back compare equal."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return str(int(value))
-    if isinstance(value, float):
-        return f"{value:.8g}"
-    # a lone carriage return would end an unquoted CSV field: keep it visible instead
-    return str(value).replace("\r", "\\r")
-
-
-def result_columns() -> list[str]:
-    """The columns evalkit writes now: the common ones, then each registered task's."""
-    from evalkit.tasks import COLUMN_TYPES
-
-    return list(COLUMN_TYPES)
+logger = logging.getLogger(__name__)
+# the identity of a row of a task this evalkit does not know (a newer evalkit's, a plugin not
+# installed here): the cell fields, and the two settings 0.1 rows already had
+FOREIGN_IDENTITY = ("depth", "seed", "data", "stride")
 
 
 def identity_fields(task: str | None) -> list[tuple[str, str]]:
     """(field, what an empty value reads as) for the identity of a row of ``task``: a row written
     before an option existed has it empty and counts as the option's default. (For a task this
-    evalkit does not know: every field such a row may have.)"""
-    from evalkit.tasks import OPTIONS, TASKS
+    evalkit does not know: the fields of :data:`FOREIGN_IDENTITY`.)"""
+    extra = TASKS.get(task).identity if task in TASKS else FOREIGN_IDENTITY
+    return [(k, "") for k in identity()] + [(k, _option_default(k)) for k in extra]
 
-    extra = TASKS.get(task).identity if task in TASKS else ("depth", "seed", "data", "stride")
-    return ([(k, CORE_EMPTY.get(k, "")) for k in IDENTITY]
-            + [(k, fmt(OPTIONS.get(k).default) if k in OPTIONS else "") for k in extra])
+
+def _option_default(name: str) -> str:
+    return fmt(OPTIONS.get(name).default) if name in OPTIONS else ""
 
 
 def _value(row: dict, k: str, empty: str) -> str:
     if k == "params":
-        from evalkit.patches import normalise_params
         return normalise_params(str(row.get("method") or ""), fmt(row.get(k)))
     if k == "rope_scaling":  # the shipped type follows from the checkpoint (source); only a reset is a setting
         return "removed" if fmt(row.get(k)).startswith("removed:") else ""
@@ -90,7 +58,7 @@ def row_key(row: dict) -> tuple:
 
 
 def legacy(row: dict) -> bool:
-    """Written by evalkit <= 0.2, which did not record whether scale / alpha were given."""
+    """Written by evalkit <= 0.2, which did not record whether the factors were given."""
     try:
         return tuple(int(x) for x in str(row.get("evalkit_version") or "").split(".")[:2]) < (0, 3)
     except ValueError:
@@ -98,8 +66,8 @@ def legacy(row: dict) -> bool:
 
 
 def legacy_given(row: dict) -> str:
-    """The ``params`` a legacy row has if its scale / alpha were given (``scale=2,alpha=2``)."""
-    return ",".join(f"{c}={fmt(row.get(c))}" for c in ("scale", "alpha") if fmt(row.get(c)))
+    """The ``params`` a legacy row has if its factors were given (``scale=2,alpha=2``)."""
+    return ",".join(f"{c}={fmt(row.get(c))}" for c in FACTORS if fmt(row.get(c)))
 
 
 def row_keys(row: dict) -> list[tuple]:
@@ -112,12 +80,25 @@ def row_keys(row: dict) -> list[tuple]:
 
 
 def profile_key(row: dict) -> tuple:
-    """The cell a positions.csv row belongs to (perplexity cells only have profiles); an empty
-    option (a row written before it existed) reads as its default, as in :func:`row_key`."""
-    from evalkit.tasks import OPTIONS
+    """The cell a positions.csv row belongs to (only the profile task's cells have profiles); an
+    empty option (a row written before it existed) reads as its default, as in :func:`row_key`."""
+    return tuple(_value(row, k, _option_default(k)) for k in profile_fields())
 
-    return tuple(_value(row, k, CORE_EMPTY.get(k, fmt(OPTIONS.get(k).default) if k in OPTIONS else ""))
-                 for k in PROFILE_KEY)
+
+def profile_fields() -> list[str]:
+    """The fields of a positions.csv row that name its cell."""
+    task = profile_task()
+    return list(task.profile_key) if task else []
+
+
+def __getattr__(name):  # the profile's columns are the profile task's (read when asked for)
+    if name == "PROFILE_COLUMNS":
+        return profile_columns()
+    if name == "PROFILE_REQUIRED":
+        return profile_required()
+    if name == "PROFILE_KEY":
+        return profile_fields()
+    raise AttributeError(name)
 
 
 def _complete_end(data: bytes) -> int:
@@ -193,7 +174,7 @@ def read_table(path: Path, columns=None, required=None) -> tuple[list[str], list
     missing = [c for c in columns if c not in header]
     if missing:
         rows = [dict(r, **dict.fromkeys(missing, "")) for r in rows]
-    return header, rows
+    return header, [upgrade(r) for r in rows] if "prefix_mode" in header else rows
 
 
 def read_rows(path: Path, columns=None, required=None) -> list[dict]:
@@ -202,7 +183,7 @@ def read_rows(path: Path, columns=None, required=None) -> list[dict]:
 
 
 def read_profile(path: Path) -> list[dict]:
-    return read_rows(path, PROFILE_COLUMNS, PROFILE_REQUIRED)
+    return read_rows(path, profile_columns(), profile_required())
 
 
 class CsvAppender:
@@ -270,7 +251,7 @@ def _rewrite(path: Path, rows: list[dict], columns) -> None:
     tmp.replace(path)
 
 
-def tidy(out: Path, log=print) -> set:
+def tidy(out: Path) -> set:
     """Make a results folder exactly-once again before a run writes to it; returns the
     identities of the cells it holds.
 
@@ -288,16 +269,16 @@ def tidy(out: Path, log=print) -> set:
         seen.update(row_keys(r))
     if duplicates:
         _rewrite(results, _first_of_each(rows, row_key), header)
-        log(f"evalkit: {results}: removed the second copies of {len(duplicates)} cell(s) recorded twice")
+        logger.info(f"evalkit: {results}: removed the second copies of {len(duplicates)} cell(s) recorded twice")
     committed = {profile_key(r) for r in rows}  # only perplexity rows can match a profile row
-    prof_header, prof = read_table(profile, PROFILE_COLUMNS, PROFILE_REQUIRED)
+    prof_header, prof = read_table(profile, profile_columns(), profile_required())
     unsourced = any(not p["source"] for p in prof)  # rows of evalkit 0.1
     _fill_sources(prof, rows)
     keep = _first_of_each([p for p in prof if profile_key(p) in committed],
                           lambda p: (profile_key(p), p["position_start"]))
     if len(keep) != len(prof) or unsourced:
-        _rewrite(profile, keep, prof_header + [c for c in PROFILE_COLUMNS if c not in prof_header])
-        log(f"evalkit: {profile}: removed {len(prof) - len(keep)} row(s) of cells whose results row is missing "
+        _rewrite(profile, keep, prof_header + [c for c in profile_columns() if c not in prof_header])
+        logger.info(f"evalkit: {profile}: removed {len(prof) - len(keep)} row(s) of cells whose results row is missing "
             "(a run stopped between the two writes) or written twice")
     return seen
 
@@ -305,7 +286,7 @@ def tidy(out: Path, log=print) -> set:
 def _fill_sources(profile_rows: list[dict], result_rows: list[dict]) -> None:
     """Profile rows from evalkit 0.1 carry no source: take it from their cell's results row
     (the only one whose other key fields match; left empty if none or several do)."""
-    loose = lambda r: tuple(v for k, v in zip(PROFILE_KEY, profile_key(r)) if k != "source")  # noqa: E731
+    loose = lambda r: tuple(v for k, v in zip(profile_fields(), profile_key(r)) if k != "source")  # noqa: E731
     sources: dict = {}
     for r in result_rows:
         sources.setdefault(loose(r), set()).add(r.get("source", ""))
@@ -401,8 +382,8 @@ def drop_everywhere(folders: list[Path], own: Path, planned: list[dict]) -> None
                 continue
         try:
             drop_rows(folder / RESULTS, keys)
-            drop_rows(folder / PROFILE, {profile_key(k) for k in planned}, PROFILE_COLUMNS, profile_key,
-                      PROFILE_REQUIRED)
+            drop_rows(folder / PROFILE, {profile_key(k) for k in planned}, profile_columns(), profile_key,
+                      profile_required())
         finally:
             if lock is not None:
                 lock.release()

@@ -23,8 +23,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from evalkit.patches._cache import cache_in
-from evalkit.patches._swap import swap
+from evalkit.kvcache import cache_in
+from evalkit.registry import INSTALLERS
+from evalkit.swap import swap
 
 
 @dataclass(frozen=True)
@@ -34,9 +35,10 @@ class AlibiAdapter:
     base_slopes: Callable[[nn.Module], torch.Tensor]
     install_slopes: Callable
     trained_len_fn: Callable[[nn.Module], int]
+    ensure_length_fn: Callable[[nn.Module, int], None] | None = None
     encoding: str = "alibi"
 
-    def after_load(self, model, log=print) -> None:
+    def after_load(self, model) -> None:
         pass
 
     def trained_len(self, model, rope_reset: bool = False) -> int:
@@ -47,6 +49,11 @@ class AlibiAdapter:
 
     def length_independent(self, model, rope_reset: bool = False) -> bool:
         return True
+
+    def ensure_length(self, model, length: int) -> None:
+        """Let the model take ``length`` tokens where its code caps the input (MPT's max_seq_len)."""
+        if self.ensure_length_fn:
+            self.ensure_length_fn(model, length)
 
     def install(self, model, method, resolved, stack: contextlib.ExitStack, rope_reset: bool = False) -> None:
         if method.slopes is None:
@@ -193,11 +200,20 @@ def _config_len(*names):
     return read
 
 
+def _mpt_raise_max_seq_len(model, length: int) -> None:
+    """MPT refuses inputs longer than ``config.max_seq_len``: raise it (its ALiBi needs no table)."""
+    if model.config.max_seq_len < length:
+        model.config.max_seq_len = length
+
+
 ADAPTERS = (
     AlibiAdapter("baichuan-alibi", _is_baichuan_alibi, _baichuan_base, _baichuan_install,
                  _config_len("model_max_length", "max_position_embeddings")),
     AlibiAdapter("falcon-alibi", lambda m: model_type(m) == "falcon" and bool(getattr(m.config, "alibi", False)),
                  _falcon_base, _falcon_install, _config_len("max_position_embeddings")),
     AlibiAdapter("bloom", lambda m: model_type(m) == "bloom", _bloom_base, _bloom_install, _config_len("seq_length")),
-    AlibiAdapter("mpt", lambda m: model_type(m) == "mpt", _mpt_base, _mpt_install, _config_len("max_seq_len")),
+    AlibiAdapter("mpt", lambda m: model_type(m) == "mpt", _mpt_base, _mpt_install, _config_len("max_seq_len"),
+                 _mpt_raise_max_seq_len),
 )
+for _installer in ADAPTERS:
+    INSTALLERS.add(_installer.name, _installer)

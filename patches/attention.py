@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from evalkit.errors import EvalkitError
-from evalkit.patches._cache import cache_in
+from evalkit.kvcache import cache_in
 
 SCORE_BUDGET = 1 << 24  # scores in flight per block (B·H·rows·keys): 64 MiB in fp32 for each of the two regions
 

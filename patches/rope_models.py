@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 from dataclasses import dataclass
 from typing import Callable
 
@@ -23,8 +24,17 @@ import torch
 from torch import nn
 
 from evalkit.errors import EvalkitError
-from evalkit.patches import rope
-from evalkit.patches._swap import swap
+from evalkit.family import config_dict, family_of, rope_lengths, stated_length
+from evalkit.patches import attention, rope
+from evalkit.registry import INSTALLERS
+from evalkit.swap import swap
+
+logger = logging.getLogger(__name__)
+
+
+def length_dependent(rope_type: str) -> bool:
+    """A shipped RoPE type that chooses its frequencies per sequence (transformers: per forward)."""
+    return "dynamic" in rope_type or rope_type == "longrope"
 
 class Shipped:
     """The frequencies a checkpoint ships: plain RoPE (``rope_type`` "default"), or its own scaling
@@ -44,8 +54,7 @@ class Shipped:
         else:
             self.inv_freq, self.factor = self._transformers(None)
         self.plain = self.rope_type == "default"
-        # length-dependent types choose their frequencies per sequence (transformers: per forward)
-        self.static = not ("dynamic" in self.rope_type or self.rope_type == "longrope")
+        self.static = not length_dependent(self.rope_type)
 
     def _transformers(self, seq_len: int | None) -> tuple[torch.Tensor, float]:
         from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
@@ -258,8 +267,6 @@ class RopeAdapter:
     def trained_len(self, model, rope_reset: bool = False) -> int:
         """The length the checkpoint (with its shipped scaling) is made for; its pretraining
         length under ``rope_reset`` (see :mod:`evalkit.families`)."""
-        from evalkit.families import config_dict, family_of, rope_lengths, stated_length
-
         config = config_dict(model.config)
         stated = stated_length(config, family_of(model))
         extended, original = rope_lengths(config, int(stated))
@@ -275,15 +282,17 @@ class RopeAdapter:
 
     def length_independent(self, model, rope_reset: bool = False) -> bool:
         """The checkpoint as shipped gives position i the same output at every length."""
-        kind = "default" if rope_reset else self.shipped_type(model)
-        return not ("dynamic" in kind or kind == "longrope")
+        return rope_reset or not length_dependent(self.shipped_type(model))
 
     def install(self, model, method, resolved, stack: contextlib.ExitStack, rope_reset: bool = False) -> None:
         self.install_fn(model, method, resolved, stack, rope_reset)
 
-    def after_load(self, model, log=print) -> None:
+    def after_load(self, model) -> None:
         if self.after_load_fn:
-            self.after_load_fn(model, log)
+            self.after_load_fn(model)
+
+    def ensure_length(self, model, length: int) -> None:
+        """RoPE models take any length (their frequencies are computed, not tabled)."""
 
 
 # --- transformers' RoPE families (one rotary module on the base model) ---
@@ -348,7 +357,6 @@ def hf_attention_modules(owner: nn.Module) -> list[nn.Module]:
 
 
 def _install_hf(model, method, resolved, stack, rope_reset: bool) -> None:
-    from evalkit.patches import attention
 
     owner = _hf_rotary_owner(model)
     rotary = owner.rotary_emb
@@ -405,7 +413,7 @@ def _set_tensor(module: nn.Module, name: str, value: torch.Tensor) -> None:
         setattr(module, name, value)
 
 
-def _repair_baichuan_rotary(model, log) -> None:
+def _repair_baichuan_rotary(model) -> None:
     """Make every layer's rotary caches what the module's own ``__init__`` computes.
 
     Under transformers 5, ``from_pretrained`` builds the model on the meta device and
@@ -435,7 +443,7 @@ def _repair_baichuan_rotary(model, log) -> None:
                 _set_tensor(rot, name, want.to(device=device, dtype=have.dtype))
                 repaired.add(name)
     if repaired:
-        log(f"evalkit: rebuilt {', '.join(sorted(repaired))} of the layers' {type(rotary).__name__} (left on the "
+        logger.info(f"evalkit: rebuilt {', '.join(sorted(repaired))} of the layers' {type(rotary).__name__} (left on the "
             "meta device or uninitialised after loading)")
 
 
@@ -472,3 +480,5 @@ ADAPTERS = (
                 _repair_baichuan_rotary),
     RopeAdapter("hf-rope", lambda m: _hf_rotary_owner(m) is not None, _install_hf),
 )
+for _installer in ADAPTERS:
+    INSTALLERS.add(_installer.name, _installer)

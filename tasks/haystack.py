@@ -25,6 +25,7 @@ import sysconfig
 from pathlib import Path
 
 from evalkit.errors import EvalkitError
+from evalkit.paths import cache_dir
 
 BUILTIN = f"stdlib-prose-{sys.version_info.major}.{sys.version_info.minor}"
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -54,7 +55,6 @@ def builtin_text() -> str:
     import hashlib
     import os
 
-    from evalkit.models import cache_dir
 
     tag = hashlib.sha256(f"{sys.version}|{sysconfig.get_paths()['stdlib']}".encode()).hexdigest()[:16]
     cached = cache_dir() / "haystack" / f"{BUILTIN}-{tag}.txt"

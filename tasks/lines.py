@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from evalkit import stats
 from evalkit.errors import EvalkitError
-from evalkit.tasks import Cell, Metric, register
+from evalkit.task import Cell, Metric, register
 from evalkit.tasks.retrieval import (CHAT_TEMPLATE, DEPTHS, Attempt, TrialTask, encode, first_integer_is, frame,
                                      integer_complete, trial_rng, word_key, words)
 

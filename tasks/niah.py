@@ -9,7 +9,7 @@ fraction of expected values found in the greedy answer (here one: 0 or 1).
 """
 from __future__ import annotations
 
-from evalkit.tasks import register
+from evalkit.task import register
 from evalkit.tasks.retrieval import NeedleTask, Trial, haystack_prompt, number, prose, trial_rng, word_key, words
 
 # RULER's templates (scripts/data/synthetic/constants.py and niah.py), {kind}: numbers or uuids

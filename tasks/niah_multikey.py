@@ -13,7 +13,7 @@ the same sequence). Score: the asked value found in the answer (0 or 1).
 from __future__ import annotations
 
 from evalkit.errors import EvalkitError
-from evalkit.tasks import Option, register
+from evalkit.task import Option, register
 from evalkit.tasks.niah import NEEDLE, ruler_prompt
 from evalkit.tasks.retrieval import (RULER_DEPTHS, NeedleTask, SentenceTokens, Trial, number, prose, trial_rng, uuid4,
                                      word_key, words)

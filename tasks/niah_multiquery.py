@@ -7,7 +7,7 @@ the answer.
 """
 from __future__ import annotations
 
-from evalkit.tasks import register
+from evalkit.task import register
 from evalkit.tasks.niah import ruler_prompt
 from evalkit.tasks.retrieval import RULER_DEPTHS, NeedleTask, Trial, number, prose, trial_rng, word_key, words
 

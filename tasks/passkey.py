@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from evalkit import stats
 from evalkit.errors import EvalkitError
-from evalkit.tasks import Cell, Metric, register
+from evalkit.task import Cell, Metric, register
 from evalkit.tasks.retrieval import (CHAT_TEMPLATE, DEPTHS, Attempt, Frame, TrialTask, encode, first_integer_is, frame,
                                      integer_complete, raw_frame)
 

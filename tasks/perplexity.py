@@ -29,8 +29,9 @@ from __future__ import annotations
 import math
 
 from evalkit import stats
+from evalkit import forward
 from evalkit.errors import EvalkitError
-from evalkit.tasks import Cell, Metric, Option, register
+from evalkit.task import Cell, Measured, Metric, Option, Sharing, register
 from evalkit.tasks.data import documents
 
 
@@ -102,14 +103,12 @@ def strided_nll(model, ids, window: int, stride: int):
     """Per-token NLL of ``ids`` (1, N) with windows of ``window`` tokens every ``stride``."""
     import torch
 
-    from evalkit.forward import token_nll
-
     n, parts, done = ids.shape[1], [], 1  # tokens [0, done) are scored (token 0 never is)
     end = window
     while done < n:
         end = min(end, n)
         start = max(0, end - window)
-        nll = token_nll(model, ids[:, start:end])  # predictions of tokens start+1 .. end-1
+        nll = forward.token_nll(model, ids[:, start:end])  # predictions of tokens start+1 .. end-1
         parts.append(nll[done - start - 1:])
         done, end = end, end + stride
     return torch.cat(parts)
@@ -122,11 +121,24 @@ class Perplexity:
     columns = {"ppl": float, "nll": float, "tokens": int, "doc": str}
     min_length = 2  # at least one predicted token
     default = True
-    profile = True  # per-position losses in positions.csv
+    profile = True  # per-position losses in positions.csv, with these columns (the cell's, then the loss)
+    profile_columns = ("model", "method", "scale", "alpha", "trained_len", "length", "sample", "doc", "data",
+                       "stride", "seed", "position_start", "position_end", "nll", "source", "min_doc_tokens",
+                       "text_field", "params", "rope_scaling", "adapter", "quantize")
+    profile_required = ("model", "method", "length", "sample", "position_start", "position_end", "nll")
+    profile_key = ("model", "source", "adapter", "quantize", "method", "scale", "alpha", "params", "rope_scaling",
+                   "trained_len", "length", "sample", "data", "stride", "min_doc_tokens", "text_field")
     metrics = (Metric("ppl", "ppl", "perplexity (token-weighted)", stats.token_weighted(), log_axis=True),
                Metric("nll", "ppl", "mean NLL (nats, token-weighted)", stats.token_weighted(log_space=True),
                       primary=False))
     summary = "long-document perplexity: token-weighted NLL over every predicted token, per-position profile"
+
+    def profile_title(self, model: str, longest: int, rows) -> str:
+        """The title of the loss-by-position figure of ``rows`` (positions.csv rows at ``longest``)."""
+        windows = sorted({s for s in rows["stride"] if s != "0"}, key=int)
+        if not windows:
+            return f"{model}: loss by position at {longest} tokens"
+        return f"{model}: loss by document position, windows of {longest} (stride {', '.join(windows)})"
 
     def pool(self, ctx) -> DocumentPool:
         return ctx.cached("ppl-pool", lambda: DocumentPool(ctx.tokenizer, ctx.cfg.opt("data"),
@@ -157,30 +169,28 @@ class Perplexity:
                          f"over {len(chosen)} whole document(s) of up to {max(len(i) for _, i in chosen)} tokens")
         return cells
 
-    def group(self, ctx, cell: Cell, prefix_mode: bool):
+    def group(self, ctx, cell: Cell, sharing: Sharing):
         # one forward per document serves every length, unless windows slide (each length has its own)
-        return ("doc", cell.doc) if prefix_mode and not ctx.cfg.opt("stride") else cell
+        return ("doc", cell.doc) if sharing.prefix and not ctx.cfg.opt("stride") else cell
 
-    def measure(self, ctx, cells: list[Cell]) -> list[dict]:
+    def measure(self, ctx, cells: list[Cell]) -> list[Measured]:
         import torch
-
-        from evalkit.forward import token_nll
 
         tokens = self.pool(ctx).by_id[cells[0].doc]
         longest, stride = max(c.length for c in cells), ctx.cfg.opt("stride")
         if stride:  # one cell: its length is the window, the document is scored whole
             nll = strided_nll(ctx.model, torch.tensor([tokens], device=ctx.input_device), longest, stride)
         else:
-            nll = token_nll(ctx.model, torch.tensor([tokens[:longest]], device=ctx.input_device))
+            nll = forward.token_nll(ctx.model, torch.tensor([tokens[:longest]], device=ctx.input_device))
         rows = []
         for cell in cells:
             part = nll if stride else nll[: cell.length - 1]
             mean = float(part.mean())
             row = dict(nll=mean, ppl=math.exp(mean) if mean < 700 else math.inf, tokens=part.numel(), doc=cell.doc,
-                       _profile=bucket_profile(part, ctx.cfg.opt("bucket")))
+                       shared="prefix-forward" if len(cells) > 1 else "none")
             if not math.isfinite(mean):  # a row of its own status, never a number to pool
-                row.update(status="nan", error="non-finite loss", _profile=[])
-            rows.append(row)
+                row.update(status="nan", error="non-finite loss")
+            rows.append(Measured(row, bucket_profile(part, ctx.cfg.opt("bucket")) if math.isfinite(mean) else []))
         return rows
 
 

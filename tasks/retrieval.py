@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from evalkit import stats
+from evalkit import forward
 from evalkit.errors import EvalkitError
-from evalkit.tasks import Cell, Metric, Option
+from evalkit.task import Cell, Metric, Option, Sharing
 from evalkit.tasks.haystack import BUILTIN, builtin_text, haystack_text, key_words, parse_haystack, sentences
 
 RULER_DEPTHS = [round(100 * i / 39) / 100 for i in range(40)]  # RULER: np.round(np.linspace(0, 100, 40))
@@ -114,23 +115,21 @@ class SharedPrefix:
         """The last prompt position's logits and the cache holding the whole prompt."""
         import torch
 
-        from evalkit.forward import croppable, crop, next_token_logits
-
         keep = 0
         if self.cache is not None:
             limit = min(len(self.tokens), len(prompt) - 1)  # at least one token computed: its logits
             keep = next((i for i in range(limit) if self.tokens[i] != prompt[i]), limit)
         if keep < len(prompt) * self.MIN_SHARE:  # too little in common to pay for the masked suffix
             keep, self.cache = 0, None  # the old cache freed before the new prefill
-            logits, cache = next_token_logits(ctx.model, torch.tensor([prompt], device=ctx.input_device))
+            logits, cache = forward.next_token_logits(ctx.model, torch.tensor([prompt], device=ctx.input_device))
         else:
-            crop(self.cache, keep)
+            forward.crop(self.cache, keep)
             cache, rest = self.cache, prompt[keep:]
             step = max(self.MIN_PART, -(-len(rest) // self.PARTS))
             for start in range(0, len(rest), step):
-                logits, cache = next_token_logits(ctx.model, torch.tensor([rest[start:start + step]],
+                logits, cache = forward.next_token_logits(ctx.model, torch.tensor([rest[start:start + step]],
                                                                           device=ctx.input_device), cache)
-        self.cache = cache if croppable(cache) else None
+        self.cache = cache if forward.croppable(cache) else None
         self.tokens, self.reused = list(prompt), keep
         return logits, cache
 
@@ -145,12 +144,10 @@ def generate(ctx, prompt: list[int], max_new: int, stop: Callable[[str], bool],
     answer to score)."""
     import torch
 
-    from evalkit.forward import next_token_logits
-
     tokenizer = ctx.tokenizer
     with torch.no_grad():
         if shared is None:
-            logits, cache = next_token_logits(ctx.model, torch.tensor([prompt], device=ctx.input_device))
+            logits, cache = forward.next_token_logits(ctx.model, torch.tensor([prompt], device=ctx.input_device))
         else:
             logits, cache = shared.prefill(ctx, prompt)
         out: list[int] = []
@@ -163,7 +160,7 @@ def generate(ctx, prompt: list[int], max_new: int, stop: Callable[[str], bool],
             out.append(token)
             if stop(tokenizer.decode(out, skip_special_tokens=True)):
                 break
-            logits, cache = next_token_logits(ctx.model, torch.tensor([[token]], device=ctx.input_device), cache)
+            logits, cache = forward.next_token_logits(ctx.model, torch.tensor([[token]], device=ctx.input_device), cache)
             if shared is not None:
                 shared.fed(token)
     return tokenizer.decode(out, skip_special_tokens=True)
@@ -313,11 +310,11 @@ class TrialTask:
     length too short for any of them stops the run before anything is measured or written. A
     subclass writes :meth:`attempt`.
 
-    Trials that may share a KV prefix (``ctx.reuse``, set per method by the sweep) are grouped per
+    Trials that may share a KV prefix (``sharing.kv``, decided per method by the sweep) are grouped per
     depth (and per length where the method's factor follows the length) and measured in the
     order of their prompts from one carried cache (:class:`SharedPrefix`), each row committed as
     its trial ends; ``reused`` records how many prompt tokens each took from the cache (0: a
-    full prefill)."""
+    full prefill) and ``shared`` says "shared-kv" when it took any."""
 
     min_length = 1  # the real minimum depends on the tokenizer: planning says it
     default = False
@@ -333,13 +330,12 @@ class TrialTask:
                 self.attempt(ctx, Cell(self.name, min(lengths), sample, depth))
         return [Cell(self.name, n, s, d) for n in lengths for d in depths for s in samples]
 
-    def group(self, ctx, cell: Cell, prefix_mode: bool):
+    def group(self, ctx, cell: Cell, sharing: Sharing):
         # the trials of one depth share the prompt up to their needle (all samples; every length
         # where the method's factor does not follow the length): one group, one carried cache
-        reuse = getattr(ctx, "reuse", "")
-        if reuse == "lengths":
+        if sharing.kv == "lengths":
             return ("shared-prefix", cell.depth)
-        if reuse == "length":
+        if sharing.kv == "length":
             return ("shared-prefix", cell.depth, cell.length)
         return cell  # one prefill per trial
 
@@ -352,7 +348,8 @@ class TrialTask:
             a = attempts[i]
             answer = generate(ctx, a.prompt, a.max_new, a.stop, shared)
             scored = NON_FINITE if answer is None else a.score(answer)
-            yield i, dict(a.row, **scored, reused=shared.reused if shared else 0)
+            reused = shared.reused if shared else 0
+            yield i, dict(a.row, **scored, reused=reused, shared="shared-kv" if reused else "none")
 
 
 class NeedleTask(TrialTask):

@@ -115,9 +115,10 @@ def baichuan_checkpoint(release: str) -> Path:
 
 def tiny_baichuan(release: str):
     """The checkpoint loaded as evalkit loads it (remote code, repairs after loading)."""
-    from evalkit.models import load_model, spec_from_config
+    from evalkit.loading import load_model
+    from evalkit.models import spec_from_config
     spec = spec_from_config(release, str(baichuan_checkpoint(release)))
-    return load_model(spec, device="cpu", dtype="float32", trust_remote_code=True, log=lambda _: None).model
+    return load_model(spec, device="cpu", dtype="float32", trust_remote_code=True).model
 
 
 # one tiny model per family of evalkit.families (test_families checks that every family has one)

@@ -26,18 +26,20 @@ def rows(out: Path):
 
 
 README = Path(__file__).resolve().parent.parent / "README.md"
+RESULTS_DOC = README.parent / "docs" / "results.md"  # the docs page that states the results schema
 
 
 def documented_columns() -> list[str]:
-    """The columns the README's "Results schema" table names (the back-quoted names of its first cells)."""
-    text = README.read_text().split("### Results schema (`results.csv`)", 1)[1]
-    table = [line for line in text.split("\n\n`positions.csv`", 1)[0].splitlines() if line.startswith("| `")]
+    """The columns the schema table of docs/results.md names (the back-quoted names of its first
+    cells), read from its section "## `results.csv`" up to the next heading."""
+    text = RESULTS_DOC.read_text(encoding="utf-8").split("\n## `results.csv`\n", 1)[1].split("\n#", 1)[0]
+    table = [line for line in text.splitlines() if line.startswith("| `")]
     return [name for line in table for name in re.findall(r"`([a-z_]+)`", line.split("|")[1])]
 
 
 def documented_profile_columns() -> list[str]:
-    """The ``positions.csv`` header as the README lists it."""
-    text = README.read_text().split("`positions.csv`: ", 1)[1].split(" (predicted positions", 1)[0]
+    """The ``positions.csv`` header as docs/results.md lists it."""
+    text = RESULTS_DOC.read_text(encoding="utf-8").split("`positions.csv`: ", 1)[1].split(" (predicted positions", 1)[0]
     return re.findall(r"[a-z_]+", text)
 
 
@@ -162,7 +164,7 @@ def test_prefix_mode_equals_separate_forwards(tiny_run, tmp_path):
     rb = {(r["method"], r["length"], r["doc"]): r for r in rows(b)}
     assert ra.keys() == rb.keys() and len(ra) == 12
     for k in ra:
-        assert ra[k]["prefix_mode"] == "1" and rb[k]["prefix_mode"] == "0"
+        assert ra[k]["shared"] == "prefix-forward" and rb[k]["shared"] == "none"
         assert float(ra[k]["nll"]) == pytest.approx(float(rb[k]["nll"]), rel=1e-5)
 
 
@@ -248,7 +250,7 @@ def test_every_static_method_gives_prefix_mode_the_nll_of_separate_forwards(meth
     rb = {(r["length"], r["doc"]): r for r in rows(tmp_path / "sep")}
     assert ra.keys() == rb.keys() and len(ra) == 3
     for k in ra:
-        assert ra[k]["prefix_mode"] == ("1" if static else "0") and rb[k]["prefix_mode"] == "0"
+        assert ra[k]["shared"] == ("prefix-forward" if static else "none") and rb[k]["shared"] == "none"
         assert float(ra[k]["nll"]) == pytest.approx(float(rb[k]["nll"]), rel=1e-5), k
 
 
@@ -333,7 +335,7 @@ def test_trained_len_override_changes_the_default_scale(tiny_run):
 
 def test_listings():
     listed = evalkit("methods").output
-    from evalkit.families import FAMILIES
+    from evalkit.registry import FAMILIES
     from evalkit.patches import METHODS
     assert all(f"\n{name} " in listed for name in METHODS.names())  # every registered method, by the registry
     assert "window=1024 group=8" in listed and "scale=length/L" in listed
@@ -344,7 +346,8 @@ def test_listings():
 
 
 def test_prefix_mode_only_where_the_output_cannot_depend_on_the_length():
-    from evalkit.sweep import RunConfig, prefix_mode
+    from evalkit.config import RunConfig
+    from evalkit.plan import prefix_mode
 
     def independent(method, **kw):
         cfg = RunConfig(methods=(method,), **kw)

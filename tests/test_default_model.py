@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def smollm2():
-    from evalkit.models import load_model
+    from evalkit.loading import load_model
     return load_model(device="cpu", dtype="float32")
 
 

@@ -190,6 +190,25 @@ def test_drop_rows_removes_the_cells_given(tmp_path):
 
 # --- tidy, locks and --force across folders ---
 
+def _tidy(folder, said: list):
+    """R.tidy(folder), with the messages it logs appended to ``said``."""
+    import logging
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            said.append(record.getMessage())
+
+    logger, handler = logging.getLogger("evalkit"), Keep()
+    old = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        return R.tidy(folder)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old)
+
+
 def _write(path, rows, columns):
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
@@ -208,13 +227,13 @@ def test_tidy_keeps_the_first_copy_of_a_cell_and_returns_every_identity(tmp_path
     other = dict(PPL, sample="1", nll="3.0")
     _write(tmp_path / R.RESULTS, [first, second, other], cols)
     said = []
-    seen = R.tidy(tmp_path, log=said.append)
+    seen = _tidy(tmp_path, said)
     assert [r["nll"] for r in R.read_rows(tmp_path / R.RESULTS, cols)] == ["1.0", "3.0"]
     assert said == [f"evalkit: {tmp_path / R.RESULTS}: removed the second copies of 1 cell(s) recorded twice"]
     assert seen == {R.row_key(first), R.row_key(other)}
     said.clear()
     before = (tmp_path / R.RESULTS).read_bytes()
-    assert R.tidy(tmp_path, log=said.append) == seen
+    assert _tidy(tmp_path, said) == seen
     assert said == [] and (tmp_path / R.RESULTS).read_bytes() == before
     assert R.recorded(tmp_path) == seen
 
@@ -222,7 +241,7 @@ def test_tidy_keeps_the_first_copy_of_a_cell_and_returns_every_identity(tmp_path
 def test_tidy_returns_both_readings_of_a_legacy_row(tmp_path):
     old = dict(PPL, scale="", alpha="2", params="", evalkit_version="0.2.0")
     _write(tmp_path / R.RESULTS, [old], list(PPL))
-    assert R.tidy(tmp_path, log=lambda _: None) == set(R.row_keys(old)) == R.recorded(tmp_path)
+    assert R.tidy(tmp_path) == set(R.row_keys(old)) == R.recorded(tmp_path)
     assert len(R.recorded(tmp_path)) == 2
 
 
@@ -233,12 +252,12 @@ def test_tidy_removes_profile_rows_of_uncommitted_cells_and_their_duplicates(tmp
     prof = [_profile(PPL, 0), _profile(PPL, 8), _profile(PPL, 0, nll="9.9"), _profile(orphan, 0)]
     _write(tmp_path / R.PROFILE, prof, R.PROFILE_COLUMNS)
     said = []
-    R.tidy(tmp_path, log=said.append)
+    _tidy(tmp_path, said)
     kept = R.read_profile(tmp_path / R.PROFILE)
     assert [(p["sample"], p["position_start"], p["nll"]) for p in kept] == [("0", "0", "1.5"), ("0", "8", "1.5")]
     assert len(said) == 1 and said[0].startswith(f"evalkit: {tmp_path / R.PROFILE}: removed 2 row(s) of cells")
     said.clear()
-    R.tidy(tmp_path, log=said.append)
+    _tidy(tmp_path, said)
     assert said == []
 
 
@@ -247,7 +266,7 @@ def test_tidy_fills_the_source_of_evalkit_0_1_profile_rows_and_adds_missing_colu
     old_cols = [c for c in R.PROFILE_COLUMNS if c not in ("source", "text_field", "adapter")]
     _write(tmp_path / R.PROFILE, [_profile(PPL, 0), _profile(dict(PPL, sample="1"), 0)], old_cols)
     said = []
-    R.tidy(tmp_path, log=said.append)
+    _tidy(tmp_path, said)
     header = (tmp_path / R.PROFILE).read_text().splitlines()[0].split(",")
     assert header == old_cols + ["source", "text_field", "adapter"]
     assert [p["source"] for p in R.read_profile(tmp_path / R.PROFILE)] == ["hf", "hf"]
@@ -416,7 +435,7 @@ def test_tidy_counts_each_cell_recorded_twice(tmp_path):
             dict(PPL, sample="1")]
     _write(tmp_path / R.RESULTS, rows, list(PPL))
     said = []
-    R.tidy(tmp_path, log=said.append)
+    _tidy(tmp_path, said)
     assert said == [f"evalkit: {tmp_path / R.RESULTS}: removed the second copies of 2 cell(s) recorded twice"]
     assert [r["sample"] for r in R.read_rows(tmp_path / R.RESULTS, list(PPL))] == ["0", "1"]
 

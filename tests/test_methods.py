@@ -204,7 +204,8 @@ def test_phi3_longrope_as_none_equals_transformers_and_pi_on_top_uses_the_factor
 
 
 def test_shipped_longrope_makes_none_length_dependent():
-    from evalkit.sweep import RunConfig, prefix_mode
+    from evalkit.config import RunConfig
+    from evalkit.plan import prefix_mode
     cfg = RunConfig(methods=("none",))
     assert not prefix_mode(cfg, cfg.calls[0], _phi3_longrope())
     assert prefix_mode(cfg, cfg.calls[0], tiny_llama(**SHIPPED["llama3"]))
@@ -393,11 +394,12 @@ def lora_adapter(tiny_model_dir, tmp_path):
 
 
 def test_adapter_is_merged_and_equals_peft_and_rows_name_it(lora_adapter, tiny_model_dir, tmp_path):
-    from evalkit.models import load_model, spec_from_config
+    from evalkit.loading import load_model
+    from evalkit.models import spec_from_config
     folder, peft_model = lora_adapter
     x = ids(20)
     loaded = load_model(spec_from_config("tiny", str(tiny_model_dir)), device="cpu", dtype="float32",
-                        adapter=str(folder), log=lambda _: None)
+                        adapter=str(folder))
     torch.testing.assert_close(logits(loaded.model, x), logits(peft_model, x), rtol=1e-5, atol=1e-5)
     plain = load_model(spec_from_config("tiny", str(tiny_model_dir)), device="cpu", dtype="float32").model
     assert not torch.allclose(logits(plain, x), logits(loaded.model, x))
@@ -440,7 +442,7 @@ def test_loading_options_refused_in_one_line(args, needle, tiny_model_dir, tmp_p
     ({"model_type": "llama", "max_position_embeddings": 4096}, 4096, 4096),
 ])
 def test_trained_length_of_a_shipped_scaling(config, extended, original, tmp_path):
-    from evalkit.families import rope_lengths
+    from evalkit.family import rope_lengths
     from evalkit.models import spec_from_config
     (tmp_path / "config.json").write_text(json.dumps(config))
     assert spec_from_config("m", str(tmp_path)).trained_len == extended
@@ -448,7 +450,7 @@ def test_trained_length_of_a_shipped_scaling(config, extended, original, tmp_pat
 
 
 def test_family_table_decides_resolution_and_installation(tmp_path):
-    from evalkit.families import FAMILIES, family_of
+    from evalkit.family import FAMILIES, family_of
     from evalkit.models import spec_from_config
     from conftest import ALIBI_MODELS
     tiny = {**ROPE_MODELS, **ALIBI_MODELS}

@@ -391,7 +391,7 @@ def test_bloom_patch_keeps_a_given_padding_mask_and_keyword_or_embedding_inputs(
 # import, so what runs at import (the lazy formula wrappers, the ramp checks) needs a direct call ---
 
 def test_lazy_calls_the_named_formula_with_every_argument():
-    from evalkit.patches import _lazy
+    from evalkit.patches.methods import _lazy
     call = _lazy("rope", "rope_yarn")
     assert call.__name__ == "rope_yarn"
     inv, factor = call(8, 10.0, 4.0, trained_len=1024, beta_fast=32, beta_slow=1)
@@ -402,7 +402,7 @@ def test_lazy_calls_the_named_formula_with_every_argument():
 
 
 def test_ramp_check_says_when_the_low_end_is_not_below_the_high_end():
-    from evalkit.patches import _ramp
+    from evalkit.patches.methods import _ramp
     check = _ramp("beta_slow", "beta_fast")
     assert check({"beta_slow": 1.0, "beta_fast": 32.0}) is None
     assert check({"beta_slow": 32.0, "beta_fast": 32.0}) == "beta_slow must be below beta_fast"
@@ -410,7 +410,8 @@ def test_ramp_check_says_when_the_low_end_is_not_below_the_high_end():
 
 
 def test_param_example_is_its_default_else_its_low_end_else_one():
-    from evalkit.patches import ALPHA, METHODS, Param
+    from evalkit.patches import METHODS, Param
+    from evalkit.patches.methods import ALPHA
     assert METHODS.get("self-extend").param("window").example() == 1024
     assert ALPHA.example() == 1  # no default: the low end
     assert Param("x", "h", low=0.5).example() == 0.5
@@ -435,7 +436,7 @@ def test_resolved_reads_missing_factors_as_none_and_other_names_as_errors():
     ('{"rope_scaling": null, "rope_parameters": {"long_factor": [5]}, "long_factor": [6]}', (5.0,)),
 ])
 def test_factor_file_reads_every_documented_form(tmp_path, content, want):
-    from evalkit.patches import _factor_file
+    from evalkit.patches.methods import _factor_file
     path = tmp_path / "f.json"
     path.write_text(content, encoding="utf-8")
     assert _factor_file(str(path)) == want
@@ -445,7 +446,7 @@ def test_factor_file_reads_every_documented_form(tmp_path, content, want):
                                      "[1, NaN]", '["1"]', "{}", '{"long_factor": 2}'])
 def test_factor_file_refuses_anything_but_a_list_of_positive_numbers(tmp_path, content):
     from evalkit.errors import EvalkitError
-    from evalkit.patches import _factor_file
+    from evalkit.patches.methods import _factor_file
     path = tmp_path / "f.json"
     path.write_text(content, encoding="utf-8")
     with pytest.raises(EvalkitError, match="holds no list of positive factors"):
@@ -454,7 +455,7 @@ def test_factor_file_refuses_anything_but_a_list_of_positive_numbers(tmp_path, c
 
 def test_factor_file_unreadable_or_not_json(tmp_path):
     from evalkit.errors import EvalkitError
-    from evalkit.patches import _factor_file
+    from evalkit.patches.methods import _factor_file
     with pytest.raises(EvalkitError, match="cannot read the factors file .*absent.json: No such file"):
         _factor_file(str(tmp_path / "absent.json"))
     (tmp_path / "bad.json").write_text("[1,", encoding="utf-8")

@@ -313,7 +313,7 @@ def test_an_out_folder_that_cannot_be_made_is_refused_before_the_model_loads(run
     def no_loading(*args, **kwargs):
         raise AssertionError("the model was loaded before --out was checked")
 
-    monkeypatch.setattr(evalkit.models, "load_model", no_loading)
+    monkeypatch.setattr(evalkit.sweep, "load_model", no_loading)
     blocker = tmp_path / "file"
     blocker.write_text("x")
     for out, needle in [(blocker, "is a file"), (blocker / "sub" / "deeper", f"{blocker} is a file")]:
@@ -495,7 +495,7 @@ def test_null_text_and_non_utf8_text(run, tmp_path, name, content, needle):
     (ValueError("out of memory"), False),  # only memory errors of torch / Python count
 ])
 def test_out_of_memory_is_recognised_in_the_forms_torch_raises(error, oom):
-    from evalkit.sweep import _is_oom
+    from evalkit.memory import is_oom as _is_oom
     assert _is_oom(error) is oom
 
 

@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 
 from conftest import HF5, baichuan_checkpoint, ids, logits, tiny_baichuan
 from evalkit.errors import EvalkitError
-from evalkit.models import encoding_from_code, load_model, spec_from_config
+from evalkit.loading import load_model
+from evalkit.models import encoding_from_code, spec_from_config
 from evalkit.patches import methods_for
 from evalkit.remote_code import refuse_meta_attributes, without_missing_imports
 from evalkit.sp_tokenizer import SentencePieceTokenizer
@@ -40,7 +41,7 @@ def test_own_tokenizer_fails_and_evalkits_encodes_like_it_once_it_is_mended(rele
     with pytest.raises(Exception):  # the checkpoint's class, as shipped
         transformers.AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
     loaded = load_model(spec_from_config(release, str(folder)), device="cpu", trust_remote_code=True,
-                        log=lambda _: None)
+                        )
     tok = loaded.tokenizer
     assert isinstance(tok, SentencePieceTokenizer)
 
@@ -81,7 +82,7 @@ def test_a_missing_package_that_transformers_does_not_name_is_not_hidden():
     def load():
         raise ImportError("No module named 'something_else'")
     with pytest.raises(ImportError, match="something_else"):
-        without_missing_imports(load, log=lambda _: None)
+        without_missing_imports(load)
 
 
 @pytest.mark.parametrize("release", ["baichuan-7b", "baichuan2-7b"])
@@ -94,7 +95,7 @@ def test_rotary_caches_are_rebuilt_after_loading_to_equal_a_model_built_directly
     loaded = tiny_baichuan(release)
     config = transformers.AutoConfig.from_pretrained(folder, trust_remote_code=True)
     direct = without_missing_imports(
-        lambda: transformers.AutoModelForCausalLM.from_config(config, trust_remote_code=True), log=lambda _: None)
+        lambda: transformers.AutoModelForCausalLM.from_config(config, trust_remote_code=True))
     direct.load_state_dict(load_file(folder / "model.safetensors"), strict=False)
     direct.eval()
     x = ids(40)
@@ -102,7 +103,7 @@ def test_rotary_caches_are_rebuilt_after_loading_to_equal_a_model_built_directly
     if HF5 and release == "baichuan2-7b":  # the fact being repaired
         plain = without_missing_imports(
             lambda: transformers.AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True),
-            log=lambda _: None)
+            )
         assert plain.model.layers[0].self_attn.rotary_emb.cos_cached.is_meta
 
 

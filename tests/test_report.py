@@ -18,7 +18,7 @@ Z = 1.959963984540054  # 97.5% normal quantile
 BASE = dict(model="m", source="hub:m", trained_len="4096", seed="0", evalkit_version="0.3.0", status="ok",
             device="cpu", dtype="float32", transformers_version="5.23.0", torch_version="2.13.0",
             rope_scaling="default", created_at="2026-01-01T00:00:00+00:00")
-PPL = dict(task="ppl", data="stdlib", text_field="text", stride="0", min_doc_tokens="0", prefix_mode="0")
+PPL = dict(task="ppl", data="stdlib", text_field="text", stride="0", min_doc_tokens="0", shared="none")
 SHARD = dict(device="cuda:0", dtype="bfloat16", transformers_version="4.57.1", created_at="2026-01-03T12:00:00+00:00")
 SKIPPED = "ppl at 8192: skipped 2 document(s) shorter than 8193 tokens"
 ODD = "cache <b>cleared</b> & resumed"  # must be shown as text, never as markup

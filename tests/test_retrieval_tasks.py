@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from evalkit.cli import app
 from evalkit.errors import EvalkitError
 from evalkit.results import read_rows
-from evalkit.sweep import RunConfig, RunContext
+from evalkit.config import RunConfig
+from evalkit.sweep import RunContext
 from evalkit.tasks import TASKS, haystack, retrieval
 from evalkit.tasks.niah import INSTRUCTION, NEEDLE
 
@@ -33,7 +34,7 @@ def tiny(tiny_model_dir):
 
 def context(tiny, tasks=tuple(NEEDLE_TASKS), **options):
     cfg = RunConfig(tasks=tasks, lengths=(4096,), options=options)
-    return RunContext(cfg, SimpleNamespace(model=tiny.model, tokenizer=tiny.tokenizer, device="cpu"), lambda m: None)
+    return RunContext(cfg, SimpleNamespace(model=tiny.model, tokenizer=tiny.tokenizer, device="cpu"))
 
 
 def text_of(tiny, ids):

@@ -1,6 +1,6 @@
 """A sweep split over workers: the deal of groups, the launcher's rank, shard folders read as one
-result set, exactly-once under kills and under another worker count, and the README's launch
-lines (torchrun, accelerate launch, a Slurm array's --shard) run on the CPU."""
+result set, exactly-once under kills and under another worker count, and the launch lines of
+docs/scaling-out.md (torchrun, accelerate launch, a Slurm array's --shard) run on the CPU."""
 import os
 import signal
 import socket
@@ -211,7 +211,7 @@ def test_max_memory_with_several_workers_per_node_is_refused(tiny_model_dir, tmp
     assert result.exit_code == 2 and "--nproc-per-node 1" in result.output, result.output
 
 
-# --- the README's launch lines, with a worker killed mid-run ---
+# --- the launch lines of docs/scaling-out.md, with a worker killed mid-run ---
 
 def launch(line: list[str], out: Path) -> subprocess.Popen:
     return subprocess.Popen(line, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,

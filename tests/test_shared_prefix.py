@@ -12,7 +12,7 @@ from conftest import ALIBI_MODELS, ATTENTION_HOOK_REFUSED, LOGN_REFUSED, ROPE_MO
 from evalkit.cli import app
 from evalkit.forward import croppable, next_token_logits
 from evalkit.patches import METHODS, parse_call, patched
-from evalkit.patches._cache import cache_arg, cache_in, cache_out
+from evalkit.kvcache import cache_arg, cache_in, cache_out
 from evalkit.results import read_rows
 from evalkit.tasks.retrieval import SharedPrefix, generate
 
@@ -115,14 +115,16 @@ def test_decoding_passes_and_reads_the_cache_under_the_model_s_own_name():
 
 
 def test_how_far_trials_share_follows_the_method_and_the_checkpoint(tiny_model_dir):
-    from evalkit.models import load_model
-    from evalkit.sweep import RunConfig, RunContext, reuse_mode
+    from evalkit.loading import load_model
+    from evalkit.config import RunConfig
+    from evalkit.plan import reuse_mode
+    from evalkit.sweep import RunContext
 
     loaded = load_model(str(tiny_model_dir), device="cpu", dtype="float32", log=lambda *a: None)
 
     def mode(method, **kw):
         cfg = RunConfig(model=str(tiny_model_dir), methods=(method,), lengths=(300,), tasks=("passkey",), **kw)
-        return reuse_mode(cfg, cfg.calls[0], RunContext(cfg, loaded, print))
+        return reuse_mode(cfg, cfg.calls[0], RunContext(cfg, loaded))
 
     assert mode("none") == mode("logn") == mode("self-extend") == mode("pi:scale=2") == "lengths"
     assert mode("pi") == mode("ntk") == mode("yarn") == "length"  # the factor follows the length

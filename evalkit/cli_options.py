@@ -1,0 +1,114 @@
+"""Parsing what the command line gives: lists, lengths, parameters and the tasks' own options."""
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+from typing import List, Optional
+
+import typer
+
+from evalkit.errors import EvalkitError
+from evalkit.registry import OPTIONS
+
+
+def split_list(values: Optional[List[str]], cast=str, what="value", option: str = "") -> tuple | None:
+    """Repeated options and comma lists alike: --len 4096,8192 --len 16384. None when the
+    option was not given; an option given with nothing in it is a mistake, not the default."""
+    if not values:
+        return None
+    out = []
+    for v in values:
+        for part in str(v).split(","):
+            if part.strip():
+                try:
+                    out.append(cast(part.strip()))
+                except (ValueError, OverflowError):
+                    raise EvalkitError(f"bad {what} {part.strip()!r}", f"expected {cast.__name__}") from None
+    if not out:
+        raise EvalkitError(f"{option or what} was given an empty list", "give at least one value, or leave it out")
+    return tuple(out)
+
+
+def param_values(values: Optional[List[str]]) -> dict:
+    """--param window=512,group=4 --param k=2 -> {"window": "512", ...} (checked by each method)."""
+    out: dict = {}
+    for item in split_list(values, what="parameter", option="--param") or ():
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip() or not value.strip():
+            raise EvalkitError(f"--param {item!r} is not key=value", "e.g. --param window=1024,group=8")
+        if key.strip() in out:
+            raise EvalkitError(f"--param {key.strip()} is given twice", "give it once")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def parse_length(text: str) -> int:
+    """4096, 4k, 16K, 128k -> tokens (a whole, finite number)."""
+    t = text.strip().lower()
+    number = float(t[:-1]) * 1024 if t.endswith("k") else float(t)
+    if not math.isfinite(number) or number != int(number):
+        raise ValueError(text)
+    return int(number)
+
+
+parse_length.__name__ = "a whole token count such as 8192 or 8k"
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
+
+
+_finite.__name__ = "a finite number"
+
+
+def task_values(given: dict) -> dict:
+    """The task options given on the command line, parsed (one line for a bad value)."""
+    values = {}
+    for name, raw in given.items():
+        o = OPTIONS.get(name)
+        if o.flag:
+            if raw:
+                values[name] = True
+        elif o.many:
+            if raw:
+                values[name] = split_list(raw, o.parse, f"{o.flag_name} value", o.flag_name)
+        elif raw is not None:
+            try:
+                values[name] = o.parse(raw)
+            except EvalkitError:
+                raise
+            except (ValueError, OverflowError):
+                raise EvalkitError(f"bad {o.flag_name} value {raw!r}", f"expected {o.parse.__name__}") from None
+    return values
+
+
+def with_task_options(fn):
+    """Give ``fn`` (the run command) one command-line option per registered task option: they
+    are added to its signature, which typer reads, and handed to it as ``task_options``."""
+    sig = inspect.signature(fn)
+    own = [p for name, p in sig.parameters.items() if name != "task_options"]
+    extra, annotations = [], {k: v for k, v in fn.__annotations__.items() if k != "task_options"}
+    for name, o in OPTIONS.items():
+        if name in sig.parameters:
+            raise ValueError(f"task option {name!r} clashes with an option of evalkit run")
+        kind = "bool" if o.flag else "Optional[List[str]]" if o.many else "Optional[str]"
+        metavar = None if o.flag else o.metavar or name.upper() + (",..." if o.many else "")
+        default = typer.Option(False if o.flag else None, o.flag_name, help=o.help, metavar=metavar,
+                               show_default=False)
+        extra.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind))
+        annotations[name] = kind
+
+    @functools.wraps(fn)
+    def wrapper(**kwargs):
+        return fn(task_options={name: kwargs.pop(name) for name in OPTIONS if name in kwargs}, **kwargs)
+
+    wrapper.__signature__ = sig.replace(parameters=[p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
+                                        + extra)
+    wrapper.__annotations__ = annotations
+    return wrapper
+
+
