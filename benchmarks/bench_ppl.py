@@ -47,8 +47,8 @@ def child(args) -> dict:
 
 
 def _load(model: str, device: str):
-    from evalkit.models import load_model
-    return load_model(model, device=device, dtype="auto", log=lambda *_: None)
+    from evalkit.loading import load_model
+    return load_model(model, device=device, dtype="auto")
 
 
 def _document_ids(tokenizer, length: int):
@@ -267,7 +267,7 @@ def main():
     p.add_argument("--skip", default="", help="sections to skip, e.g. 2,3")
     p.add_argument("--report", default=str(ROOT / "benchmarks" / "RESULTS.md"))
     a = p.parse_args()
-    from evalkit.models import pick_device
+    from evalkit.loading import pick_device
     device = pick_device(a.device)
     lines = ["# evalkit benchmark\n", f"Command: `python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`  ",
              f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, device {device}, Python "

@@ -101,15 +101,16 @@ def main():
     import transformers
 
     import evalkit
-    from evalkit.models import load_model
-    from evalkit.sweep import RunConfig, RunContext
+    from evalkit.loading import load_model
+    from evalkit.config import RunConfig
+    from evalkit.sweep import RunContext
 
     log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
-    loaded = load_model(args.model, device=args.device, dtype="auto", log=log)
+    loaded = load_model(args.model, device=args.device, dtype="auto")
     lengths = [int(x) for x in args.lengths.split(",")]
     cfg = RunConfig(model=args.model, lengths=tuple(sorted({args.length, *lengths})), tasks=("passkey",),
                     options={"depths": DEPTHS})
-    ctx = RunContext(cfg, loaded, log)
+    ctx = RunContext(cfg, loaded)
     t0 = time.perf_counter()
     a = {m: section(ctx, loaded.model, m, [args.length], args.samples, log) for m in args.methods.split(",")}
     b = section(ctx, loaded.model, "none", lengths, 1, log)
@@ -152,19 +153,20 @@ def llama7b_section(args):
 
     import torch
 
-    from evalkit.models import load_model
-    from evalkit.sweep import RunConfig, RunContext
+    from evalkit.loading import load_model
+    from evalkit.config import RunConfig
+    from evalkit.sweep import RunContext
 
     spec = importlib.util.spec_from_file_location("bench_ppl", ROOT / "benchmarks" / "bench_ppl.py")
     bench_ppl = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench_ppl)
     log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
-    small = load_model("smollm2-135m", device=args.device, dtype="auto", log=log)
+    small = load_model("smollm2-135m", device=args.device, dtype="auto")
     bench_ppl.LLAMA7B["vocab_size"] = len(small.tokenizer)  # the prompts' token ids fit its embedding
     model = bench_ppl.llama7b_shaped(args.llama7b_layers, small.device)
     loaded = dataclasses.replace(small, model=model)
     cfg = RunConfig(lengths=(args.length,), tasks=("passkey",), options={"depths": DEPTHS})
-    ctx = RunContext(cfg, loaded, log)
+    ctx = RunContext(cfg, loaded)
     t0 = time.perf_counter()
     t = section(ctx, model, "none", [args.length], args.samples, log)
     command = "python benchmarks/bench_retrieval.py " + " ".join(sys.argv[1:])

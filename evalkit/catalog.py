@@ -9,6 +9,7 @@ registry by hand; ``python -m evalkit.catalog [--check] [DOCS_DIR]`` runs it.
 The registries are imported inside the functions: the CLI imports this module at start-up,
 and a listing must not wait for torch.
 """
+
 from __future__ import annotations
 
 import re
@@ -18,8 +19,9 @@ from pathlib import Path
 Table = tuple[list[str], list[tuple[str, ...]]]
 
 # a block starts and ends on lines of their own (a marker quoted inside a line is prose)
-BLOCK = re.compile(r"^(?P<open><!-- generated: (?P<name>[a-z-]+) -->\n)(?P<body>.*?)^(?P<close><!-- end generated -->)$",
-                   re.S | re.M)
+BLOCK = re.compile(
+    r"^(?P<open><!-- generated: (?P<name>[a-z-]+) -->\n)(?P<body>.*?)^(?P<close><!-- end generated -->)$", re.S | re.M
+)
 OPENING = re.compile(r"^<!-- generated:", re.M)
 
 
@@ -34,8 +36,16 @@ def methods_table() -> Table:
         return f"if {','.join(derived)} given" if derived else "yes"
 
     header = ["method", "encoding", "parameters (default)", "length-independent", "what it does"]
-    rows = [(m.name, m.encoding, " ".join(f"{p.name}={p.shown_default}" for p in m.params) or "-",
-             independent(m), m.summary) for m in METHODS.values()]
+    rows = [
+        (
+            m.name,
+            m.encoding,
+            " ".join(f"{p.name}={p.shown_default}" for p in m.params) or "-",
+            independent(m),
+            m.summary,
+        )
+        for m in METHODS.values()
+    ]
     return header, rows
 
 
@@ -44,13 +54,15 @@ def models_table() -> Table:
     from evalkit.models import MODELS
 
     header = ["alias", "family", "encoding", "trained", "remote code", "source"]
-    rows = [(s.name, s.family, s.encoding, str(s.trained_len), "yes" if s.remote_code else "", s.source)
-            for s in MODELS.values()]
+    rows = [
+        (s.name, s.family, s.encoding, str(s.trained_len), "yes" if s.remote_code else "", s.source)
+        for s in MODELS.values()
+    ]
     return header, rows
 
 
 def families_table() -> Table:
-    """One row per model family: the config ``model_type`` s it claims and its installer."""
+    """One row per model family: the config ``model_type`` values it claims, and its installer."""
     from evalkit.registry import FAMILIES
 
     header = ["family", "model_type", "encoding", "installer", "checked against"]
@@ -63,8 +75,16 @@ def tasks_table() -> Table:
     from evalkit.registry import TASKS
 
     header = ["task", "default", "metrics", "options", "what it measures"]
-    rows = [(name, "yes" if t.default else "", ",".join(m.name for m in t.metrics),
-             " ".join(o.flag_name for o in t.options) or "-", t.summary) for name, t in TASKS.items()]
+    rows = [
+        (
+            name,
+            "yes" if t.default else "",
+            ",".join(m.name for m in t.metrics),
+            " ".join(o.flag_name for o in t.options) or "-",
+            t.summary,
+        )
+        for name, t in TASKS.items()
+    ]
     return header, rows
 
 
@@ -75,8 +95,10 @@ def render(header, rows, fmt: str = "table") -> str:
     """``table``: columns padded to their widest cell, two spaces apart, no trailing blanks.
     ``markdown``: a GitHub pipe table (``|`` escaped, ``<`` as an entity so no cell reads as HTML)."""
     if fmt == "table":
-        widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-        return "\n".join("  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip() for r in [header, *rows])
+        widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+        return "\n".join(
+            "  ".join(str(x).ljust(w) for x, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]
+        )
     if fmt == "markdown":
         lines = [_md_row(header), "|" + "---|" * len(header)]
         return "\n".join(lines + [_md_row(r) for r in rows])

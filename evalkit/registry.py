@@ -1,16 +1,19 @@
 """Registries: a name -> entry map per kind of thing, and the ones evalkit keeps.
 
 Each registry rejects duplicates, suggests close names for unknown ones and
-*discovers its plugins*: on first read it imports the plugin packages named for
-it (every module of ``evalkit.tasks`` registers its task, every module of
-``evalkit.patches`` its methods or installers), so the core reads a registry
-without importing — or naming — any plugin, and a new plugin is one new file
-(see docs/contributing.md).
+*discovers its plugins*: on first read it imports the plugin modules named for it
+— ``package`` (the package imports its modules) or ``package:pattern`` (every
+module of the package whose name matches the shell pattern) — so the core reads a
+registry without importing, or naming, any plugin, and a new plugin is one new
+file (see docs/contributing.md): ``tasks/<name>.py``, ``patches/methods_<name>.py``,
+``patches/<family>_models.py``, ``evalkit/sinks/<name>.py``.
 """
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import importlib
+import pkgutil
 from typing import Generic, Iterator, TypeVar
 
 from evalkit.errors import EvalkitError
@@ -30,8 +33,13 @@ class Registry(Generic[T]):
     def _discover(self) -> None:
         if not self._discovered:
             self._discovered = True  # before importing: a plugin may read the registry while it registers
-            for package in self.plugins:
-                importlib.import_module(package)
+            for plugin in self.plugins:
+                package, _, pattern = plugin.partition(":")
+                module = importlib.import_module(package)
+                if pattern:
+                    for found in sorted(m.name for m in pkgutil.iter_modules(module.__path__)):
+                        if fnmatch.fnmatch(found, pattern):
+                            importlib.import_module(f"{package}.{found}")
 
     def add(self, name: str, entry: T) -> T:
         if name in self._entries:
@@ -79,7 +87,7 @@ class Registry(Generic[T]):
 TASKS: Registry = Registry("task", ("evalkit.tasks",))
 METRICS: Registry = Registry("metric", ("evalkit.tasks",))
 OPTIONS: Registry = Registry("task option", ("evalkit.tasks",))
-METHODS: Registry = Registry("method", ("evalkit.patches",))
-INSTALLERS: Registry = Registry("installer", ("evalkit.patches",))
+METHODS: Registry = Registry("method", ("evalkit.patches:methods*",))  # tables only: listing them needs no torch
+INSTALLERS: Registry = Registry("installer", ("evalkit.patches:*_models",))
 FAMILIES: Registry = Registry("family", ("evalkit.families",))
 SINKS: Registry = Registry("row sink", ("evalkit.sinks",))

@@ -362,12 +362,13 @@ def test_prefix_mode_only_where_the_output_cannot_depend_on_the_length():
     # sliding windows: each length its own forward even where the method would allow one for all
     from types import SimpleNamespace
 
-    from evalkit.tasks import TASKS, Cell
+    from evalkit.tasks import TASKS, Cell, Sharing
+    shared = Sharing(prefix=True)
     strided = SimpleNamespace(cfg=RunConfig(scale=2.0, options={"stride": 64}, lengths=(128,), tasks=("ppl",)))
     a, b = Cell("ppl", 128, 0, None, "d"), Cell("ppl", 256, 0, None, "d")
-    assert TASKS.get("ppl").group(strided, a, True) != TASKS.get("ppl").group(strided, b, True)
+    assert TASKS.get("ppl").group(strided, a, shared) != TASKS.get("ppl").group(strided, b, shared)
     whole = SimpleNamespace(cfg=RunConfig(scale=2.0, lengths=(128,), tasks=("ppl",)))
-    assert TASKS.get("ppl").group(whole, a, True) == TASKS.get("ppl").group(whole, b, True)
+    assert TASKS.get("ppl").group(whole, a, shared) == TASKS.get("ppl").group(whole, b, shared)
 
 
 @pytest.mark.parametrize("argv, needle", [(["frobnicate"], "No such command 'frobnicate'"),

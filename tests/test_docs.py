@@ -1,5 +1,6 @@
 """The docs site: its generated tables current and complete, every page in the navigation,
 the README short, and evalkit.catalog's tables, rendering and syncing."""
+
 import re
 import subprocess
 import sys
@@ -70,8 +71,9 @@ def test_every_page_is_in_the_nav_and_every_nav_entry_is_a_page():
     in_nav = nav_pages(config["nav"])
     pages = [p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md")]
     assert len(in_nav) == len(set(in_nav)), "a page is in the nav twice"
-    assert sorted(in_nav) == sorted(pages), (f"not in mkdocs.yml's nav: {set(pages) - set(in_nav)}; "
-                                             f"in the nav but not in docs/: {set(in_nav) - set(pages)}")
+    assert sorted(in_nav) == sorted(pages), (
+        f"not in mkdocs.yml's nav: {set(pages) - set(in_nav)}; in the nav but not in docs/: {set(in_nav) - set(pages)}"
+    )
 
 
 def test_the_readme_stays_short_and_points_at_the_docs():
@@ -111,10 +113,13 @@ def test_sync_rewrites_only_the_blocks_and_check_writes_nothing(tmp_path):
     assert catalog.sync_docs(tmp_path, check=True) == []
 
 
-@pytest.mark.parametrize("text, error", [
-    ("<!-- generated: nonsense -->\n<!-- end generated -->\n", "unknown generated block"),
-    ("<!-- generated: tasks -->\n| no end |\n", "without its"),
-])
+@pytest.mark.parametrize(
+    "text, error",
+    [
+        ("<!-- generated: nonsense -->\n<!-- end generated -->\n", "unknown generated block"),
+        ("<!-- generated: tasks -->\n| no end |\n", "without its"),
+    ],
+)
 def test_sync_refuses_an_unknown_or_unclosed_block(tmp_path, text, error):
     (tmp_path / "page.md").write_text(text, encoding="utf-8")
     with pytest.raises(ValueError, match=error):
@@ -122,7 +127,9 @@ def test_sync_refuses_an_unknown_or_unclosed_block(tmp_path, text, error):
 
 
 def test_the_catalog_imports_no_registry_until_a_table_is_asked_for():
-    code = ("import sys, evalkit.catalog; "
-            "print(sorted(m for m in ('torch', 'evalkit.patches', 'evalkit.tasks') if m in sys.modules))")
+    code = (
+        "import sys, evalkit.catalog; "
+        "print(sorted(m for m in ('torch', 'evalkit.patches', 'evalkit.tasks') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -120,7 +120,7 @@ def test_how_far_trials_share_follows_the_method_and_the_checkpoint(tiny_model_d
     from evalkit.plan import reuse_mode
     from evalkit.sweep import RunContext
 
-    loaded = load_model(str(tiny_model_dir), device="cpu", dtype="float32", log=lambda *a: None)
+    loaded = load_model(str(tiny_model_dir), device="cpu", dtype="float32")
 
     def mode(method, **kw):
         cfg = RunConfig(model=str(tiny_model_dir), methods=(method,), lengths=(300,), tasks=("passkey",), **kw)

@@ -110,8 +110,8 @@ def make_checkpoint(release: str, out: Path, seed: int = 0, root: Path | None = 
         "clean_up_tokenization_spaces": False, "model_max_length": 64}, indent=2))
 
     cfg = AutoConfig.from_pretrained(out, trust_remote_code=True)
-    model = without_missing_imports(lambda: AutoModelForCausalLM.from_config(cfg, trust_remote_code=True),
-                                    log=lambda _: None)  # Baichuan-7B's code imports xformers
+    # Baichuan-7B's code imports xformers
+    model = without_missing_imports(lambda: AutoModelForCausalLM.from_config(cfg, trust_remote_code=True))
     torch.manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
