@@ -121,6 +121,7 @@ class Perplexity:
     columns = {"ppl": float, "nll": float, "tokens": int, "doc": str}
     min_length = 2  # at least one predicted token
     default = True
+    title_fields = ("data",)  # named in figure titles ("... on stdlib")
     profile = True  # per-position losses in positions.csv, with these columns (the cell's, then the loss)
     profile_columns = ("model", "method", "scale", "alpha", "trained_len", "length", "sample", "doc", "data",
                        "stride", "seed", "position_start", "position_end", "nll", "source", "min_doc_tokens",
