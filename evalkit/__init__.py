@@ -3,22 +3,17 @@
     import evalkit
     with evalkit.patched(model, "yarn", scale=4, trained_len=4096):
         ...
+
+The flow: load a model (:mod:`evalkit.loading`) → patch it (:mod:`evalkit.patching`, the
+methods in ``patches/``) → plan cells (:mod:`evalkit.plan`, the tasks in ``tasks/``) →
+measure (:mod:`evalkit.sweep`) → rows (:mod:`evalkit.results`, :mod:`evalkit.sinks`) →
+compare / plot / report.
 """
 from __future__ import annotations
 
-__version__ = "0.4.0"
+from evalkit.errors import EvalkitError
+from evalkit.loading import load_model
+from evalkit.patching import patched
+from evalkit.version import __version__
 
 __all__ = ["__version__", "patched", "load_model", "EvalkitError"]
-
-
-def __getattr__(name):  # keep `import evalkit` (and `evalkit --help`) free of torch
-    if name == "patched":
-        from evalkit.patching import patched
-        return patched
-    if name == "load_model":
-        from evalkit.loading import load_model
-        return load_model
-    if name == "EvalkitError":
-        from evalkit.errors import EvalkitError
-        return EvalkitError
-    raise AttributeError(name)

@@ -16,6 +16,9 @@ import re
 import sys
 from pathlib import Path
 
+from evalkit.models import MODELS
+from evalkit.registry import FAMILIES, METHODS, TASKS
+
 Table = tuple[list[str], list[tuple[str, ...]]]
 
 # a block starts and ends on lines of their own (a marker quoted inside a line is prose)
@@ -27,7 +30,6 @@ OPENING = re.compile(r"^<!-- generated:", re.M)
 
 def methods_table() -> Table:
     """One row per scaling method, as ``evalkit methods`` lists them."""
-    from evalkit.registry import METHODS
 
     def independent(m) -> str:
         if not m.static:
@@ -51,7 +53,6 @@ def methods_table() -> Table:
 
 def models_table() -> Table:
     """The built-in model aliases (not those of a user's ``evalkit.toml``)."""
-    from evalkit.models import MODELS
 
     header = ["alias", "family", "encoding", "trained", "remote code", "source"]
     rows = [
@@ -63,7 +64,6 @@ def models_table() -> Table:
 
 def families_table() -> Table:
     """One row per model family: the config ``model_type`` values it claims, and its installer."""
-    from evalkit.registry import FAMILIES
 
     header = ["family", "model_type", "encoding", "installer", "checked against"]
     rows = [(f.name, ",".join(f.model_types), f.encoding, f.adapter, f.checked) for f in FAMILIES.values()]
@@ -72,7 +72,6 @@ def families_table() -> Table:
 
 def tasks_table() -> Table:
     """One row per task, as ``evalkit tasks`` lists them."""
-    from evalkit.registry import TASKS
 
     header = ["task", "default", "metrics", "options", "what it measures"]
     rows = [

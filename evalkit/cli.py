@@ -13,14 +13,13 @@ from typing import List, Optional
 
 import typer
 
-import evalkit
 from evalkit import catalog, log
 from evalkit.cli_options import param_values, parse_length, split_list, task_values, with_task_options
 from evalkit.compare import frame_of, load_results, render_tables
 from evalkit.config import DEMO_LENGTHS, RunConfig, ignored_options
 from evalkit.errors import EvalkitError
 from evalkit.loading import parse_max_memory
-from evalkit.method import split_method_list
+from evalkit.method import default_methods, split_method_list
 from evalkit.models import all_models
 from evalkit.progress import reporter
 from evalkit.registry import METHODS, OPTIONS, SINKS
@@ -28,6 +27,7 @@ from evalkit.results import read_rows, row_keys
 from evalkit.schema import RESULTS
 from evalkit.shards import choose, result_folders, worker_device
 from evalkit.sweep import run as run_sweep
+from evalkit.version import __version__
 from evalkit.task import default_tasks
 
 logger = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions
 
 def _version(value: bool):
     if value:
-        typer.echo(f"evalkit {evalkit.__version__}")
+        typer.echo(f"evalkit {__version__}")
         raise typer.Exit()
 
 
@@ -116,8 +116,8 @@ _FORCE = typer.Option(False, "--force", help="Redo cells already in the results 
                                "replaced).")
 _NO_PREFIX = typer.Option(False, "--no-prefix", help="Separate forwards per length even where one forward "
                                    "serves all.")
-_SINK = typer.Option(None, "--sink", metavar="SINK,...", help="Also write every row to these sinks (evalkit "
-                     "sinks: jsonl); results.csv is always written.")
+_SINK = typer.Option(None, "--sink", metavar="SINK,...", help="Also write every row to these sinks (`evalkit "
+                     "sinks` lists them); results.csv is always written.")
 
 
 @app.command()
@@ -174,7 +174,7 @@ def _run_config(method, length, task, task_options, param, shard, out, max_memor
             logger.info(f"evalkit: {option} lists a value more than once; each runs once")
     worker = choose(shard)
     cfg = RunConfig(
-        methods=lists["methods"] or ("none", "ntk"), lengths=lists["lengths"] or DEMO_LENGTHS,
+        methods=lists["methods"] or default_methods(), lengths=lists["lengths"] or DEMO_LENGTHS,
         tasks=lists["tasks"] or default_tasks(), params=param_values(param), options=options,
         out=str(out) if out else None, shard=worker, max_memory=parse_max_memory(max_memory) if max_memory else None,
         device=worker_device(device, worker, _cuda_count(device)), prefix=not no_prefix,

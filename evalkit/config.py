@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from evalkit.errors import EvalkitError
-from evalkit.method import MAX_FACTOR, parse_call, with_followers
+from evalkit.method import MAX_FACTOR, default_methods, parse_call, with_followers
 from evalkit.registry import METHODS, OPTIONS, SINKS, TASKS
 from evalkit.schema import FACTORS
 from evalkit.shards import Shard
@@ -34,7 +34,7 @@ class RunConfig:
     :func:`ignored_options`)."""
 
     model: str | None = None
-    methods: tuple[str, ...] = ("none",)  # method texts: "ntk", "ntk:alpha=2", "self-extend:window=512,group=4"
+    methods: tuple[str, ...] = field(default_factory=default_methods)  # texts: "ntk:alpha=2", "self-extend:window=512"
     lengths: tuple[int, ...] = DEMO_LENGTHS
     tasks: tuple[str, ...] = field(default_factory=default_tasks)
     samples: int = 1

@@ -91,6 +91,7 @@ class Method:
     attention: Callable | None = None
     logn: bool = False
     check: Callable[[dict], str | None] | None = None  # values -> what is inconsistent among them, or None
+    default: bool = False  # run when no method is named (``none`` and ``ntk``: the baseline and the classic fix)
 
     @property
     def changes(self) -> bool:
@@ -132,6 +133,11 @@ def with_followers(factors: dict) -> dict:
         if p.follows in out and p.name not in out:
             out[p.name] = out[p.follows]
     return out
+
+
+def default_methods() -> tuple[str, ...]:
+    """The methods a sweep runs when none is named."""
+    return tuple(n for n, m in METHODS.items() if m.default)
 
 
 def methods_for(encoding: str) -> list[str]:

@@ -142,7 +142,7 @@ def load_tokenizer(source: str, remote_code: bool):
             raise EvalkitError(f"the tokenizer of {source} fails to load ({reason}), and the checkpoint has no "
                                "SentencePiece tokenizer.model for evalkit's own tokenizer to use instead",
                                "check the checkpoint's config.json and tokenizer files") from None
-    from evalkit.sp_tokenizer import SentencePieceTokenizer
+    from evalkit.sp_tokenizer import SentencePieceTokenizer  # lazy: sentencepiece, transformers
 
     logger.info(f"evalkit: the checkpoint's own tokenizer class fails ({reason}); using evalkit's SentencePiece "
         "tokenizer over its tokenizer.model and special tokens")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from evalkit import __version__
+from evalkit.version import __version__
 from evalkit.compare import find_csvs, html_table, load_results, render_tables
 from evalkit.errors import EvalkitError
 from evalkit.plots import plot_all

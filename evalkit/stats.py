@@ -46,19 +46,20 @@ def bootstrap_ppl(nll: list[float], tokens: list[int], resamples: int = 2000, se
     return (float(low), float(high)) if log_space else (math.exp(low), math.exp(high))
 
 
-def accuracy(column: str = "correct"):
+def accuracy(column: str):
     """Aggregation: the mean of a 0/1 column, with its Wilson interval."""
     def aggregate(ok):
         return ok[column].mean(), wilson(int(ok[column].sum()), len(ok))
     return aggregate
 
 
-def token_weighted(log_space: bool = False):
-    """Aggregation: perplexity exp(Σ nll·tokens / Σ tokens) (or that mean NLL with ``log_space``)
-    over documents, with a bootstrap interval over documents."""
+def token_weighted(nll: str, tokens: str, log_space: bool = False):
+    """Aggregation: perplexity exp(Σ nll·tokens / Σ tokens) of the columns ``nll`` (mean NLL per
+    document) and ``tokens`` (its predicted tokens), or that mean NLL with ``log_space``, over
+    documents, with a bootstrap interval over documents."""
     def aggregate(ok):
-        mean_nll = (ok["nll"] * ok["tokens"]).sum() / ok["tokens"].sum()
-        interval = bootstrap_ppl(ok["nll"].tolist(), ok["tokens"].tolist(), log_space=log_space)
+        mean_nll = (ok[nll] * ok[tokens]).sum() / ok[tokens].sum()
+        interval = bootstrap_ppl(ok[nll].tolist(), ok[tokens].tolist(), log_space=log_space)
         return (mean_nll if log_space else math.exp(mean_nll)), interval
     return aggregate
 
@@ -77,7 +78,7 @@ def bootstrap_mean(values: list[float], resamples: int = 2000, seed: int = 0,
     return float(low), float(high)
 
 
-def mean_score(column: str = "score"):
+def mean_score(column: str):
     """Aggregation: the mean of per-trial scores in [0, 1] (RULER: the fraction of values recalled).
     When every score is 0 or 1 this is an accuracy and gets the Wilson interval; otherwise a
     seeded bootstrap over trials."""

@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import evalkit
 from evalkit.config import ANSWER_ROOM, RunConfig
 from evalkit.errors import EvalkitError
 from evalkit.family import adapter_for as find_adapter
@@ -34,6 +33,7 @@ from evalkit.schema import PROFILE, RESULTS, SCHEMA_VERSION, profile_columns, pr
 from evalkit.shards import group_cost, result_folders, sibling
 from evalkit.shards import folder as shard_folder
 from evalkit.task import Measured
+from evalkit.version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def code_commit() -> str:
     with the same ``evalkit_version`` still tell which code made them."""
     import subprocess
 
-    root = Path(evalkit.__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parent.parent
 
     def git(*args) -> str:
         done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
@@ -252,7 +252,7 @@ def _measure_all(ctx, spec, pending: list[Group], own: Path, summary: Summary, p
     import transformers
 
     loaded = ctx.loaded
-    common = dict(device=loaded.device, dtype=loaded.dtype, evalkit_version=evalkit.__version__,
+    common = dict(device=loaded.device, dtype=loaded.dtype, evalkit_version=__version__,
                   evalkit_commit=code_commit(),
                   source=spec.source, transformers_version=transformers.__version__,
                   torch_version=torch.__version__.split("+")[0])

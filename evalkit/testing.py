@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from evalkit.tasks import passkey
+from evalkit.tasks.data import stdlib_documents
+
 
 def save_tiny_llama(folder: Path, trained_len: int = 256, seed: int = 0) -> Path:
     import torch
     import transformers
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    from evalkit.tasks import passkey
-    from evalkit.tasks.data import stdlib_documents
 
     folder = Path(folder)
     docs = stdlib_documents()

@@ -66,11 +66,12 @@ def _ramp(low: str, high: str) -> Callable[[dict], str | None]:
 _YARN_RAMP = _ramp("beta_slow", "beta_fast")
 
 for _m in [
-    Method("none", "any", "no scaling: the checkpoint as shipped (plain extrapolation past its length)", "-"),
+    Method("none", "any", "no scaling: the checkpoint as shipped (plain extrapolation past its length)", "-",
+           default=True),
     Method("pi", "rope", "position interpolation: θ_i / s", "Chen et al. 2023, arXiv 2306.15595, eq. 4",
            (SCALE,), rope=_lazy("rope", "rope_pi")),
     Method("ntk", "rope", "NTK-aware base change: b · α^(d/(d-2))", "bloc97, r/LocalLLaMA 2023",
-           (ALPHA,), rope=_lazy("rope", "rope_ntk")),
+           (ALPHA,), rope=_lazy("rope", "rope_ntk"), default=True),
     Method("dynamic-ntk", "rope", "NTK base from the sequence length l > L: b · (α·l/L - (α-1))^(d/(d-2))",
            "emozilla 2023; transformers `dynamic`", (ALPHA,), static=False, rope=_lazy("rope", "rope_dynamic_ntk")),
     Method("yarn", "rope", "NTK-by-parts ramp + attention temperature 0.1 ln s + 1",

@@ -15,6 +15,8 @@ import math
 
 import torch
 
+from evalkit.errors import EvalkitError
+
 
 def default_inv_freq(dim: int, base: float) -> torch.Tensor:
     """θ_i = base^(-2i/d), computed as transformers does (float32 exponent)."""
@@ -141,7 +143,6 @@ def rope_longrope(dim: int, base: float, scale: float, trained_len: int, factors
     """LongRoPE with given per-dimension factors λ_i (Ding et al. 2024, arXiv 2402.13753):
     θ_i / λ_i, cos and sin times sqrt(1 + ln s / ln L)."""
     if len(factors) != dim // 2:
-        from evalkit.errors import EvalkitError
         raise EvalkitError(f"longrope needs {dim // 2} factors (one per rotary frequency), the file gives "
                            f"{len(factors)}", "give the factors searched for this model's rotary dimension")
     ext = torch.tensor(factors, dtype=torch.float32)

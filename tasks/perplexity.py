@@ -129,8 +129,8 @@ class Perplexity:
     profile_required = ("model", "method", "length", "sample", "position_start", "position_end", "nll")
     profile_key = ("model", "source", "adapter", "quantize", "method", "scale", "alpha", "params", "rope_scaling",
                    "trained_len", "length", "sample", "data", "stride", "min_doc_tokens", "text_field")
-    metrics = (Metric("ppl", "ppl", "perplexity (token-weighted)", stats.token_weighted(), log_axis=True),
-               Metric("nll", "ppl", "mean NLL (nats, token-weighted)", stats.token_weighted(log_space=True),
+    metrics = (Metric("ppl", "ppl", "perplexity (token-weighted)", stats.token_weighted("nll", "tokens"), log_axis=True),
+               Metric("nll", "ppl", "mean NLL (nats, token-weighted)", stats.token_weighted("nll", "tokens", log_space=True),
                       primary=False))
     summary = "long-document perplexity: token-weighted NLL over every predicted token, per-position profile"
 

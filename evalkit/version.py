@@ -1,0 +1,3 @@
+"""evalkit's version (one place: pyproject.toml reads it from here)."""
+
+__version__ = "0.4.0"
