@@ -110,7 +110,7 @@ def _power_of_two(v: float) -> bool:
 def _value_axis(axis, log: bool) -> None:
     """Labels in plain numbers across the data's range on the axis that carries the metric."""
     if log:
-        getattr(axis.axes, f"set_{axis.axis_name}scale")("log")
+        (axis.axes.set_yscale if axis.axis_name == "y" else axis.axes.set_xscale)("log")
         axis.set_major_locator(LogTicks())
         axis.set_minor_formatter(NullFormatter())  # unlabelled minor ticks: the labels are chosen above
     axis.set_major_formatter(Plain())
