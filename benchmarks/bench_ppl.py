@@ -21,6 +21,7 @@ Sections:
    bf16 matmul peak, peak memory, and the longest length that fits (doubling
    from the last given length until out of memory, up to --llama7b-cap).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,6 +49,7 @@ def child(args) -> dict:
 
 def _load(model: str, device: str):
     from evalkit.loading import load_model
+
     return load_model(model, device=device, dtype="auto")
 
 
@@ -55,6 +57,7 @@ def _document_ids(tokenizer, length: int):
     import torch
 
     from evalkit.tasks.data import documents
+
     for doc in documents("stdlib"):
         ids = tokenizer(doc.text).input_ids
         if len(ids) >= length:
@@ -64,6 +67,7 @@ def _document_ids(tokenizer, length: int):
 
 def _peak_mb(device: str) -> float:
     import torch
+
     if device.startswith("cuda"):
         return torch.cuda.max_memory_allocated() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -71,6 +75,7 @@ def _peak_mb(device: str) -> float:
 
 def _synchronizer(device):
     import torch
+
     return torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
 
 
@@ -98,8 +103,15 @@ def measure(way: str, model: str, length: int, device: str) -> dict:
             loss = float(token_nll(loaded.model, ids).mean())
     sync()
     seconds = time.perf_counter() - t0
-    return dict(way=way, length=length, seconds=seconds, tok_s=length / seconds, peak_mb=_peak_mb(device),
-                before_mb=before, loss=loss)
+    return dict(
+        way=way,
+        length=length,
+        seconds=seconds,
+        tok_s=length / seconds,
+        peak_mb=_peak_mb(device),
+        before_mb=before,
+        loss=loss,
+    )
 
 
 def _prefix_times(model, ids, lengths: list[int], repeats: int) -> dict:
@@ -132,8 +144,14 @@ def measure_prefix(model: str, lengths: list[int], device: str, repeats: int) ->
     return _prefix_times(loaded.model, ids, lengths, repeats)
 
 
-LLAMA7B = dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-               num_attention_heads=32, max_position_embeddings=4096)
+LLAMA7B = dict(
+    vocab_size=32000,
+    hidden_size=4096,
+    intermediate_size=11008,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    max_position_embeddings=4096,
+)
 
 
 def llama7b_shaped(layers: int, device: str):
@@ -226,9 +244,17 @@ def measure_llama7b(lengths: list[int], cap: int, device: str = "cuda") -> list[
             del ids
         # forward FLOPs: 2·(matmul params)·n + causal attention (QKᵀ and AV: 2·2·n²·d per layer, halved)
         flops = 2 * (n_params - n_embed) * n + 2 * LLAMA7B["num_hidden_layers"] * n * n * LLAMA7B["hidden_size"]
-        rows.append(dict(length=n, seconds=s, tok_s=n / s, tflops=flops / s / 1e12,
-                         mfu=flops / s / (peak * 1e12) if peak else None,
-                         peak_gb=torch.cuda.max_memory_allocated() / 2**30, status="ok"))
+        rows.append(
+            dict(
+                length=n,
+                seconds=s,
+                tok_s=n / s,
+                tflops=flops / s / 1e12,
+                mfu=flops / s / (peak * 1e12) if peak else None,
+                peak_gb=torch.cuda.max_memory_allocated() / 2**30,
+                status="ok",
+            )
+        )
         if not todo and 2 * n <= cap:
             todo.append(2 * n)
     return rows
@@ -260,18 +286,25 @@ def main():
     p.add_argument("--methods", default="none,pi,ntk,yarn,logn", help="section 3")
     p.add_argument("--device", default="auto")
     p.add_argument("--repeats", type=int, default=2, help="sections 2 and 2b: timings per length (fastest kept)")
-    p.add_argument("--prefix-llama7b-layers", default="",
-                   help="section 2b: decoder-layer counts of the LLaMA-7B-shaped models, e.g. 1,2 (32 on a GPU)")
+    p.add_argument(
+        "--prefix-llama7b-layers",
+        default="",
+        help="section 2b: decoder-layer counts of the LLaMA-7B-shaped models, e.g. 1,2 (32 on a GPU)",
+    )
     p.add_argument("--llama7b", default="", help="lengths for section 5 (GPU only), e.g. 8192,16384,32768")
     p.add_argument("--llama7b-cap", type=int, default=262144, help="section 5: stop doubling past this length")
     p.add_argument("--skip", default="", help="sections to skip, e.g. 2,3")
     p.add_argument("--report", default=str(ROOT / "benchmarks" / "RESULTS.md"))
     a = p.parse_args()
     from evalkit.loading import pick_device
+
     device = pick_device(a.device)
-    lines = ["# evalkit benchmark\n", f"Command: `python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`  ",
-             f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, device {device}, Python "
-             f"{platform.python_version()}; model {a.model}; date {time.strftime('%Y-%m-%d')}\n"]
+    lines = [
+        "# evalkit benchmark\n",
+        f"Command: `python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`  ",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, device {device}, Python "
+        f"{platform.python_version()}; model {a.model}; date {time.strftime('%Y-%m-%d')}\n",
+    ]
 
     def emit(text=""):
         print(text, flush=True)
@@ -290,8 +323,10 @@ def main():
                     continue
                 tr = r["seconds"] / plain["seconds"] if "error" not in plain else float("nan")
                 mr = r["peak_mb"] / plain["peak_mb"] if "error" not in plain else float("nan")
-                emit(f"| {n} | {r['way']} | {r['seconds']:.1f} | {r['tok_s']:.0f} | {r['peak_mb']:.0f} | "
-                     f"{tr:.2f}× | {mr:.2f}× | {r['loss']:.5f} |")
+                emit(
+                    f"| {n} | {r['way']} | {r['seconds']:.1f} | {r['tok_s']:.0f} | {r['peak_mb']:.0f} | "
+                    f"{tr:.2f}× | {mr:.2f}× | {r['loss']:.5f} |"
+                )
         emit("\nPeak memory on CPU is the child process's peak RSS, model weights included.\n")
     if "2" not in a.skip:
         r = child(["prefix", a.model, a.prefix_lengths, device, a.repeats])
@@ -299,15 +334,21 @@ def main():
         if "error" in r:
             emit(f"error: {r['error']}\n")
         else:
-            emit(f"one forward at the longest: {r['one_forward']:.1f} s; separate forwards: {r['separate']:.1f} s; "
-                 f"ratio {r['one_forward'] / r['separate']:.2f}×; largest relative difference of mean NLL: "
-                 f"{r['max_rel_diff']:.1e}\n")
-            emit(f"Prefix mode costs the forward at the longest length (slicing its per-token NLL is free). Each "
-                 f"length was timed {a.repeats}× in turn; the fastest time of each is kept.\n")
+            emit(
+                f"one forward at the longest: {r['one_forward']:.1f} s; separate forwards: {r['separate']:.1f} s; "
+                f"ratio {r['one_forward'] / r['separate']:.2f}×; largest relative difference of mean NLL: "
+                f"{r['max_rel_diff']:.1e}\n"
+            )
+            emit(
+                f"Prefix mode costs the forward at the longest length (slicing its per-token NLL is free). Each "
+                f"length was timed {a.repeats}× in turn; the fastest time of each is kept.\n"
+            )
     if a.prefix_llama7b_layers:
         counts = sorted({int(x) for x in a.prefix_llama7b_layers.split(",")})
-        emit(f"## 2b. The same on LLaMA-7B-shaped random-init models "
-             f"({'bf16' if device.startswith('cuda') else 'fp32'}, decoder layers: {','.join(map(str, counts))})\n")
+        emit(
+            f"## 2b. The same on LLaMA-7B-shaped random-init models "
+            f"({'bf16' if device.startswith('cuda') else 'fp32'}, decoder layers: {','.join(map(str, counts))})\n"
+        )
         emit("| decoder layers | one forward s | separate forwards s | ratio | largest relative NLL difference |")
         emit("|---:|---:|---:|---:|---:|")
         measured = []
@@ -317,17 +358,23 @@ def main():
                 emit(f"| {n} | error: {r['error']} | | | |")
                 continue
             measured.append(r)
-            emit(f"| {n} | {r['one_forward']:.1f} | {r['separate']:.1f} | {r['one_forward'] / r['separate']:.2f}× | "
-                 f"{r['max_rel_diff']:.1e} |")
+            emit(
+                f"| {n} | {r['one_forward']:.1f} | {r['separate']:.1f} | {r['one_forward'] / r['separate']:.2f}× | "
+                f"{r['max_rel_diff']:.1e} |"
+            )
         full = LLAMA7B["num_hidden_layers"]
         proj = None if full in counts else project_layers(measured, full)
         if proj:
-            emit(f"| {full} (projected) | {proj['one_forward']:.1f} | {proj['separate']:.1f} | "
-                 f"{proj['one_forward'] / proj['separate']:.2f}× | |")
-            emit(f"\nPer decoder layer: one forward {proj['one_forward_per_layer']:.1f} s, separate forwards "
-                 f"{proj['separate_per_layer']:.1f} s (ratio "
-                 f"{proj['one_forward_per_layer'] / proj['separate_per_layer']:.2f}×). The {full}-layer row is "
-                 f"fitted from the measured rows (time = rest + layers × per layer), not measured.")
+            emit(
+                f"| {full} (projected) | {proj['one_forward']:.1f} | {proj['separate']:.1f} | "
+                f"{proj['one_forward'] / proj['separate']:.2f}× | |"
+            )
+            emit(
+                f"\nPer decoder layer: one forward {proj['one_forward_per_layer']:.1f} s, separate forwards "
+                f"{proj['separate_per_layer']:.1f} s (ratio "
+                f"{proj['one_forward_per_layer'] / proj['separate_per_layer']:.2f}×). The {full}-layer row is "
+                f"fitted from the measured rows (time = rest + layers × per layer), not measured."
+            )
         emit("")
     if "3" not in a.skip:
         methods = a.methods.split(",")
@@ -340,31 +387,40 @@ def main():
     if "4" not in a.skip:
         r = child(["prompt", a.model])
         emit("## 4. Passkey prompt building at 32k tokens\n")
-        emit(f"{r['tokens']} tokens built from pre-tokenised pieces in {1000 * r['seconds']:.1f} ms "
-             "(tokenising the pieces included)\n")
+        emit(
+            f"{r['tokens']} tokens built from pre-tokenised pieces in {1000 * r['seconds']:.1f} ms "
+            "(tokenising the pieces included)\n"
+        )
     if a.llama7b:
         emit("## 5. LLaMA-7B-shaped random-init model, bf16, evalkit perplexity forward\n")
         if not device.startswith("cuda"):
             emit("skipped: needs a GPU\n")
         else:
             import torch
+
             name = torch.cuda.get_device_name()
             peak = bf16_peak_tflops(name)
-            emit(f"GPU: {name}; bf16 dense matmul peak taken as "
-                 f"{f'{peak:.0f} TFLOP/s' if peak else 'unknown (set BF16_PEAK_TFLOPS)'}\n")
+            emit(
+                f"GPU: {name}; bf16 dense matmul peak taken as "
+                f"{f'{peak:.0f} TFLOP/s' if peak else 'unknown (set BF16_PEAK_TFLOPS)'}\n"
+            )
             emit("| tokens | seconds | tokens/s | TFLOP/s | % of bf16 peak | peak GB | status |")
             emit("|---:|---:|---:|---:|---:|---:|---|")
             rows = measure_llama7b([int(x) for x in a.llama7b.split(",")], a.llama7b_cap)
             for r in rows:
                 if r["status"] == "ok":
                     mfu = f"{100 * r['mfu']:.1f}" if r["mfu"] is not None else "?"
-                    emit(f"| {r['length']} | {r['seconds']:.2f} | {r['tok_s']:.0f} | {r['tflops']:.0f} | {mfu} | "
-                         f"{r['peak_gb']:.1f} | ok |")
+                    emit(
+                        f"| {r['length']} | {r['seconds']:.2f} | {r['tok_s']:.0f} | {r['tflops']:.0f} | {mfu} | "
+                        f"{r['peak_gb']:.1f} | ok |"
+                    )
                 else:
                     emit(f"| {r['length']} | | | | | | out of memory |")
             fits = [r["length"] for r in rows if r["status"] == "ok"]
-            emit(f"\nLongest length that fits: {max(fits) if fits else 'none'}"
-                 f"{'' if rows and rows[-1]['status'] == 'oom' else f' (stopped at the cap, {a.llama7b_cap})'}.\n")
+            emit(
+                f"\nLongest length that fits: {max(fits) if fits else 'none'}"
+                f"{'' if rows and rows[-1]['status'] == 'oom' else f' (stopped at the cap, {a.llama7b_cap})'}.\n"
+            )
     Path(a.report).write_text("\n".join(lines) + "\n")
     print(f"report written to {a.report}")
 

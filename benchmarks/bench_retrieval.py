@@ -11,6 +11,7 @@ gives trials per hour, the prompt tokens taken from the cache, and the ratio a c
 linear in the tokens computed and one quadratic in them (attention-bound) would predict.
 Writes benchmarks/RETRIEVAL.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,9 +56,17 @@ def both_ways(ctx, attempts) -> dict:
     full, t_full = timed(lambda: {i: generate(ctx, a.prompt, a.max_new, a.stop) for i, a in enumerate(attempts)})
     n = [len(a.prompt) for a in attempts]
     r = [reused[i] for i in range(len(attempts))]
-    return dict(trials=len(attempts), t_shared=t_shared, t_full=t_full, same=answers == full,
-                tokens=sum(n), reused=sum(r), sq=sum(x * x for x in n), sq_left=sum(x * x - y * y for x, y in zip(n, r)),
-                correct=sum(attempts[i].score(answers[i])["correct"] for i in answers if answers[i] is not None))
+    return dict(
+        trials=len(attempts),
+        t_shared=t_shared,
+        t_full=t_full,
+        same=answers == full,
+        tokens=sum(n),
+        reused=sum(r),
+        sq=sum(x * x for x in n),
+        sq_left=sum(x * x - y * y for x, y in zip(n, r)),
+        correct=sum(attempts[i].score(answers[i])["correct"] for i in answers if answers[i] is not None),
+    )
 
 
 def section(ctx, model, method: str, lengths, samples: int, log) -> dict:
@@ -67,8 +76,10 @@ def section(ctx, model, method: str, lengths, samples: int, log) -> dict:
     with patched(model, parse_call(method), trained_len=ctx.loaded.spec.trained_len, target_len=max(lengths)):
         for depth in DEPTHS:
             part = both_ways(ctx, trials_of(ctx, lengths, depth, samples))
-            log(f"  {method} depth {depth}: shared {part['t_shared']:.1f}s, full {part['t_full']:.1f}s, "
-                f"reused {part['reused']}/{part['tokens']} tokens, same answers: {part['same']}")
+            log(
+                f"  {method} depth {depth}: shared {part['t_shared']:.1f}s, full {part['t_full']:.1f}s, "
+                f"reused {part['reused']}/{part['tokens']} tokens, same answers: {part['same']}"
+            )
             for k, v in part.items():
                 total[k] = (total.get(k, 0) + v) if k != "same" else total.get(k, True) and v
     return total
@@ -76,10 +87,12 @@ def section(ctx, model, method: str, lengths, samples: int, log) -> dict:
 
 def row(name: str, t: dict) -> str:
     per_hour = lambda seconds: 3600 * t["trials"] / seconds  # noqa: E731
-    return (f"| {name} | {t['trials']} | {t['t_full']:.0f} | {t['t_shared']:.0f} | {per_hour(t['t_full']):.0f} | "
-            f"{per_hour(t['t_shared']):.0f} | **{t['t_full'] / t['t_shared']:.2f}×** | "
-            f"{t['tokens'] / (t['tokens'] - t['reused']):.2f}× | {t['sq'] / t['sq_left']:.2f}× | "
-            f"{100 * t['reused'] / t['tokens']:.0f}% | {'yes' if t['same'] else 'NO'} |")
+    return (
+        f"| {name} | {t['trials']} | {t['t_full']:.0f} | {t['t_shared']:.0f} | {per_hour(t['t_full']):.0f} | "
+        f"{per_hour(t['t_shared']):.0f} | **{t['t_full'] / t['t_shared']:.2f}×** | "
+        f"{t['tokens'] / (t['tokens'] - t['reused']):.2f}× | {t['sq'] / t['sq_left']:.2f}× | "
+        f"{100 * t['reused'] / t['tokens']:.0f}% | {'yes' if t['same'] else 'NO'} |"
+    )
 
 
 def main():
@@ -90,8 +103,13 @@ def main():
     p.add_argument("--samples", type=int, default=4, help="section A: samples per depth")
     p.add_argument("--methods", default="none,ntk", help="section A")
     p.add_argument("--lengths", default="1024,2048,4096,8192", help="section B: a static method across lengths")
-    p.add_argument("--llama7b-layers", type=int, default=0, help="section C instead: a LLaMA-7B-shaped random-init "
-                   "model with this many decoder layers (the per-token work of a 7B model), at --length")
+    p.add_argument(
+        "--llama7b-layers",
+        type=int,
+        default=0,
+        help="section C instead: a LLaMA-7B-shaped random-init "
+        "model with this many decoder layers (the per-token work of a 7B model), at --length",
+    )
     p.add_argument("--report", default=str(ROOT / "benchmarks" / "RETRIEVAL.md"))
     args = p.parse_args()
     if args.llama7b_layers:
@@ -101,30 +119,34 @@ def main():
     import transformers
 
     import evalkit
-    from evalkit.loading import load_model
     from evalkit.config import RunConfig
+    from evalkit.loading import load_model
     from evalkit.sweep import RunContext
 
     log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
     loaded = load_model(args.model, device=args.device, dtype="auto")
     lengths = [int(x) for x in args.lengths.split(",")]
-    cfg = RunConfig(model=args.model, lengths=tuple(sorted({args.length, *lengths})), tasks=("passkey",),
-                    options={"depths": DEPTHS})
+    cfg = RunConfig(
+        model=args.model, lengths=tuple(sorted({args.length, *lengths})), tasks=("passkey",), options={"depths": DEPTHS}
+    )
     ctx = RunContext(cfg, loaded)
     t0 = time.perf_counter()
     a = {m: section(ctx, loaded.model, m, [args.length], args.samples, log) for m in args.methods.split(",")}
     b = section(ctx, loaded.model, "none", lengths, 1, log)
-    header = ("| method | trials | full prefills (s) | shared prefix (s) | trials/h full | trials/h shared | speed-up | "
-              "linear model | quadratic model | prompt tokens reused | same answers |\n"
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    header = (
+        "| method | trials | full prefills (s) | shared prefix (s) | trials/h full | trials/h shared | speed-up | "
+        "linear model | quadratic model | prompt tokens reused | same answers |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    )
     command = "python benchmarks/bench_retrieval.py " + " ".join(sys.argv[1:])
-    text = f"""# Retrieval trials sharing a KV prefix
+    text = (
+        f"""# Retrieval trials sharing a KV prefix
 
-`{command.strip()}` — {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()},
+`{command.strip()}` — {time.strftime("%Y-%m-%d")}, {platform.processor() or platform.machine()},
 {torch.get_num_threads()} threads, device {loaded.device}, {loaded.dtype}; evalkit {evalkit.__version__}, transformers
-{transformers.__version__}, torch {torch.__version__.split('+')[0]}; model {loaded.spec.name}; {time.perf_counter() - t0:.0f} s in all.
+{transformers.__version__}, torch {torch.__version__.split("+")[0]}; model {loaded.spec.name}; {time.perf_counter() - t0:.0f} s in all.
 
-Passkey trials at depths {', '.join(map(str, DEPTHS))}, measured two ways side by side, one depth at a
+Passkey trials at depths {", ".join(map(str, DEPTHS))}, measured two ways side by side, one depth at a
 time: from one KV cache carried from trial to trial in prompt order (as `evalkit run` does for a
 static method: the trials of a depth share the prompt up to their needle), and with a full prefill
 each. Speed-up = full / shared wall time. The models: the tokens computed (linear) or the sum of
@@ -134,13 +156,16 @@ r the tokens it took from the cache.
 ## A. One length ({args.length} tokens), {len(DEPTHS)} depths × {args.samples} samples
 
 {header}
-""" + "\n".join(row(m, t) for m, t in a.items()) + f"""
+"""
+        + "\n".join(row(m, t) for m, t in a.items())
+        + f"""
 
-## B. A length-independent method across lengths ({', '.join(map(str, lengths))}), {len(DEPTHS)} depths × 1 sample
+## B. A length-independent method across lengths ({", ".join(map(str, lengths))}), {len(DEPTHS)} depths × 1 sample
 
 {header}
-{row('none', b)}
+{row("none", b)}
 """
+    )
     Path(args.report).write_text(text)
     print(text)
 
@@ -153,8 +178,8 @@ def llama7b_section(args):
 
     import torch
 
-    from evalkit.loading import load_model
     from evalkit.config import RunConfig
+    from evalkit.loading import load_model
     from evalkit.sweep import RunContext
 
     spec = importlib.util.spec_from_file_location("bench_ppl", ROOT / "benchmarks" / "bench_ppl.py")
@@ -172,15 +197,15 @@ def llama7b_section(args):
     command = "python benchmarks/bench_retrieval.py " + " ".join(sys.argv[1:])
     text = f"""# Retrieval trials sharing a KV prefix: a LLaMA-7B-shaped model
 
-`{command.strip()}` — {time.strftime('%Y-%m-%d')}, {torch.get_num_threads()} threads, device {small.device};
+`{command.strip()}` — {time.strftime("%Y-%m-%d")}, {torch.get_num_threads()} threads, device {small.device};
 LLaMA-7B shape (4096 wide, 32 heads, MLP 11008) with {args.llama7b_layers} decoder layer(s), random
 weights, fp32 on CPU; {time.perf_counter() - t0:.0f} s in all. Passkey prompts of {args.length} tokens at depths
-{', '.join(map(str, DEPTHS))} × {args.samples} samples, as in RETRIEVAL.md (the answers of random weights
+{", ".join(map(str, DEPTHS))} × {args.samples} samples, as in RETRIEVAL.md (the answers of random weights
 are noise; both ways must still agree).
 
 | method | trials | full prefills (s) | shared prefix (s) | trials/h full | trials/h shared | speed-up | linear model | quadratic model | prompt tokens reused | same answers |
 |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|
-{row('none', t)}
+{row("none", t)}
 """
     Path(args.report).write_text(text)
     print(text)

@@ -9,6 +9,7 @@ methods in ``patches/``) → plan cells (:mod:`evalkit.plan`, the tasks in ``tas
 measure (:mod:`evalkit.sweep`) → rows (:mod:`evalkit.results`, :mod:`evalkit.sinks`) →
 compare / plot / report.
 """
+
 from __future__ import annotations
 
 from evalkit.errors import EvalkitError

@@ -1,4 +1,5 @@
 """``python -m evalkit`` (and ``torchrun -m evalkit``, ``accelerate launch -m evalkit``): the CLI."""
+
 from evalkit.cli import main
 
 main()

@@ -3,6 +3,7 @@
 Log axes get ticks at 1-2-5 (or finer) steps that fit the axis' length in points; value labels
 are plain numbers with the fewest decimals that write them exactly; lengths read 2k, 4k, ….
 """
+
 from __future__ import annotations
 
 import math
@@ -11,9 +12,14 @@ from matplotlib import rcParams
 from matplotlib.font_manager import FontProperties
 from matplotlib.ticker import Formatter, Locator, MaxNLocator, MultipleLocator, NullFormatter
 
-LOG_STEPS = ((1,), (1, 2, 5), (1, 2, 3, 5), (1, 1.5, 2, 3, 4, 5, 6, 8), (1, 1.5, 2, 3, 4, 5, 6, 7, 8),
-             (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9))
-
+LOG_STEPS = (
+    (1,),
+    (1, 2, 5),
+    (1, 2, 3, 5),
+    (1, 1.5, 2, 3, 4, 5, 6, 8),
+    (1, 1.5, 2, 3, 4, 5, 6, 7, 8),
+    (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9),
+)
 
 
 def _decimals(v: float) -> int:
@@ -59,12 +65,15 @@ class LogTicks(Locator):
         decades = range(math.floor(math.log10(vmin)), math.ceil(math.log10(vmax)) + 1)
         best = []
         for steps in LOG_STEPS:
-            ticks = [m * 10.0 ** e for e in decades for m in steps if vmin <= m * 10.0 ** e <= vmax]
+            ticks = [m * 10.0**e for e in decades for m in steps if vmin <= m * 10.0**e <= vmax]
             if _fits(self.axis, ticks, fraction):
                 best = ticks
         for bins in (8, 6, 4) if len(best) < 4 else ():
-            even = [v for v in MaxNLocator(nbins=bins, steps=[1, 2, 2.5, 5, 10]).tick_values(vmin, vmax)
-                    if vmin <= v <= vmax]
+            even = [
+                v
+                for v in MaxNLocator(nbins=bins, steps=[1, 2, 2.5, 5, 10]).tick_values(vmin, vmax)
+                if vmin <= v <= vmax
+            ]
             if len(even) > len(best) and _fits(self.axis, even, fraction):
                 return even
         return best

@@ -4,6 +4,7 @@ User mistakes (EvalkitError) print one line and exit with code 2. Messages go th
 :mod:`evalkit.log` (``-v`` / ``--quiet``). The command-line parsing helpers are in
 :mod:`evalkit.cli_options`.
 """
+
 from __future__ import annotations
 
 import functools
@@ -27,13 +28,18 @@ from evalkit.results import read_rows, row_keys
 from evalkit.schema import RESULTS
 from evalkit.shards import choose, result_folders, worker_device
 from evalkit.sweep import run as run_sweep
-from evalkit.version import __version__
 from evalkit.task import default_tasks
+from evalkit.version import __version__
 
 logger = logging.getLogger(__name__)
 
-app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False, rich_markup_mode=None,
-                  help="Context-length extrapolation evaluation: RoPE/ALiBi scaling methods × perplexity and retrieval tasks.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="Context-length extrapolation evaluation: RoPE/ALiBi scaling methods × perplexity and retrieval tasks.",
+)
 
 
 def _version(value: bool):
@@ -43,10 +49,13 @@ def _version(value: bool):
 
 
 @app.callback()
-def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                       help="Print evalkit's version and exit."),
-          verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More messages (debug)."),
-          quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors on stderr.")):
+def _main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print evalkit's version and exit."
+    ),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More messages (debug)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors on stderr."),
+):
     """Context-length extrapolation evaluation: RoPE/ALiBi scaling methods × perplexity and retrieval tasks."""
     log.setup(verbose, quiet)
 
@@ -76,48 +85,90 @@ def user_errors(fn):
 
 
 # the options of `evalkit run` (module constants keep its signature readable)
-_MODEL = typer.Option(None, metavar="NAME|DIR", help="Alias (evalkit models), Hugging Face id or local checkpoint "
-                                                   "folder. Default: the embedded smollm2-135m.")
-_METHOD = typer.Option(None, "--method", "-m", metavar="METHOD[:K=V],...",
-                                               help="Scaling method(s), comma list or "
-                                               "repeated, each with its parameters: ntk:alpha=2, "
-                                               "self-extend:window=512,group=4 (evalkit methods). Default: none,ntk.")
-_LENGTH = typer.Option(None, "--len", "-l", metavar="N,...",
-                                               help="Context length(s) in the model's tokens "
-                                               "(8192 or 8k), comma list or repeated. Default: 4096,12288.")
-_TASK = typer.Option(None, "--task", "-t", metavar="TASK,...", help="Task(s), comma list or repeated "
-                                             "(evalkit tasks). Default: ppl,passkey.")
+_MODEL = typer.Option(
+    None,
+    metavar="NAME|DIR",
+    help="Alias (evalkit models), Hugging Face id or local checkpoint folder. Default: the embedded smollm2-135m.",
+)
+_METHOD = typer.Option(
+    None,
+    "--method",
+    "-m",
+    metavar="METHOD[:K=V],...",
+    help="Scaling method(s), comma list or "
+    "repeated, each with its parameters: ntk:alpha=2, "
+    "self-extend:window=512,group=4 (evalkit methods). Default: none,ntk.",
+)
+_LENGTH = typer.Option(
+    None,
+    "--len",
+    "-l",
+    metavar="N,...",
+    help="Context length(s) in the model's tokens (8192 or 8k), comma list or repeated. Default: 4096,12288.",
+)
+_TASK = typer.Option(
+    None,
+    "--task",
+    "-t",
+    metavar="TASK,...",
+    help="Task(s), comma list or repeated (evalkit tasks). Default: ppl,passkey.",
+)
 _SAMPLES = typer.Option(1, metavar="N", help="Trials per depth (retrieval tasks) / documents per length (ppl).")
-_SCALE = typer.Option(None, metavar="S", help="Fixed scale s for pi/yarn/alibi-pi. Default: length / "
-                                          "trained length, per length (never below 1).")
+_SCALE = typer.Option(
+    None,
+    metavar="S",
+    help="Fixed scale s for pi/yarn/alibi-pi. Default: length / trained length, per length (never below 1).",
+)
 _ALPHA = typer.Option(None, metavar="A", help="Fixed alpha for ntk/dynamic-ntk/ntk-alibi. Default: the scale.")
-_PARAM = typer.Option(None, "--param", "-p", metavar="K=V,...",
-                                              help="Method parameter(s) k=v for every "
-                                              "method that has them, comma list or repeated: --param window=512.")
-_ROPE_RESET = typer.Option(False, "--rope-reset", help="Remove the RoPE scaling a checkpoint ships "
-                                    "(llama3, yarn, longrope, ...): plain RoPE over its pretraining length.")
-_TRAINED_LEN = typer.Option(None, metavar="TOKENS", help="Override the trained context length (tokens) read "
-                                              "from the registry / config.")
+_PARAM = typer.Option(
+    None,
+    "--param",
+    "-p",
+    metavar="K=V,...",
+    help="Method parameter(s) k=v for every method that has them, comma list or repeated: --param window=512.",
+)
+_ROPE_RESET = typer.Option(
+    False,
+    "--rope-reset",
+    help="Remove the RoPE scaling a checkpoint ships "
+    "(llama3, yarn, longrope, ...): plain RoPE over its pretraining length.",
+)
+_TRAINED_LEN = typer.Option(
+    None, metavar="TOKENS", help="Override the trained context length (tokens) read from the registry / config."
+)
 _ADAPTER = typer.Option(None, metavar="DIR", help="A PEFT adapter folder (LoRA, ...), merged into the model.")
 _QUANTIZE = typer.Option(None, metavar="4bit|8bit", help="4bit or 8bit weights through bitsandbytes (CUDA only).")
-_OUT = typer.Option(None, metavar="DIR", help="Folder for results.csv, positions.csv and figures/. "
-                                       "Default: runs/MODEL (git-ignored).")
-_SHARD = typer.Option(None, metavar="K/N", help="Run worker K's part (from 0) of the sweep split "
-                                        "over N workers, e.g. a Slurm array: --shard $SLURM_ARRAY_TASK_ID/8. "
-                                        "Under torchrun / accelerate launch the launcher's rank is used.")
-_MAX_MEMORY = typer.Option(None, metavar="DEV=SIZE,...", help="Spread one model over "
-                                             "several GPUs within these budgets (accelerate): 0=70GiB,1=70GiB.")
+_OUT = typer.Option(
+    None, metavar="DIR", help="Folder for results.csv, positions.csv and figures/. Default: runs/MODEL (git-ignored)."
+)
+_SHARD = typer.Option(
+    None,
+    metavar="K/N",
+    help="Run worker K's part (from 0) of the sweep split "
+    "over N workers, e.g. a Slurm array: --shard $SLURM_ARRAY_TASK_ID/8. "
+    "Under torchrun / accelerate launch the launcher's rank is used.",
+)
+_MAX_MEMORY = typer.Option(
+    None,
+    metavar="DEV=SIZE,...",
+    help="Spread one model over several GPUs within these budgets (accelerate): 0=70GiB,1=70GiB.",
+)
 _DEVICE = typer.Option("auto", metavar="DEVICE", help="auto, cpu, cuda or cuda:N (auto: GPU if there is one).")
 _DTYPE = typer.Option("auto", metavar="DTYPE", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16.")
-_SEED = typer.Option(0, metavar="N", help="Seed of the retrieval tasks' keys and needles; part of each cell's identity.")
-_TRUST_REMOTE_CODE = typer.Option(False, "--trust-remote-code",
-                                           help="Allow checkpoints that ship their own Python code (Baichuan).")
-_FORCE = typer.Option(False, "--force", help="Redo cells already in the results (their old rows are "
-                               "replaced).")
-_NO_PREFIX = typer.Option(False, "--no-prefix", help="Separate forwards per length even where one forward "
-                                   "serves all.")
-_SINK = typer.Option(None, "--sink", metavar="SINK,...", help="Also write every row to these sinks (`evalkit "
-                     "sinks` lists them); results.csv is always written.")
+_SEED = typer.Option(
+    0, metavar="N", help="Seed of the retrieval tasks' keys and needles; part of each cell's identity."
+)
+_TRUST_REMOTE_CODE = typer.Option(
+    False, "--trust-remote-code", help="Allow checkpoints that ship their own Python code (Baichuan)."
+)
+_FORCE = typer.Option(False, "--force", help="Redo cells already in the results (their old rows are replaced).")
+_NO_PREFIX = typer.Option(False, "--no-prefix", help="Separate forwards per length even where one forward serves all.")
+_SINK = typer.Option(
+    None,
+    "--sink",
+    metavar="SINK,...",
+    help="Also write every row to these sinks (`evalkit sinks` lists them); results.csv is always written.",
+)
 
 
 @app.command()
@@ -159,42 +210,63 @@ def run(
     _summarise(summary, cfg)
 
 
-def _run_config(method, length, task, task_options, param, shard, out, max_memory, device, no_prefix, sink,
-                **fields) -> RunConfig:
+def _run_config(
+    method, length, task, task_options, param, shard, out, max_memory, device, no_prefix, sink, **fields
+) -> RunConfig:
     """The RunConfig the command line describes, with a note for each value given twice or not read."""
     if method is not None and not split_method_list(method):
         raise EvalkitError("--method was given an empty list", "give at least one value, or leave it out")
-    lists = dict(methods=tuple(split_method_list(method or [])) or None,
-                 lengths=split_list(length, parse_length, "length", "--len"),
-                 tasks=split_list(task, what="task", option="--task"))
+    lists = dict(
+        methods=tuple(split_method_list(method or [])) or None,
+        lengths=split_list(length, parse_length, "length", "--len"),
+        tasks=split_list(task, what="task", option="--task"),
+    )
     options = task_values(task_options or {})
-    for option, values in [("--method", lists["methods"]), ("--len", lists["lengths"]), ("--task", lists["tasks"])] \
-            + [(OPTIONS.get(n).flag_name, v) for n, v in options.items() if isinstance(v, tuple)]:
+    for option, values in [("--method", lists["methods"]), ("--len", lists["lengths"]), ("--task", lists["tasks"])] + [
+        (OPTIONS.get(n).flag_name, v) for n, v in options.items() if isinstance(v, tuple)
+    ]:
         if values and len(set(values)) < len(values):
             logger.info(f"evalkit: {option} lists a value more than once; each runs once")
     worker = choose(shard)
     cfg = RunConfig(
-        methods=lists["methods"] or default_methods(), lengths=lists["lengths"] or DEMO_LENGTHS,
-        tasks=lists["tasks"] or default_tasks(), params=param_values(param), options=options,
-        out=str(out) if out else None, shard=worker, max_memory=parse_max_memory(max_memory) if max_memory else None,
-        device=worker_device(device, worker, _cuda_count(device)), prefix=not no_prefix,
-        sinks=split_list(sink, what="sink", option="--sink") or (), **fields)
+        methods=lists["methods"] or default_methods(),
+        lengths=lists["lengths"] or DEMO_LENGTHS,
+        tasks=lists["tasks"] or default_tasks(),
+        params=param_values(param),
+        options=options,
+        out=str(out) if out else None,
+        shard=worker,
+        max_memory=parse_max_memory(max_memory) if max_memory else None,
+        device=worker_device(device, worker, _cuda_count(device)),
+        prefix=not no_prefix,
+        sinks=split_list(sink, what="sink", option="--sink") or (),
+        **fields,
+    )
     for name in cfg.unused_params():
-        logger.info(f"evalkit: {name} (--param / --{name}) is not a parameter of the methods run "
-                    f"({', '.join(cfg.methods)}); ignored")
+        logger.info(
+            f"evalkit: {name} (--param / --{name}) is not a parameter of the methods run "
+            f"({', '.join(cfg.methods)}); ignored"
+        )
     for flag in ignored_options(cfg.tasks, options):
-        logger.info(f"evalkit: {flag} is not read by the tasks run ({', '.join(cfg.tasks)}); ignored "
-                    "(see evalkit tasks)")
+        logger.info(
+            f"evalkit: {flag} is not read by the tasks run ({', '.join(cfg.tasks)}); ignored (see evalkit tasks)"
+        )
     return cfg
 
 
 def _summarise(summary, cfg) -> None:
     """What was written, this run's cells as tables, and what to do next."""
-    logger.info(f"{summary.written} row(s) written to {summary.results}"
-                + (f", {summary.skipped_done} cell(s) already there" if summary.skipped_done else "")
-                + (f", {summary.oom} out of memory" if summary.oom else ""))
-    ours = [dict(r, _file=str(f / RESULTS)) for f in result_folders(summary.out) for r in read_rows(f / RESULTS)
-            if any(k in summary.keys for k in row_keys(r))]
+    logger.info(
+        f"{summary.written} row(s) written to {summary.results}"
+        + (f", {summary.skipped_done} cell(s) already there" if summary.skipped_done else "")
+        + (f", {summary.oom} out of memory" if summary.oom else "")
+    )
+    ours = [
+        dict(r, _file=str(f / RESULTS))
+        for f in result_folders(summary.out)
+        for r in read_rows(f / RESULTS)
+        if any(k in summary.keys for k in row_keys(r))
+    ]
     typer.echo(render_tables(frame_of(ours), fmt="table"))  # this run's cells only
     _next_steps(summary, cfg)
 
@@ -216,24 +288,39 @@ def _next_steps(summary, cfg) -> None:
     ran = {c.name for c in cfg.calls}
     more = next((m.name for m in METHODS.values() if m.name not in ran and m.params and m.static), None)
     if worker is not None:
-        logger.info(f"evalkit: worker {worker} is done; once every worker is: evalkit compare {out} --ci, "
-                    f"evalkit plot {out} --out {out / 'figures'}, evalkit report {out} --out {out / 'report.html'}")
+        logger.info(
+            f"evalkit: worker {worker} is done; once every worker is: evalkit compare {out} --ci, "
+            f"evalkit plot {out} --out {out / 'figures'}, evalkit report {out} --out {out / 'report.html'}"
+        )
         return
     try:
         figures = sorted(plot_all([out], out / "figures"))
     except Exception as e:  # noqa: BLE001 (the sweep is done and recorded: a figure must not fail it)
         figures = []
-        logger.info(f"evalkit: no figures drawn ({e if isinstance(e, EvalkitError) else f'{type(e).__name__}: {e}'}); "
-                    f"the results are complete, try evalkit plot {out}")
-    logger.info(f"\nresults: {summary.results}"
-                + (f"\nfigures: {out / 'figures'}/ ({', '.join(f.name for f in figures)})" if figures else ""))
-    again = (f"  evalkit run{model} --method {','.join(cfg.methods + ((more,) if more else ()))} "
-             f"--len {','.join(map(str, cfg.lengths))} --task {','.join(cfg.tasks)} --out {out}"
-             "   # one more method: the cells above are kept\n") if more else ""
-    logger.info("next:\n"
-                f"  evalkit compare {out} --ci                 # tables with 95% intervals\n"
-                f"  evalkit report {out} --out {out / 'report.html'}   # one page: setup, tables, figures\n"
-                + again + "  evalkit methods; evalkit tasks; evalkit models   # what else there is")
+        logger.info(
+            f"evalkit: no figures drawn ({e if isinstance(e, EvalkitError) else f'{type(e).__name__}: {e}'}); "
+            f"the results are complete, try evalkit plot {out}"
+        )
+    logger.info(
+        f"\nresults: {summary.results}"
+        + (f"\nfigures: {out / 'figures'}/ ({', '.join(f.name for f in figures)})" if figures else "")
+    )
+    again = (
+        (
+            f"  evalkit run{model} --method {','.join(cfg.methods + ((more,) if more else ()))} "
+            f"--len {','.join(map(str, cfg.lengths))} --task {','.join(cfg.tasks)} --out {out}"
+            "   # one more method: the cells above are kept\n"
+        )
+        if more
+        else ""
+    )
+    logger.info(
+        "next:\n"
+        f"  evalkit compare {out} --ci                 # tables with 95% intervals\n"
+        f"  evalkit report {out} --out {out / 'report.html'}   # one page: setup, tables, figures\n"
+        + again
+        + "  evalkit methods; evalkit tasks; evalkit models   # what else there is"
+    )
 
 
 _LIST_FORMAT = typer.Option("table", "--format", "-f", metavar="FORMAT", help="table or markdown.")
@@ -249,8 +336,10 @@ def _listing(fmt: str, *tables) -> None:
 @user_errors
 def models(fmt: str = _LIST_FORMAT):
     """List model aliases (built in and from ./evalkit.toml), then the model families evalkit patches."""
-    rows = [(s.name, s.family, s.encoding, str(s.trained_len), "yes" if s.remote_code else "", s.source)
-            for s in all_models().values()]
+    rows = [
+        (s.name, s.family, s.encoding, str(s.trained_len), "yes" if s.remote_code else "", s.source)
+        for s in all_models().values()
+    ]
     _listing(fmt, (catalog.models_table()[0], rows), catalog.families_table())
 
 
@@ -272,24 +361,43 @@ def tasks(fmt: str = _LIST_FORMAT):
 @user_errors
 def sinks(fmt: str = _LIST_FORMAT):
     """List row sinks (`evalkit run --sink NAME`): where rows go besides results.csv."""
-    _listing(fmt, (["sink", "what it writes"], [(n, (k.__doc__ or "").strip().splitlines()[0] if k.__doc__ else
-                                                  k.__module__) for n, k in SINKS.items()]))
+    _listing(
+        fmt,
+        (
+            ["sink", "what it writes"],
+            [(n, (k.__doc__ or "").strip().splitlines()[0] if k.__doc__ else k.__module__) for n, k in SINKS.items()],
+        ),
+    )
 
 
 @app.command()
 @user_errors
 def compare(
     paths: List[Path] = typer.Argument(..., metavar="RESULTS", help="Result CSV files or folders of them."),
-    metric: Optional[List[str]] = typer.Option(None, metavar="METRIC,...", help="Metric(s), as `evalkit tasks` lists them. Default: each task's main metric present."),
-    model: Optional[List[str]] = typer.Option(None, metavar="MODEL,...", help="Only these models (as in the model "
-                                              "column)."),
-    method: Optional[List[str]] = typer.Option(None, "--method", "-m", metavar="METHOD,...", help="Only these methods."),
+    metric: Optional[List[str]] = typer.Option(
+        None,
+        metavar="METRIC,...",
+        help="Metric(s), as `evalkit tasks` lists them. Default: each task's main metric present.",
+    ),
+    model: Optional[List[str]] = typer.Option(
+        None, metavar="MODEL,...", help="Only these models (as in the model column)."
+    ),
+    method: Optional[List[str]] = typer.Option(
+        None, "--method", "-m", metavar="METHOD,...", help="Only these methods."
+    ),
     seed: Optional[int] = typer.Option(None, metavar="N", help="Only rows of this seed."),
-    baseline: Optional[str] = typer.Option(None, metavar="METHOD", help="Show ratios (ppl) or differences in "
-                                           "percentage points (accuracies) against this method."),
+    baseline: Optional[str] = typer.Option(
+        None,
+        metavar="METHOD",
+        help="Show ratios (ppl) or differences in percentage points (accuracies) against this method.",
+    ),
     per_depth: bool = typer.Option(False, help="Retrieval accuracy per needle depth."),
-    ci: bool = typer.Option(False, "--ci", help="Show 95% intervals: Wilson for accuracy, a seeded bootstrap "
-                            "over trials for fractions recalled and over documents for perplexity."),
+    ci: bool = typer.Option(
+        False,
+        "--ci",
+        help="Show 95% intervals: Wilson for accuracy, a seeded bootstrap "
+        "over trials for fractions recalled and over documents for perplexity.",
+    ),
     fmt: str = typer.Option("table", "--format", "-f", metavar="FORMAT", help="table, markdown, csv, latex or html."),
 ):
     """Pivot tables from results: methods as rows, context lengths (tokens) as columns."""
@@ -308,8 +416,9 @@ def compare(
 @app.command()
 @user_errors
 def plot(
-    paths: List[Path] = typer.Argument(..., metavar="RESULTS", help="Result CSV files or folders of them "
-                                       "(positions.csv beside)."),
+    paths: List[Path] = typer.Argument(
+        ..., metavar="RESULTS", help="Result CSV files or folders of them (positions.csv beside)."
+    ),
     out: Path = typer.Option(Path("figures"), metavar="DIR", help="Folder for the figures."),
     fmt: str = typer.Option("png", "--format", "-f", metavar="FORMAT", help="png, pdf or svg."),
 ):
@@ -323,10 +432,12 @@ def plot(
 @app.command()
 @user_errors
 def report(
-    paths: List[Path] = typer.Argument(..., help="Result CSV files or folders of them (positions.csv and notes.txt "
-                                       "beside)."),
-    out: Path = typer.Option(..., metavar="FILE", help="The report file: .html / .htm or .md (the suffix chooses "
-                             "the format)."),
+    paths: List[Path] = typer.Argument(
+        ..., help="Result CSV files or folders of them (positions.csv and notes.txt beside)."
+    ),
+    out: Path = typer.Option(
+        ..., metavar="FILE", help="The report file: .html / .htm or .md (the suffix chooses the format)."
+    ),
     title: Optional[str] = typer.Option(None, metavar="TEXT", help="Title. Default: evalkit report: MODELS."),
 ):
     """One self-contained report (HTML or Markdown): what was run, tables with 95% intervals, cost, figures, notes."""

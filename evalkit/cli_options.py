@@ -1,4 +1,5 @@
 """Parsing what the command line gives: lists, lengths, parameters and the tasks' own options."""
+
 from __future__ import annotations
 
 import functools
@@ -97,8 +98,7 @@ def with_task_options(fn):
             raise ValueError(f"task option {name!r} clashes with an option of evalkit run")
         kind = "bool" if o.flag else "Optional[List[str]]" if o.many else "Optional[str]"
         metavar = None if o.flag else o.metavar or name.upper() + (",..." if o.many else "")
-        default = typer.Option(False if o.flag else None, o.flag_name, help=o.help, metavar=metavar,
-                               show_default=False)
+        default = typer.Option(False if o.flag else None, o.flag_name, help=o.help, metavar=metavar, show_default=False)
         extra.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind))
         annotations[name] = kind
 
@@ -106,9 +106,8 @@ def with_task_options(fn):
     def wrapper(**kwargs):
         return fn(task_options={name: kwargs.pop(name) for name in OPTIONS if name in kwargs}, **kwargs)
 
-    wrapper.__signature__ = sig.replace(parameters=[p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
-                                        + extra)
+    wrapper.__signature__ = sig.replace(
+        parameters=[p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + extra
+    )
     wrapper.__annotations__ = annotations
     return wrapper
-
-

@@ -6,6 +6,7 @@ sample count; cells that ran out of memory or were skipped say so. Inconsistent
 inputs (the same cell from several runs, or a table cell mixing checkpoints,
 task settings or evalkit versions) are refused, not averaged.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,9 +15,9 @@ from pathlib import Path
 from evalkit.errors import EvalkitError
 from evalkit.method import params_label
 from evalkit.registry import METRICS, OPTIONS, TASKS
-from evalkit.results import legacy as is_legacy, read_table, row_key
-from evalkit.schema import FACTORS, COLUMN_TYPES, CORE_COLUMNS, fmt, result_columns
-
+from evalkit.results import legacy as is_legacy
+from evalkit.results import read_table, row_key
+from evalkit.schema import COLUMN_TYPES, CORE_COLUMNS, FACTORS, fmt, result_columns
 
 FORMATS = ("table", "markdown", "csv", "latex", "html")
 
@@ -47,8 +48,10 @@ def load_results(paths):
     for f in files:
         rows += [dict(r, _file=str(f)) for r in read_table(f)[1]]  # one-line error for a non-evalkit CSV
     if not rows:
-        raise EvalkitError(f"no result rows in {', '.join(map(str, files))}",
-                           "the files are empty or hold only a header: run evalkit run first, or check the path")
+        raise EvalkitError(
+            f"no result rows in {', '.join(map(str, files))}",
+            "the files are empty or hold only a header: run evalkit run first, or check the path",
+        )
     return frame_of(rows)
 
 
@@ -57,7 +60,6 @@ def frame_of(rows: list[dict]):
     with its identity in ``_key``. A row marked ok with a declared float that is not finite
     (a loss, a score) is marked ``nan``: never pooled."""
     import pandas as pd
-
 
     columns = list(dict.fromkeys(result_columns() + [c for r in rows for c in r]))
     df = pd.DataFrame(rows, columns=columns + (["_file"] if "_file" not in columns else []))
@@ -85,14 +87,19 @@ def check_consistent(df) -> None:
     if len(twice):
         r = twice.iloc[0]
         files = sorted(twice["_file"].dropna().unique())
-        raise EvalkitError(f"the same cell ({r['method']} {r['task']} at {r['length']}, sample {r['sample']}) "
-                           f"is measured more than once ({', '.join(files)})", "compare the runs separately")
+        raise EvalkitError(
+            f"the same cell ({r['method']} {r['task']} at {r['length']}, sample {r['sample']}) "
+            f"is measured more than once ({', '.join(files)})",
+            "compare the runs separately",
+        )
     cell = ["model", "_method", *FACTORS, "trained_len", "task", "length"]
     keyed = df.copy()
     for c in (*FACTORS, "trained_len"):
         keyed[c] = keyed[c].astype(object).where(keyed[c].notna(), "").astype(str)
-    for what, col, hint in (("checkpoints", "source", "give one of them another alias in evalkit.toml"),
-                            ("evalkit versions", "evalkit_version", "compare one version at a time")):
+    for what, col, hint in (
+        ("checkpoints", "source", "give one of them another alias in evalkit.toml"),
+        ("evalkit versions", "evalkit_version", "compare one version at a time"),
+    ):
         mixed = keyed.groupby(cell, dropna=False)[col].nunique(dropna=False)
         mixed = mixed[mixed > 1]
         if len(mixed):
@@ -131,14 +138,28 @@ def summarise(df, metric: str, per_depth: bool = False):
     m = metric_of(metric)
     sub = df[df["task"] == m.task]
     if sub.empty:
-        return pd.DataFrame(columns=["model", "method", "setting", "trained_len", "depth", "length", "value", "low",
-                                     "high", "n", "status"])
+        return pd.DataFrame(
+            columns=[
+                "model",
+                "method",
+                "setting",
+                "trained_len",
+                "depth",
+                "length",
+                "value",
+                "low",
+                "high",
+                "n",
+                "status",
+            ]
+        )
     check_consistent(sub)
     sub, varying = with_settings(sub)
     out = []
     several_l = sub.groupby("model")["trained_len"].nunique(dropna=False)
-    for (model, label, trained, *setting), g in sub.groupby(["model", "_method", "trained_len"] + varying,
-                                                            sort=False, dropna=False):
+    for (model, label, trained, *setting), g in sub.groupby(
+        ["model", "_method", "trained_len"] + varying, sort=False, dropna=False
+    ):
         if several_l[model] > 1:  # the same model with different trained lengths: one row each
             label += f" L={trained:g}" if trained == trained else " L=?"
         setting = "".join(" " + setting_label(c, v) for c, v in zip(varying, setting))  # different settings too
@@ -157,10 +178,22 @@ def summarise(df, metric: str, per_depth: bool = False):
                 status = "skipped"
             low, high = interval or (math.nan, math.nan)
             k = k if isinstance(k, tuple) else (k,)
-            out.append(dict(model=model, method=label, setting=setting, trained_len=trained,
-                            depth=k[0] if per_depth else None,
-                            length=int(k[-1]), value=value, low=low, high=high, n=len(ok), status=status,
-                            n_nan=int((cell["status"] == "nan").sum())))
+            out.append(
+                dict(
+                    model=model,
+                    method=label,
+                    setting=setting,
+                    trained_len=trained,
+                    depth=k[0] if per_depth else None,
+                    length=int(k[-1]),
+                    value=value,
+                    low=low,
+                    high=high,
+                    n=len(ok),
+                    status=status,
+                    n_nan=int((cell["status"] == "nan").sum()),
+                )
+            )
     return pd.DataFrame(out)
 
 
@@ -186,8 +219,9 @@ def _with_legacy_params(rows: list[dict]) -> list[dict]:
             if len(values) == 1 and "" not in values:
                 parts.append(f"{col}={values.pop()}")
         named[key] = ",".join(parts)
-    return [dict(r, params=named[(r.get("model"), r.get("method"), r.get("trained_len"))]) if old(r)
-            else r for r in rows]
+    return [
+        dict(r, params=named[(r.get("model"), r.get("method"), r.get("trained_len"))]) if old(r) else r for r in rows
+    ]
 
 
 def row_method_label(row: dict) -> str:
@@ -211,8 +245,9 @@ def label_key(row: dict) -> tuple:
     """What a method label stands for, to give a positions.csv row its results rows' label."""
 
     key = dict(row_key(row))
-    return tuple(key.get(k, "") for k in ("model", "source", "adapter", "quantize", "method", "params",
-                                          "rope_scaling")) + (fmt(row.get("trained_len")),)
+    return tuple(
+        key.get(k, "") for k in ("model", "source", "adapter", "quantize", "method", "params", "rope_scaling")
+    ) + (fmt(row.get("trained_len")),)
 
 
 def apply_baseline(long, baseline: str, metric: str):
@@ -222,8 +257,10 @@ def apply_baseline(long, baseline: str, metric: str):
     if base.empty:
         base = long[long["method"].str.split().str[0] == baseline]
     if base.empty:
-        raise EvalkitError(f"baseline method {baseline!r} is not in the results",
-                           f"methods: {', '.join(sorted(long['method'].unique()))}")
+        raise EvalkitError(
+            f"baseline method {baseline!r} is not in the results",
+            f"methods: {', '.join(sorted(long['method'].unique()))}",
+        )
     keys = ["model", "trained_len", "setting", "length"] + (["depth"] if long["depth"].notna().any() else [])
     merged = long.merge(base[keys + ["value"]].rename(columns={"value": "base"}), on=keys, how="left")
     if metric_of(metric).relative == "ratio":
@@ -280,11 +317,15 @@ def html_table(header, rows, numeric, title: str = "") -> str:
 
     cls = lambda i: ' class="num"' if numeric[i] else ""  # noqa: E731
     lines = ["<table>"] + ([f"<caption>{html.escape(title)}</caption>"] if title else [])
-    lines.append("<thead><tr>" + "".join(f"<th{cls(i)}>{html.escape(str(c))}</th>" for i, c in enumerate(header))
-                 + "</tr></thead>")
+    lines.append(
+        "<thead><tr>"
+        + "".join(f"<th{cls(i)}>{html.escape(str(c))}</th>" for i, c in enumerate(header))
+        + "</tr></thead>"
+    )
     lines.append("<tbody>")
-    lines += ["<tr>" + "".join(f"<td{cls(i)}>{html.escape(str(v))}</td>" for i, v in enumerate(r)) + "</tr>"
-              for r in rows]
+    lines += [
+        "<tr>" + "".join(f"<td{cls(i)}>{html.escape(str(v))}</td>" for i, v in enumerate(r)) + "</tr>" for r in rows
+    ]
     return "\n".join(lines + ["</tbody>", "</table>"])
 
 
@@ -297,13 +338,20 @@ def render(wide, fmt: str, title: str = "") -> str:
     if fmt == "csv":
         return wide.to_csv(index=False)
     if fmt == "markdown":
-        lines = ["| " + " | ".join(cols) + " |", "|" + "|".join(["---"] * n_index + ["---:"] * (len(cols) - n_index)) + "|"]
+        lines = [
+            "| " + " | ".join(cols) + " |",
+            "|" + "|".join(["---"] * n_index + ["---:"] * (len(cols) - n_index)) + "|",
+        ]
         lines += ["| " + " | ".join(r) + " |" for r in rows]
         return (f"**{title}**\n\n" if title else "") + "\n".join(lines)
     if fmt == "latex":
         esc = lambda s: s.replace("%", r"\%").replace("_", r"\_").replace("×", r"$\times$").replace("α", r"$\alpha$")
-        lines = [r"\begin{tabular}{" + "l" * n_index + "r" * (len(cols) - n_index) + "}", r"\toprule",
-                 " & ".join(esc(c) for c in cols) + r" \\", r"\midrule"]
+        lines = [
+            r"\begin{tabular}{" + "l" * n_index + "r" * (len(cols) - n_index) + "}",
+            r"\toprule",
+            " & ".join(esc(c) for c in cols) + r" \\",
+            r"\midrule",
+        ]
         lines += [" & ".join(esc(v) for v in r) + r" \\" for r in rows]
         lines += [r"\bottomrule", r"\end{tabular}"]
         return (f"% {title}\n" if title else "") + "\n".join(lines)
@@ -313,8 +361,9 @@ def render(wide, fmt: str, title: str = "") -> str:
     return (f"{title}\n" if title else "") + "\n".join(body)
 
 
-def render_tables(df, fmt: str = "table", metrics=None, baseline: str | None = None,
-                  per_depth: bool = False, ci: bool = False) -> str:
+def render_tables(
+    df, fmt: str = "table", metrics=None, baseline: str | None = None, per_depth: bool = False, ci: bool = False
+) -> str:
     """Every requested metric present in ``df`` as a titled table."""
     if fmt not in FORMATS:
         raise EvalkitError(f"unknown format {fmt!r}", f"use one of {', '.join(FORMATS)}")
@@ -327,7 +376,11 @@ def render_tables(df, fmt: str = "table", metrics=None, baseline: str | None = N
             continue
         if baseline:
             long = apply_baseline(long, baseline, metric)
-        title = (m.title + (f" vs {baseline}" if baseline else "")
-                 + ("; [95% interval]" if ci and not baseline else "") + "; (n) = samples; columns: tokens")
+        title = (
+            m.title
+            + (f" vs {baseline}" if baseline else "")
+            + ("; [95% interval]" if ci and not baseline else "")
+            + "; (n) = samples; columns: tokens"
+        )
         out.append(render(pivot(long, metric, relative=bool(baseline), ci=ci), fmt, title))
     return "\n\n".join(out) if out else "no results to show"

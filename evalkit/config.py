@@ -2,6 +2,7 @@
 
 The CLI only builds this value and calls :func:`evalkit.sweep.run`; scripts do the same.
 """
+
 from __future__ import annotations
 
 import math
@@ -60,8 +61,10 @@ class RunConfig:
     def __post_init__(self):
         for name, v in self.factors().items():
             if v is not None and not (math.isfinite(v) and 1 <= v <= MAX_FACTOR):
-                raise EvalkitError(f"--{name} must be a finite number from 1 to {MAX_FACTOR:g}, got {v}",
-                                   "omit it for the default (length / trained)")
+                raise EvalkitError(
+                    f"--{name} must be a finite number from 1 to {MAX_FACTOR:g}, got {v}",
+                    "omit it for the default (length / trained)",
+                )
         object.__setattr__(self, "methods", tuple(dict.fromkeys(c.text for c in self._calls())))
         for name in ("lengths", "tasks"):  # each value once, in the order given
             object.__setattr__(self, name, tuple(dict.fromkeys(getattr(self, name))))
@@ -79,22 +82,28 @@ class RunConfig:
         for t in self.tasks:
             need = TASKS.get(t).min_length
             if min(self.lengths) < need:
-                raise EvalkitError(f"task {t} needs lengths of at least {need} tokens, got {min(self.lengths)}",
-                                   "e.g. --len 8192")
+                raise EvalkitError(
+                    f"task {t} needs lengths of at least {need} tokens, got {min(self.lengths)}", "e.g. --len 8192"
+                )
         if not 1 <= self.samples <= MAX_SAMPLES:
             raise EvalkitError(f"--samples must be between 1 and {MAX_SAMPLES}, got {self.samples}", "e.g. --samples 5")
         if self.quantize is not None and self.quantize not in ("4bit", "8bit"):
             raise EvalkitError(f"--quantize {self.quantize}: unknown", "use 4bit or 8bit")
         if self.adapter is not None and not (Path(self.adapter).expanduser() / "adapter_config.json").is_file():
-            raise EvalkitError(f"--adapter {self.adapter}: no adapter_config.json there",
-                               "give the folder a PEFT adapter was saved to (save_pretrained)")
+            raise EvalkitError(
+                f"--adapter {self.adapter}: no adapter_config.json there",
+                "give the folder a PEFT adapter was saved to (save_pretrained)",
+            )
         if self.trained_len is not None and self.trained_len <= 0:
             raise EvalkitError("--trained-len must be positive", "e.g. --trained-len 4096")
         if self.shard is not None and not isinstance(self.shard, Shard):
             raise EvalkitError(f"shard must be an evalkit.shards.Shard, got {self.shard!r}", "parse_shard('0/4')")
         if self.max_memory and self.shard is not None and self.shard.local_count > 1:
-            raise EvalkitError(f"--max-memory spreads one model over a node's GPUs, but {self.shard.local_count} "
-                               "workers were started on this node", "start one worker per node: --nproc-per-node 1")
+            raise EvalkitError(
+                f"--max-memory spreads one model over a node's GPUs, but {self.shard.local_count} "
+                "workers were started on this node",
+                "start one worker per node: --nproc-per-node 1",
+            )
 
     def factors(self) -> dict:
         """The factors given as shorthands (``--scale``, ``--alpha``), by name."""
@@ -116,8 +125,10 @@ class RunConfig:
         known = {p.name for m in METHODS.values() for p in m.params}
         unknown = sorted(set(self.params) - known)
         if unknown:
-            raise EvalkitError(f"--param {unknown[0]}: no method has such a parameter",
-                               f"method parameters: {', '.join(sorted(known))} (evalkit methods)")
+            raise EvalkitError(
+                f"--param {unknown[0]}: no method has such a parameter",
+                f"method parameters: {', '.join(sorted(known))} (evalkit methods)",
+            )
         return [parse_call(text).with_defaults(self.sweep_params()) for text in self.methods]
 
     @property
@@ -139,5 +150,3 @@ class RunConfig:
     def opt(self, name: str):
         """A task option's value (given or default)."""
         return self.options[name]
-
-

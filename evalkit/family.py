@@ -12,10 +12,11 @@ original_max_position_embeddings × factor) (Llama-3.1: 131072; Qwen2.5 with YaR
 factor 4 over 32768: 131072). With ``--rope-reset``, the pretraining length
 ``original_max_position_embeddings`` (or max_position_embeddings / factor).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from evalkit.errors import EvalkitError
 from evalkit.registry import FAMILIES, INSTALLERS
@@ -32,15 +33,17 @@ class Family:
     length_fields: tuple[str, ...] = ("max_position_embeddings",)
 
 
-
 def register(family: Family) -> Family:
     return FAMILIES.add(family.name, family)
 
 
 def families_for(model_type: str, config: dict | None = None) -> list[Family]:
     """The families claiming ``model_type`` (and, given a config, whose condition holds)."""
-    return [f for f in FAMILIES.values() if model_type in f.model_types
-            and (config is None or f.when is None or f.when(config))]
+    return [
+        f
+        for f in FAMILIES.values()
+        if model_type in f.model_types and (config is None or f.when is None or f.when(config))
+    ]
 
 
 def supported_types() -> str:
@@ -62,10 +65,15 @@ def family_of(model) -> Family:
         if INSTALLERS.get(family.adapter).matches(model):
             return family
     if candidates:
-        raise EvalkitError(f"this {model_type} model ({type(model).__name__}) is not laid out as evalkit's "
-                           f"{candidates[0].name} installer expects", f"checked against {candidates[0].checked}")
-    raise EvalkitError(f"evalkit cannot patch a {type(model).__name__} (model type {model_type!r})",
-                       f"supported model types: {supported_types()}")
+        raise EvalkitError(
+            f"this {model_type} model ({type(model).__name__}) is not laid out as evalkit's "
+            f"{candidates[0].name} installer expects",
+            f"checked against {candidates[0].checked}",
+        )
+    raise EvalkitError(
+        f"evalkit cannot patch a {type(model).__name__} (model type {model_type!r})",
+        f"supported model types: {supported_types()}",
+    )
 
 
 def adapter_for(model):
@@ -73,6 +81,7 @@ def adapter_for(model):
 
 
 # --- lengths ---
+
 
 def rope_scaling(config: dict) -> dict | None:
     """The RoPE scaling a config ships (``rope_parameters`` in transformers 5, ``rope_scaling``
@@ -89,8 +98,9 @@ def rope_scaling(config: dict) -> dict | None:
 
 
 def stated_length(config: dict, family: Family | None = None) -> int | None:
-    fields = family.length_fields if family else ("max_position_embeddings", "model_max_length", "max_seq_len",
-                                                  "seq_length")
+    fields = (
+        family.length_fields if family else ("max_position_embeddings", "model_max_length", "max_seq_len", "seq_length")
+    )
     for name in fields:
         value = config.get(name)
         if value is not None:

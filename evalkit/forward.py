@@ -11,12 +11,14 @@ read from the config and applied here too, and the first call on each model
 checks on a few tokens that these logits equal the model's own; a model that
 does something else to its logits is refused rather than scored wrongly.
 """
+
 from __future__ import annotations
 
 import contextlib
 import functools
 import weakref
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from evalkit.errors import EvalkitError
 from evalkit.kvcache import cache_arg, cache_out
@@ -32,12 +34,14 @@ _checked: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def _no_grad(fn):
     """``torch.no_grad()`` around ``fn``, torch imported at the call (importing this module stays cheap)."""
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         import torch
 
         with torch.no_grad():
             return fn(*args, **kwargs)
+
     return wrapper
 
 
@@ -55,6 +59,7 @@ def _capture_class():
         def forward(self, hidden):
             self.hidden = hidden
             return hidden[..., :0]
+
     return Capture
 
 
@@ -86,6 +91,7 @@ def logits_transform(model) -> Callable[[torch.Tensor], torch.Tensor]:
         for step in steps:
             logits = step(logits)
         return logits
+
     return apply
 
 
@@ -99,6 +105,7 @@ def head_fn(model, input_ids: torch.Tensor | None) -> Callable[[torch.Tensor], t
 
     def logits_of(hidden):
         return transform(head(hidden).float())
+
     if input_ids is None or model in _checked:
         return logits_of
     probe = input_ids[:, :PROBE]
@@ -106,15 +113,20 @@ def head_fn(model, input_ids: torch.Tensor | None) -> Callable[[torch.Tensor], t
     hidden, _ = hidden_states(model, probe)
     got = logits_of(hidden[0])
     if want is None or want.shape[-2:] != got.shape:
-        raise EvalkitError(f"{type(model).__name__} returned no per-position logits to check evalkit's LM head "
-                           "against", "evalkit needs a causal LM whose forward returns .logits")
+        raise EvalkitError(
+            f"{type(model).__name__} returned no per-position logits to check evalkit's LM head against",
+            "evalkit needs a causal LM whose forward returns .logits",
+        )
     want = want[0].float()
     tol = 1e-4 if head.weight.dtype == torch.float32 else 3e-2  # half-precision heads round differently
     err = float((got - want).abs().max())
     if err > tol * max(1.0, float(want.abs().max())):
-        raise EvalkitError(f"{type(model).__name__} changes its logits after the LM head in a way evalkit does not "
-                           f"reproduce (largest difference {err:.3g} on {probe.shape[1]} tokens); its losses would "
-                           "be wrong", "supported: plain heads, softcapping, logit_scale, logits_scaling")
+        raise EvalkitError(
+            f"{type(model).__name__} changes its logits after the LM head in a way evalkit does not "
+            f"reproduce (largest difference {err:.3g} on {probe.shape[1]} tokens); its losses would "
+            "be wrong",
+            "supported: plain heads, softcapping, logit_scale, logits_scaling",
+        )
     _checked[model] = True
     return logits_of
 

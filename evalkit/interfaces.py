@@ -6,11 +6,13 @@ methods, families and sinks only through these and the registries of
 the protocol's users: :mod:`evalkit.task` (Cell, Option, Metric, Sharing, Measured),
 :mod:`evalkit.method` (Method, Param, MethodCall), :mod:`evalkit.family` (Family).
 """
+
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 @runtime_checkable

@@ -6,6 +6,7 @@ transformers 5.24 renamed the cache argument and output field from ``past_key_va
 under every name: a hook reading only the old one sees no cache and silently computes a
 different attention.
 """
+
 from __future__ import annotations
 
 import functools

@@ -1,6 +1,7 @@
 """Loading a model once: device, dtype, attention kernel, quantisation, a merged adapter,
 and the checks that it is what its spec says.
 """
+
 from __future__ import annotations
 
 import logging
@@ -17,8 +18,14 @@ from evalkit.remote_code import load_tokenizer, refuse_meta_attributes, without_
 
 logger = logging.getLogger(__name__)
 
-DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
-          "float16": "float16", "fp16": "float16"}
+DTYPES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+}
 
 
 def pick_device(device: str = "auto") -> str:
@@ -38,9 +45,15 @@ def parse_max_memory(text: str) -> dict:
     out: dict = {}
     for item in (t.strip() for t in text.split(",")):
         key, eq, size = (s.strip() for s in item.partition("="))
-        if not eq or not size or not (key.isdigit() or key in ("cpu", "disk")) \
-                or not re.fullmatch(r"\d+(\.\d+)?\s*([KMGT]i?B)?", size, re.IGNORECASE):
-            raise EvalkitError(f"--max-memory {item!r} is not DEVICE=SIZE", "e.g. --max-memory 0=70GiB,1=70GiB,cpu=200GiB")
+        if (
+            not eq
+            or not size
+            or not (key.isdigit() or key in ("cpu", "disk"))
+            or not re.fullmatch(r"\d+(\.\d+)?\s*([KMGT]i?B)?", size, re.IGNORECASE)
+        ):
+            raise EvalkitError(
+                f"--max-memory {item!r} is not DEVICE=SIZE", "e.g. --max-memory 0=70GiB,1=70GiB,cpu=200GiB"
+            )
         device = int(key) if key.isdigit() else key
         if device in out:
             raise EvalkitError(f"--max-memory names device {key} twice", "give each device once")
@@ -58,10 +71,13 @@ def checked_max_memory(max_memory: dict, device: str) -> dict:
         raise EvalkitError("--max-memory names no GPU", "e.g. --max-memory 0=70GiB,1=70GiB")
     if any(d >= have for d in gpus):
         if not have:
-            raise EvalkitError(f"--max-memory names GPU {max(gpus)}, but this machine has no GPU",
-                               "name only cpu here, or run on a machine with GPUs")
-        raise EvalkitError(f"--max-memory names GPU {max(gpus)}, but this machine has {have} GPU(s)",
-                           f"name GPUs 0 to {have - 1}")
+            raise EvalkitError(
+                f"--max-memory names GPU {max(gpus)}, but this machine has no GPU",
+                "name only cpu here, or run on a machine with GPUs",
+            )
+        raise EvalkitError(
+            f"--max-memory names GPU {max(gpus)}, but this machine has {have} GPU(s)", f"name GPUs 0 to {have - 1}"
+        )
     return max_memory
 
 
@@ -105,8 +121,10 @@ def _quantization(quantize: str | None, device: str, dtype: str):
     if quantize not in QUANTIZE:
         raise EvalkitError(f"--quantize {quantize}: unknown", "use 4bit or 8bit")
     if not device.startswith("cuda"):
-        raise EvalkitError(f"--quantize {quantize} needs a CUDA GPU (bitsandbytes); this run is on {device}",
-                           "leave --quantize out on the CPU")
+        raise EvalkitError(
+            f"--quantize {quantize} needs a CUDA GPU (bitsandbytes); this run is on {device}",
+            "leave --quantize out on the CPU",
+        )
     import importlib.util
 
     if importlib.util.find_spec("bitsandbytes") is None:
@@ -116,8 +134,9 @@ def _quantization(quantize: str | None, device: str, dtype: str):
 
     if quantize == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=getattr(torch, dtype),
-                              bnb_4bit_quant_type="nf4")
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_compute_dtype=getattr(torch, dtype), bnb_4bit_quant_type="nf4"
+    )
 
 
 def apply_adapter(model, adapter: str):
@@ -125,31 +144,44 @@ def apply_adapter(model, adapter: str):
     sees a plain transformers model."""
     path = Path(adapter).expanduser()
     if not (path / "adapter_config.json").is_file():
-        raise EvalkitError(f"--adapter {adapter}: no adapter_config.json there",
-                           "give the folder a PEFT adapter was saved to (save_pretrained)")
+        raise EvalkitError(
+            f"--adapter {adapter}: no adapter_config.json there",
+            "give the folder a PEFT adapter was saved to (save_pretrained)",
+        )
     if not any((path / f).is_file() for f in ("adapter_model.safetensors", "adapter_model.bin")):
-        raise EvalkitError(f"--adapter {adapter}: no adapter_model.safetensors or .bin there",
-                           "give the folder a PEFT adapter was saved to (save_pretrained)")
+        raise EvalkitError(
+            f"--adapter {adapter}: no adapter_model.safetensors or .bin there",
+            "give the folder a PEFT adapter was saved to (save_pretrained)",
+        )
     try:
         from peft import PeftModel
     except ImportError:
         raise EvalkitError("--adapter needs the peft package", "pip install peft (or evalkit[peft])") from None
     import warnings
+
     try:
         with warnings.catch_warnings():  # peft calls a transformers API that transformers 5 deprecates
             warnings.simplefilter("ignore", FutureWarning)
             merged = PeftModel.from_pretrained(model, str(path), local_files_only=True).merge_and_unload()
     except Exception as e:  # noqa: BLE001 (a broken adapter or one for another model: its files, not evalkit)
         detail = " ".join(str(e).split())[:300]
-        raise EvalkitError(f"cannot apply the adapter {adapter}: {type(e).__name__}: {detail}",
-                           "check its adapter_config.json and that it was trained on this base model") from None
+        raise EvalkitError(
+            f"cannot apply the adapter {adapter}: {type(e).__name__}: {detail}",
+            "check its adapter_config.json and that it was trained on this base model",
+        ) from None
     logger.info(f"evalkit: adapter {path.name} merged into the base model")
     return merged
 
 
-def load_model(spec: ModelSpec | str | None = None, device: str = "auto", dtype: str = "auto",
-               trust_remote_code: bool = False, adapter: str | None = None,
-               quantize: str | None = None, max_memory: dict | None = None) -> Loaded:
+def load_model(
+    spec: ModelSpec | str | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+    adapter: str | None = None,
+    quantize: str | None = None,
+    max_memory: dict | None = None,
+) -> Loaded:
     """Load model and tokenizer once; ``device_map="auto"`` (accelerate) on GPUs, within
     ``max_memory`` per device when given; an ``adapter`` (PEFT) merged in; ``quantize`` 4bit /
     8bit through bitsandbytes (GPU only)."""
@@ -158,14 +190,18 @@ def load_model(spec: ModelSpec | str | None = None, device: str = "auto", dtype:
 
     spec = spec if isinstance(spec, ModelSpec) else resolve_model(spec)
     if spec.remote_code and not trust_remote_code:
-        raise EvalkitError(f"{spec.name} runs Python code shipped with its checkpoint ({spec.source})",
-                           "pass --trust-remote-code if you trust that code")
+        raise EvalkitError(
+            f"{spec.name} runs Python code shipped with its checkpoint ({spec.source})",
+            "pass --trust-remote-code if you trust that code",
+        )
     device, dtype = pick_device(device), pick_dtype(dtype, device)
     quantization = _quantization(quantize, device, dtype)
     source = str(smollm2_dir()) if spec.source == "embedded:smollm2" else spec.source
     if _looks_like_a_path(source) and not Path(source).expanduser().is_dir():  # never a hub id
-        raise EvalkitError(f"{spec.name}: its source {source} is not a folder here",
-                           f"fix the path in {USER_FILE}, or give an existing checkpoint folder")
+        raise EvalkitError(
+            f"{spec.name}: its source {source} is not a folder here",
+            f"fix the path in {USER_FILE}, or give an existing checkpoint folder",
+        )
     kwargs = dict(dtype=getattr(torch, dtype), trust_remote_code=spec.remote_code)
     attn = _attention_implementation(spec, device, dtype)
     if attn:
@@ -185,20 +221,25 @@ def load_model(spec: ModelSpec | str | None = None, device: str = "auto", dtype:
         tokenizer = load_tokenizer(source, spec.remote_code)
         model = without_missing_imports(lambda: _from_pretrained(AutoModelForCausalLM, source, kwargs))
     except OSError as e:
-        raise EvalkitError(f"cannot load {spec.name} from {source}: {str(e).splitlines()[0]}",
-                           "check the path / hub id, or point the alias to a local copy in evalkit.toml") from None
+        raise EvalkitError(
+            f"cannot load {spec.name} from {source}: {str(e).splitlines()[0]}",
+            "check the path / hub id, or point the alias to a local copy in evalkit.toml",
+        ) from None
     except ImportError as e:  # a missing package transformers did not name as such
-        raise EvalkitError(f"cannot load {spec.name}'s code: {str(e).splitlines()[0]}",
-                           "install the package it names") from None
+        raise EvalkitError(
+            f"cannot load {spec.name}'s code: {str(e).splitlines()[0]}", "install the package it names"
+        ) from None
     except EvalkitError:
         raise
     except Exception as e:  # noqa: BLE001 (a checkpoint transformers cannot load: its files, not evalkit)
         import transformers
+
         what = "own code" if spec.remote_code else "checkpoint"
-        raise EvalkitError(f"{spec.name}'s {what} fails to load under transformers {transformers.__version__}: "
-                           f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}",
-                           "check its config.json, weights and .py files" + (", or try transformers 4.57"
-                                                                            if spec.remote_code else "")) from None
+        raise EvalkitError(
+            f"{spec.name}'s {what} fails to load under transformers {transformers.__version__}: "
+            f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}",
+            "check its config.json, weights and .py files" + (", or try transformers 4.57" if spec.remote_code else ""),
+        ) from None
     if "device_map" not in kwargs:
         model.to(device)
     if adapter:
@@ -233,11 +274,15 @@ def prepare_loaded(model, spec: ModelSpec) -> None:
     except (AttributeError, TypeError, ValueError):  # the config states no length
         stated = spec.trained_len
     if stated != spec.trained_len:
-        logger.info(f"evalkit: {spec.name}: using trained length {spec.trained_len} (the registry, evalkit.toml or "
-            f"--trained-len) although its config says {stated}; scaling factors derive from {spec.trained_len}")
+        logger.info(
+            f"evalkit: {spec.name}: using trained length {spec.trained_len} (the registry, evalkit.toml or "
+            f"--trained-len) although its config says {stated}; scaling factors derive from {spec.trained_len}"
+        )
     if adapter.encoding != spec.encoding:
-        raise EvalkitError(f"{spec.name} was described as {spec.encoding} but its code uses {adapter.encoding}",
-                           f"fix encoding = \"{adapter.encoding}\" for it in {USER_FILE}")
+        raise EvalkitError(
+            f"{spec.name} was described as {spec.encoding} but its code uses {adapter.encoding}",
+            f'fix encoding = "{adapter.encoding}" for it in {USER_FILE}',
+        )
 
 
 def ensure_length(model, length: int) -> None:

@@ -4,6 +4,7 @@ The CLI calls :func:`setup` with ``-v`` / ``--quiet``: INFO by default (what a r
 and notes), DEBUG with ``-v``, WARNING with ``--quiet``. A library user configures the
 ``evalkit`` logger as any other (evalkit adds no handler unless :func:`setup` is called).
 """
+
 from __future__ import annotations
 
 import logging

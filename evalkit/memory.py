@@ -1,4 +1,5 @@
 """Peak memory of a measurement (GPU allocator or process RSS) and out-of-memory errors."""
+
 from __future__ import annotations
 
 import resource
@@ -37,5 +38,3 @@ def reset_peak(device: str) -> None:
         torch.cuda.empty_cache()
         for i in _gpus(device):
             torch.cuda.reset_peak_memory_stats(i)
-
-

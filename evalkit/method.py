@@ -6,13 +6,14 @@ The built-in methods are in ``patches/methods.py``; a method owns its formula or
 hook, its parameters (types, defaults, bounds), whether it is length-independent, and its
 summary and source. Nothing else branches on a method's name.
 """
+
 from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from evalkit.errors import EvalkitError
 from evalkit.paths import sha256
@@ -50,11 +51,16 @@ class Param:
                 self.load(value)  # refuse an unreadable file now, not after the model loaded
             return value
         try:
-            value = self.kind(text) if not isinstance(text, str) else self.kind(float(text) if self.kind is int
-                                                                                 and "." in text else text)
+            value = (
+                self.kind(text)
+                if not isinstance(text, str)
+                else self.kind(float(text) if self.kind is int and "." in text else text)
+            )
         except (TypeError, ValueError, OverflowError):
-            raise EvalkitError(f"{where} must be a{'n integer' if self.kind is int else ' number'}, got {text!r}",
-                               f"e.g. {method}:{self.name}={self.example()}") from None
+            raise EvalkitError(
+                f"{where} must be a{'n integer' if self.kind is int else ' number'}, got {text!r}",
+                f"e.g. {method}:{self.name}={self.example()}",
+            ) from None
         if self.kind is float and not math.isfinite(value):
             raise EvalkitError(f"{where} must be a finite number, got {text}", "omit it for the default")
         if self.kind is int and float(text) != value:
@@ -68,8 +74,17 @@ class Param:
 
     @property
     def shown_default(self) -> str:
-        return self.derived_text if self.derive else ("required" if self.default is None else f"{self.default:g}"
-                                              if isinstance(self.default, float) else str(self.default))
+        return (
+            self.derived_text
+            if self.derive
+            else (
+                "required"
+                if self.default is None
+                else f"{self.default:g}"
+                if isinstance(self.default, float)
+                else str(self.default)
+            )
+        )
 
 
 @dataclass(frozen=True)
@@ -102,10 +117,10 @@ class Method:
         for p in self.params:
             if p.name == name:
                 return p
-        raise EvalkitError(f"method {self.name} has no parameter {name!r}",
-                           f"its parameters: {', '.join(p.name for p in self.params) or 'none'}")
-
-
+        raise EvalkitError(
+            f"method {self.name} has no parameter {name!r}",
+            f"its parameters: {', '.join(p.name for p in self.params) or 'none'}",
+        )
 
 
 def register(method: Method) -> Method:
@@ -114,6 +129,7 @@ def register(method: Method) -> Method:
         if p.column:
             add_factor(p.name)
     return METHODS.add(method.name, method)
+
 
 def factor_params() -> list[Param]:
     """The factors: parameters recorded in columns of their own (``--scale``, ``--alpha``)."""
@@ -161,7 +177,7 @@ class MethodCall:
         """Canonical form, also what ``parse_call`` reads back: ``name`` or ``name:k=v,k=v``."""
         return self.name + (":" + ",".join(f"{k}={fmt(v)}" for k, v in self.given) if self.given else "")
 
-    def with_defaults(self, given: dict) -> "MethodCall":
+    def with_defaults(self, given: dict) -> MethodCall:
         """This call plus the sweep-wide values in ``given`` for parameters it declares and was not given."""
         mine = dict(self.given)
         declared = {p.name for p in self.method.params}
@@ -177,8 +193,10 @@ class MethodCall:
             elif p.derive is not None:
                 values[p.name] = p.derive(values, trained_len, length)
             elif p.default is None:
-                raise EvalkitError(f"method {self.name} needs its parameter {p.name}",
-                                   f"e.g. --method {self.name}:{p.name}=… ({p.help})")
+                raise EvalkitError(
+                    f"method {self.name} needs its parameter {p.name}",
+                    f"e.g. --method {self.name}:{p.name}=… ({p.help})",
+                )
             else:
                 values[p.name] = p.default
         problem = self.method.check(values) if self.method.check else None
@@ -196,8 +214,7 @@ class MethodCall:
     def fixed(self) -> dict:
         """The values that are the same at every length (given or constant); derived ones are left out."""
         given = dict(self.given)
-        return {p.name: given.get(p.name, p.default) for p in self.method.params
-                if p.name in given or p.derive is None}
+        return {p.name: given.get(p.name, p.default) for p in self.method.params if p.name in given or p.derive is None}
 
 
 def format_params(method: Method, values: dict) -> str:
@@ -221,8 +238,10 @@ def _read_params(method: str, text: str) -> dict | None:
         return None
     m = METHODS.get(method)
     try:
-        given = {k: m.param(k).parse(v, method) for k, v in
-                 (item.split("=", 1) for item in filter(None, (text or "").split(",")))}
+        given = {
+            k: m.param(k).parse(v, method)
+            for k, v in (item.split("=", 1) for item in filter(None, (text or "").split(",")))
+        }
     except (EvalkitError, ValueError):
         return None
     return {**{p.name: p.default for p in m.params if p.derive is None and p.default is not None}, **given}
@@ -275,8 +294,10 @@ def parse_call(text: str | MethodCall) -> MethodCall:
     for item in filter(None, (s.strip() for s in rest.split(","))):
         key, eq, value = item.partition("=")
         if not eq or not key.strip() or not value.strip():
-            raise EvalkitError(f"method parameter {item!r} of {name} is not key=value",
-                               "e.g. --method ntk:alpha=2 or self-extend:window=1024,group=8")
+            raise EvalkitError(
+                f"method parameter {item!r} of {name} is not key=value",
+                "e.g. --method ntk:alpha=2 or self-extend:window=1024,group=8",
+            )
         if key.strip() in given:
             raise EvalkitError(f"parameter {key.strip()} of {name} is given twice", "give it once")
         given[key.strip()] = value.strip()
@@ -293,8 +314,9 @@ def split_method_list(items) -> list[str]:
                 continue
             if "=" in part.split(":", 1)[0]:  # k=v (a value may hold a colon: a path)
                 if not out:
-                    raise EvalkitError(f"--method {part}: a parameter needs a method before it",
-                                       "e.g. --method ntk:alpha=2")
+                    raise EvalkitError(
+                        f"--method {part}: a parameter needs a method before it", "e.g. --method ntk:alpha=2"
+                    )
                 out[-1] += ("," if ":" in out[-1] else ":") + part
             else:
                 out.append(part)
@@ -327,5 +349,3 @@ class Resolved:
         if name in FACTORS:  # a method without that factor (as evalkit 0.2 read it: unused)
             return None
         raise AttributeError(name)
-
-

@@ -7,6 +7,7 @@ config; ``trained_len`` overrides the latter (some configs state it wrongly).
 
 The embedded default, ``smollm2-135m``, needs no hub (:mod:`evalkit.embedded`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,15 +34,22 @@ class ModelSpec:
     remote_code: bool = False
 
     def __post_init__(self):
-        for name, kind in (("source", str), ("family", str), ("encoding", str), ("trained_len", int),
-                           ("remote_code", bool)):
+        for name, kind in (
+            ("source", str),
+            ("family", str),
+            ("encoding", str),
+            ("trained_len", int),
+            ("remote_code", bool),
+        ):
             value = getattr(self, name)
             if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-                raise EvalkitError(f"model {self.name!r}: {name} must be a {kind.__name__}, got {value!r}",
-                                   f"fix it in {USER_FILE}")
+                raise EvalkitError(
+                    f"model {self.name!r}: {name} must be a {kind.__name__}, got {value!r}", f"fix it in {USER_FILE}"
+                )
         if self.encoding not in ("rope", "alibi"):
-            raise EvalkitError(f"model {self.name!r}: encoding must be rope or alibi, got {self.encoding!r}",
-                               f"fix it in {USER_FILE}")
+            raise EvalkitError(
+                f"model {self.name!r}: encoding must be rope or alibi, got {self.encoding!r}", f"fix it in {USER_FILE}"
+            )
         if self.trained_len <= 0:
             raise EvalkitError(f"model {self.name!r}: trained length must be positive", "pass --trained-len")
 
@@ -64,6 +72,7 @@ for _spec in [
 ]:
     MODELS.add(_spec.name, _spec)
 
+
 def user_models(path: Path | None = None) -> dict[str, ModelSpec]:
     """Aliases from ``evalkit.toml`` ([models.NAME] tables); an existing alias
     named there keeps the fields that are not given (e.g. only ``source``)."""
@@ -85,11 +94,14 @@ def user_models(path: Path | None = None) -> dict[str, ModelSpec]:
         known = {f.name for f in dataclasses.fields(ModelSpec)} - {"name"}
         unknown = set(fields) - known
         if unknown:
-            raise EvalkitError(f"{path}: unknown field(s) {sorted(unknown)} in [models.{name}]",
-                               f"allowed: {', '.join(sorted(known))}")
+            raise EvalkitError(
+                f"{path}: unknown field(s) {sorted(unknown)} in [models.{name}]", f"allowed: {', '.join(sorted(known))}"
+            )
         if not isinstance(fields.get("source", ""), str):
-            raise EvalkitError(f"{path}: [models.{name}] source must be a string, got {fields['source']!r}",
-                               'e.g. source = "/data/llama-7b"')
+            raise EvalkitError(
+                f"{path}: [models.{name}] source must be a string, got {fields['source']!r}",
+                'e.g. source = "/data/llama-7b"',
+            )
         if name in MODELS:
             out[name] = dataclasses.replace(MODELS.get(name), **fields)
         else:
@@ -117,8 +129,10 @@ def resolve_model(name: str | None, trained_len: int | None = None) -> ModelSpec
     elif Path(name).expanduser().is_dir():
         spec = spec_from_config(name, str(Path(name).expanduser()))
     elif _looks_like_a_path(name):
-        raise EvalkitError(f"--model {name}: no such checkpoint folder",
-                           "give an existing folder with a config.json, an alias (evalkit models) or a hub id")
+        raise EvalkitError(
+            f"--model {name}: no such checkpoint folder",
+            "give an existing folder with a config.json, an alias (evalkit models) or a hub id",
+        )
     elif "/" in name:
         spec = spec_from_config(name, name)
     else:
@@ -131,8 +145,9 @@ def _looks_like_a_path(name: str) -> bool:
     """Not a hub id ("owner/name"): starts like a path, has more than one slash, or its
     first part is a local folder."""
     path = Path(name).expanduser()
-    return "/" in name and (name.startswith(("/", ".", "~")) or name.count("/") > 1
-                            or (path.parent != Path(".") and path.parent.is_dir()))
+    return "/" in name and (
+        name.startswith(("/", ".", "~")) or name.count("/") > 1 or (path.parent != Path(".") and path.parent.is_dir())
+    )
 
 
 def spec_from_config(name: str, source: str, **given) -> ModelSpec:
@@ -141,8 +156,9 @@ def spec_from_config(name: str, source: str, **given) -> ModelSpec:
     config = _read_config(source)
     model_type = config.get("model_type", "")
     if not isinstance(model_type, str):
-        raise EvalkitError(f"{source}: config.json says model_type = {model_type!r}, not a string",
-                           "fix the checkpoint's config.json")
+        raise EvalkitError(
+            f"{source}: config.json says model_type = {model_type!r}, not a string", "fix the checkpoint's config.json"
+        )
     candidates = families_for(model_type, config)
     if len(candidates) > 1:  # Baichuan: 7B releases RoPE, 13B ALiBi, one model_type
         encoding = given.get("encoding") or encoding_from_code(source, config)
@@ -152,8 +168,9 @@ def spec_from_config(name: str, source: str, **given) -> ModelSpec:
     else:
         family, encoding = model_type or "custom", given.get("encoding") or ""
         if not encoding:
-            raise EvalkitError(f"{source}: model type {model_type!r} is not supported",
-                               f"supported model types: {supported_types()}")
+            raise EvalkitError(
+                f"{source}: model type {model_type!r} is not supported", f"supported model types: {supported_types()}"
+            )
     trained = _config_length(source, config, candidates[0] if candidates else None)
     if encoding == "rope":
         trained = rope_lengths(config, trained)[0]  # a shipped scaling's extended length
@@ -168,8 +185,10 @@ def _config_length(source: str, config: dict, family=None) -> int:
     if value is None:
         return 2048
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise EvalkitError(f"{source}: config.json states its length as {value!r}, not a positive whole number",
-                           "fix the config, or give the length with --trained-len / evalkit.toml")
+        raise EvalkitError(
+            f"{source}: config.json states its length as {value!r}, not a positive whole number",
+            "fix the config, or give the length with --trained-len / evalkit.toml",
+        )
     return value
 
 
@@ -179,15 +198,19 @@ def encoding_from_code(source: str, config: dict) -> str:
     ref = (config.get("auto_map") or {}).get("AutoModelForCausalLM", "")
     path = checkpoint_file(source, ref.split(".")[0] + ".py") if "." in ref else None
     if "." in ref and path is None:
-        raise EvalkitError(f"{source}: its modeling file {ref.split('.')[0]}.py (named in config.json's auto_map) "
-                           "is missing", "copy the checkpoint's .py files into the folder")
+        raise EvalkitError(
+            f"{source}: its modeling file {ref.split('.')[0]}.py (named in config.json's auto_map) is missing",
+            "copy the checkpoint's .py files into the folder",
+        )
     code = path.read_text(encoding="utf-8", errors="replace") if path else ""
     if "_get_interleave" in code or "_gen_alibi_mask" in code:
         return "alibi"
     if "RotaryEmbedding" in code:
         return "rope"
-    raise EvalkitError(f"{source}: cannot tell from its modeling code whether it uses RoPE or ALiBi",
-                       f'state it in {USER_FILE}: [models.NAME] source = "{source}", encoding = "rope" or "alibi"')
+    raise EvalkitError(
+        f"{source}: cannot tell from its modeling code whether it uses RoPE or ALiBi",
+        f'state it in {USER_FILE}: [models.NAME] source = "{source}", encoding = "rope" or "alibi"',
+    )
 
 
 def _read_config(source: str) -> dict:
@@ -198,8 +221,9 @@ def _read_config(source: str) -> dict:
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise EvalkitError(f"{path} is not valid JSON ({e})", "fix the checkpoint's config.json") from None
         if not isinstance(config, dict):
-            raise EvalkitError(f"{path} holds a JSON {type(config).__name__}, not an object",
-                               "fix the checkpoint's config.json")
+            raise EvalkitError(
+                f"{path} holds a JSON {type(config).__name__}, not an object", "fix the checkpoint's config.json"
+            )
         return config
     if Path(source).exists():
         raise EvalkitError(f"{source} has no config.json", "point --model at a Hugging Face checkpoint directory")
@@ -210,5 +234,7 @@ def _read_config(source: str) -> dict:
 
         return json.loads(Path(hf_hub_download(source, "config.json")).read_text())
     except Exception as e:  # offline, unknown repo, gated: all the same to the user
-        raise EvalkitError(f"cannot read the config of {source!r}: {type(e).__name__}",
-                           "use a local directory, an alias (evalkit models), or check the hub id / network") from None
+        raise EvalkitError(
+            f"cannot read the config of {source!r}: {type(e).__name__}",
+            "use a local directory, an alias (evalkit models), or check the hub id / network",
+        ) from None

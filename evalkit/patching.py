@@ -4,19 +4,28 @@ The model's family (:mod:`evalkit.family`) names the installer that puts the met
 it; the installer swaps modules and buffers inside an ExitStack, so leaving the block
 restores the exact originals (bit-identical logits), also on error.
 """
+
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 from evalkit.errors import EvalkitError
 from evalkit.family import adapter_for
 from evalkit.method import MethodCall, Resolved, check_applicable, make_call, parse_call, with_followers
 from evalkit.schema import FACTORS
 
+
 @contextlib.contextmanager
-def patched(model, method: str | MethodCall, *, trained_len: int | None = None, target_len: int | None = None,
-            rope_reset: bool = False, **params) -> Iterator[Resolved]:
+def patched(
+    model,
+    method: str | MethodCall,
+    *,
+    trained_len: int | None = None,
+    target_len: int | None = None,
+    rope_reset: bool = False,
+    **params,
+) -> Iterator[Resolved]:
     """Apply ``method`` (a name, ``name:k=v,…`` or a MethodCall) with ``params`` to ``model`` for the
     duration of the block; restore the originals exactly on exit (also on error). Derived parameters
     (``scale``) come from ``target_len`` / ``trained_len``. ``rope_reset``: evaluate a checkpoint that

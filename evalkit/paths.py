@@ -1,4 +1,5 @@
 """Where evalkit keeps what it fetches and converts, and how it checks files."""
+
 from __future__ import annotations
 
 import hashlib

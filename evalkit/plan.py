@@ -4,13 +4,14 @@ measures, with the identifying fields of each cell's row.
 Whether cells may share work is decided here, per method, and handed to each task's
 ``group`` as a :class:`~evalkit.task.Sharing` value.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from evalkit.family import adapter_for as find_adapter
 from evalkit import forward
+from evalkit.family import adapter_for as find_adapter
 from evalkit.method import format_params
 from evalkit.registry import TASKS
 from evalkit.schema import FACTORS
@@ -40,8 +41,12 @@ def reuse_mode(cfg, call, ctx) -> str:
     length: a static method whose factor follows the length), or "" (each trial prefilled whole:
     a dynamic method, a checkpoint with length-dependent RoPE, --no-prefix, or a cache that
     cannot be cut back exactly: sliding windows, remote code)."""
-    if not (cfg.prefix and call.method.static and find_adapter(ctx.model).length_independent(ctx.model, cfg.rope_reset)
-            and ctx.cached("croppable-cache", lambda: _croppable(ctx))):
+    if not (
+        cfg.prefix
+        and call.method.static
+        and find_adapter(ctx.model).length_independent(ctx.model, cfg.rope_reset)
+        and ctx.cached("croppable-cache", lambda: _croppable(ctx))
+    ):
         return ""
     return "lengths" if call.length_independent else "length"
 
@@ -60,12 +65,22 @@ def cell_fields(cfg, spec, call, cell, rope_scaling: str = "default") -> dict:
     the values used when the method has them; ``params`` every other value fixed for the whole
     sweep (given or constant, as ``k=v,k=v``) and the given factors."""
     values = call.resolve(spec.trained_len, cell.length)
-    fields = dict(model=spec.name, source=spec.source, method=call.name, **{f: values.get(f) for f in FACTORS},
-                  params=format_params(call.method, call.fixed()),
-                  rope_scaling=rope_scaling, adapter=str(Path(cfg.adapter).expanduser().resolve()) if cfg.adapter else "",
-                  quantize=cfg.quantize or "",
-                  trained_len=spec.trained_len, task=cell.task,
-                  length=cell.length, depth=cell.depth, sample=cell.sample, seed=cfg.seed)
+    fields = dict(
+        model=spec.name,
+        source=spec.source,
+        method=call.name,
+        **{f: values.get(f) for f in FACTORS},
+        params=format_params(call.method, call.fixed()),
+        rope_scaling=rope_scaling,
+        adapter=str(Path(cfg.adapter).expanduser().resolve()) if cfg.adapter else "",
+        quantize=cfg.quantize or "",
+        trained_len=spec.trained_len,
+        task=cell.task,
+        length=cell.length,
+        depth=cell.depth,
+        sample=cell.sample,
+        seed=cfg.seed,
+    )
     for f in TASKS.get(cell.task).identity:
         if f not in fields:
             fields[f] = cfg.opt(f)
@@ -84,7 +99,7 @@ def plan(cfg, spec, ctx) -> list[Group]:
     shipped = rope_scaling_label(cfg, ctx.model)
     for task_name in cfg.tasks:
         task = TASKS.get(task_name)
-        cells = ctx.cached(("cells", task_name), lambda: task.cells(ctx, sorted(cfg.lengths)))
+        cells = ctx.cached(("cells", task_name), lambda task=task: task.cells(ctx, sorted(cfg.lengths)))
         for call in cfg.calls:
             by_group: dict = {}
             sharing = Sharing(prefix=prefix_mode(cfg, call, ctx.model), kv=reuse_mode(cfg, call, ctx))
@@ -101,5 +116,3 @@ def mine(groups: list[Group], shard: Shard) -> list[Group]:
     """The groups worker K of N measures (see :func:`evalkit.shards.assign`)."""
     owners = assign([group_cost([c.length for c in g.cells]) for g in groups], shard.count)
     return [g for g, owner in zip(groups, owners) if owner == shard.index]
-
-

@@ -14,6 +14,7 @@ the data's range, legends sit outside the axes, methods beyond ten colours diffe
 and line style as well, and methods that tie stay visible (each drawn thinner than the one
 below). ``draw_all`` makes the figures, ``plot_all`` writes them.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,19 +22,21 @@ import re
 import textwrap
 from pathlib import Path
 
-
-from evalkit.axes import length_label as _length_label, _length_axis, _position_axis, _value_axis
+from evalkit.axes import _length_axis, _position_axis, _value_axis
+from evalkit.axes import length_label as _length_label
 from evalkit.compare import label_key, load_results, row_method_label, setting_label, summarise
 from evalkit.errors import EvalkitError
 from evalkit.registry import METRICS, OPTIONS, TASKS
 from evalkit.results import profile_fields, profile_key, read_profile
 from evalkit.schema import profile_columns, profile_task
 
-
 FORMATS = ("png", "pdf", "svg")
 # no timestamps or software versions inside the files: same CSV, same bytes
-METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None, "Producer": None, "Creator": None},
-            "svg": {"Date": None, "Creator": None}}
+METADATA = {
+    "png": {"Software": None},
+    "pdf": {"CreationDate": None, "Producer": None, "Creator": None},
+    "svg": {"Date": None, "Creator": None},
+}
 MARKERS, LINESTYLES = "osD^v", ("-", "--", ":", "-.", (0, (5, 1, 1, 1)))
 # labelled ticks per decade on a log axis, sparsest first: the densest whose labels fit is used
 LEGEND_ROWS = 18  # more methods than this: the legend gets more columns
@@ -61,8 +64,9 @@ def _figure(width=6.4, height=4.2, **kw):
 
 def _style(i: int) -> dict:
     """The i-th method's look: ten colours, then the colours again with other markers and dashes."""
-    return dict(color=f"C{i % 10}", marker=MARKERS[i // 10 % len(MARKERS)],
-                linestyle=LINESTYLES[i // 10 % len(LINESTYLES)])
+    return dict(
+        color=f"C{i % 10}", marker=MARKERS[i // 10 % len(MARKERS)], linestyle=LINESTYLES[i // 10 % len(LINESTYLES)]
+    )
 
 
 def _under(i: int, n: int) -> float:
@@ -80,8 +84,9 @@ def _legend_outside(ax) -> None:
     """The legend to the right of the axes, where it can never cover a curve."""
     n = len(ax.get_legend_handles_labels()[1])
     if n:
-        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0, fontsize=9,
-                  ncol=math.ceil(n / LEGEND_ROWS))
+        ax.legend(
+            loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0, fontsize=9, ncol=math.ceil(n / LEGEND_ROWS)
+        )
 
 
 def _trained_line(ax, trained: float) -> None:
@@ -97,6 +102,7 @@ def _trained_line(ax, trained: float) -> None:
 
 
 # --- figures -------------------------------------------------------------------------------------
+
 
 def _title(df, metric, model: str) -> str:
 
@@ -133,8 +139,14 @@ def draw_versus_length(df, metric, model: str):
         ax.plot(*series[label], label=label, markersize=4 + 4 * under, linewidth=1.2 + 1.6 * under, **style)
         band = ok[ok["low"].notna()]  # 95% intervals where a cell has more than one sample
         if len(band):
-            ax.fill_between(band["length"], percent * band["low"], percent * band["high"], color=style["color"],
-                            alpha=0.15, linewidth=0)
+            ax.fill_between(
+                band["length"],
+                percent * band["low"],
+                percent * band["high"],
+                color=style["color"],
+                alpha=0.15,
+                linewidth=0,
+            )
     if metric.percent:
         ax.set_ylim(-5, 105)
     _value_axis(ax.yaxis, metric.log_axis)
@@ -158,8 +170,15 @@ def _draw_one_length(df, long, metric, model: str):
     for i, r in enumerate(long.itertuples()):
         series[r.method] = ([], [])
         if r.status != "ok":
-            ax.text(1.03, i, {"oom": "OOM", "nan": "NaN"}.get(r.status, r.status), transform=beside, va="center",
-                    fontsize=9, color="grey")
+            ax.text(
+                1.03,
+                i,
+                {"oom": "OOM", "nan": "NaN"}.get(r.status, r.status),
+                transform=beside,
+                va="center",
+                fontsize=9,
+                color="grey",
+            )
             continue
         v, style = percent * r.value, _style(i)
         series[r.method] = ([length], [v])
@@ -197,8 +216,9 @@ def draw_heatmap(df, metric, model):
     cols = min(len(labels), HEATMAP_COLUMNS)
     rows = math.ceil(len(labels) / cols)
     panel = max(1.5, 0.5 + 0.45 * len(lengths))  # wide enough for every length's label
-    fig, axes = _figure(1.2 + panel * cols, 0.6 + rows * (1.2 + 0.4 * len(depths)), nrows=rows, ncols=cols,
-                        squeeze=False, sharey=True)
+    fig, axes = _figure(
+        1.2 + panel * cols, 0.6 + rows * (1.2 + 0.4 * len(depths)), nrows=rows, ncols=cols, squeeze=False, sharey=True
+    )
     series = {}
     for k, (ax, label) in enumerate(zip(axes.flat, labels)):
         g = long[long["method"] == label]
@@ -215,7 +235,7 @@ def draw_heatmap(df, metric, model):
         ax.set_title(textwrap.fill(label, 18), fontsize=10)
         if k + cols >= len(labels):  # no panel below this one
             ax.set_xlabel("length")
-    for ax in axes.flat[len(labels):]:
+    for ax in axes.flat[len(labels) :]:
         ax.set_visible(False)
     for row in axes:
         row[0].set_ylabel("needle depth")
@@ -258,15 +278,21 @@ def draw_positions(profile, df, model):
         label += "".join(" " + setting_label("_" + c, v) for c, v in zip(varying, setting))
         # token-weighted mean over documents per bucket
         g = g.assign(w=g["position_end"] - g["position_start"])
-        per = g.groupby("position_start").apply(lambda b: (b["nll"] * b["w"]).sum() / b["w"].sum(),
-                                                include_groups=False)
+        per = g.groupby("position_start").apply(
+            lambda b: (b["nll"] * b["w"]).sum() / b["w"].sum(), include_groups=False
+        )
         mid = (per.index + (g.groupby("position_start")["position_end"].first() - per.index) / 2).tolist()
         series[label] = (mid, per.tolist())
     fig, ax = _figure(4.8 + _legend_width(series))
     for i, (label, xy) in enumerate(series.items()):
         style = _style(i)
-        ax.plot(*xy, label=label, linewidth=0.9 + 1.5 * _under(i, len(series)), color=style["color"],
-                linestyle=style["linestyle"])
+        ax.plot(
+            *xy,
+            label=label,
+            linewidth=0.9 + 1.5 * _under(i, len(series)),
+            color=style["color"],
+            linestyle=style["linestyle"],
+        )
     _value_axis(ax.yaxis, log=False)
     _position_axis(ax, longest)
     _trained_line(ax, float(df["trained_len"].iloc[0]))
@@ -285,11 +311,11 @@ def _options_in(columns) -> list[str]:
 def load_profiles(paths):
     import pandas as pd
 
-
     frames = []
     for p in map(Path, paths):
-        for f in ([p] if p.is_file() and p.name == "positions.csv" else sorted(p.rglob("positions.csv"))
-                  if p.is_dir() else []):
+        for f in (
+            [p] if p.is_file() and p.name == "positions.csv" else sorted(p.rglob("positions.csv")) if p.is_dir() else []
+        ):
             frames.append(pd.DataFrame(read_profile(f), columns=profile_columns()))
     if not frames:
         return None

@@ -5,6 +5,7 @@ Both take ``(cells, cost)`` to start and ``advance(cells_done, description, cost
 cost is the tokens the forwards read (see :func:`evalkit.shards.group_cost`), so the time left
 is estimated from the work left, not from the count of cells (a 16k cell costs four 4k ones).
 """
+
 from __future__ import annotations
 
 import sys
@@ -38,8 +39,10 @@ def lines(write, prefix: str = "evalkit", clock=time.monotonic):
             elapsed = clock() - t0
             left = elapsed * (cost - state["cost"]) / state["cost"] if state["cost"] > 0 else 0.0
             eta = "done" if state["cells"] >= cells else f"eta {duration(left)}"
-            write(f"{prefix}: {state['cells']}/{cells} cells ({100 * state['cells'] // max(cells, 1)}%) · "
-                  f"{state['what']} · {duration(elapsed)} elapsed · {eta}")
+            write(
+                f"{prefix}: {state['cells']}/{cells} cells ({100 * state['cells'] // max(cells, 1)}%) · "
+                f"{state['what']} · {duration(elapsed)} elapsed · {eta}"
+            )
 
         return advance
 
@@ -49,11 +52,24 @@ def lines(write, prefix: str = "evalkit", clock=time.monotonic):
 def bar(cells: int, cost: float):
     """A rich progress bar over cells (on a terminal)."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-        TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
-    shown = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                     TextColumn("eta"), TimeRemainingColumn(), console=Console(stderr=True))
+    shown = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+    )
     shown.start()
     task = shown.add_task("cells", total=cells)
 

@@ -8,13 +8,15 @@ registry without importing, or naming, any plugin, and a new plugin is one new
 file (see docs/contributing.md): ``tasks/<name>.py``, ``patches/methods_<name>.py``,
 ``patches/<family>_models.py``, ``evalkit/sinks/<name>.py``.
 """
+
 from __future__ import annotations
 
 import difflib
 import fnmatch
 import importlib
 import pkgutil
-from typing import Generic, Iterator, TypeVar
+from collections.abc import Iterator
+from typing import Generic, TypeVar
 
 from evalkit.errors import EvalkitError
 

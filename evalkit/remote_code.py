@@ -19,13 +19,13 @@ is handled here without changing any file evalkit does not own:
   stay empty. The family's adapter rebuilds what it knows (Baichuan2-7B's rotary
   caches); :func:`refuse_meta_attributes` refuses anything left.
 """
-from __future__ import annotations
 
-import logging
+from __future__ import annotations
 
 import contextlib
 import importlib.abc
 import importlib.machinery
+import logging
 import re
 import sys
 import types
@@ -55,8 +55,10 @@ class _Absent(types.ModuleType):
         return child
 
     def __call__(self, *args, **kwargs):
-        raise EvalkitError(f"this checkpoint's code called {self.__name__}, but {self._package} is not installed",
-                           f"pip install {self._package}")
+        raise EvalkitError(
+            f"this checkpoint's code called {self.__name__}, but {self._package} is not installed",
+            f"pip install {self._package}",
+        )
 
 
 class _AbsentFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
@@ -103,9 +105,11 @@ def without_missing_imports(load):
         packages = missing_packages(e)
         if not packages:
             raise
-    logger.info(f"evalkit: the checkpoint's code imports {', '.join(packages)}, not installed here; loading it without "
+    logger.info(
+        f"evalkit: the checkpoint's code imports {', '.join(packages)}, not installed here; loading it without "
         "them (Baichuan uses them only for training / chat streaming; any call into them stops with an error "
-        "naming the package)")
+        "naming the package)"
+    )
     with _absent(packages):
         return load()
 
@@ -131,23 +135,27 @@ def load_tokenizer(source: str, remote_code: bool):
     from transformers import AutoTokenizer
 
     try:
-        return without_missing_imports(
-            lambda: AutoTokenizer.from_pretrained(source, trust_remote_code=remote_code))
+        return without_missing_imports(lambda: AutoTokenizer.from_pretrained(source, trust_remote_code=remote_code))
     except OSError:
         raise
     except Exception as e:  # noqa: BLE001 (any failure of the checkpoint's own class)
         reason = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]}"
         vocab = checkpoint_file(source, "tokenizer.model")
         if vocab is None:
-            raise EvalkitError(f"the tokenizer of {source} fails to load ({reason}), and the checkpoint has no "
-                               "SentencePiece tokenizer.model for evalkit's own tokenizer to use instead",
-                               "check the checkpoint's config.json and tokenizer files") from None
+            raise EvalkitError(
+                f"the tokenizer of {source} fails to load ({reason}), and the checkpoint has no "
+                "SentencePiece tokenizer.model for evalkit's own tokenizer to use instead",
+                "check the checkpoint's config.json and tokenizer files",
+            ) from None
     from evalkit.sp_tokenizer import SentencePieceTokenizer  # lazy: sentencepiece, transformers
 
-    logger.info(f"evalkit: the checkpoint's own tokenizer class fails ({reason}); using evalkit's SentencePiece "
-        "tokenizer over its tokenizer.model and special tokens")
-    return SentencePieceTokenizer.from_files(vocab, checkpoint_file(source, "tokenizer_config.json"),
-                                             checkpoint_file(source, "special_tokens_map.json"))
+    logger.info(
+        f"evalkit: the checkpoint's own tokenizer class fails ({reason}); using evalkit's SentencePiece "
+        "tokenizer over its tokenizer.model and special tokens"
+    )
+    return SentencePieceTokenizer.from_files(
+        vocab, checkpoint_file(source, "tokenizer_config.json"), checkpoint_file(source, "special_tokens_map.json")
+    )
 
 
 def refuse_meta_attributes(model) -> None:
@@ -163,4 +171,5 @@ def refuse_meta_attributes(model) -> None:
                 raise EvalkitError(
                     f"{type(model).__name__}: {where} ({type(module).__name__}) is left on the meta device after "
                     f"loading under transformers {transformers.__version__} (a plain tensor attribute, not a buffer)",
-                    "evalkit cannot rebuild it for this family; load it under transformers 4.57")
+                    "evalkit cannot rebuild it for this family; load it under transformers 4.57",
+                )

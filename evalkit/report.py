@@ -10,6 +10,7 @@ results file). Viewing it needs no network and no other file.
 The sections are built once as format-free blocks; :func:`to_html` and :func:`to_markdown`
 lay them out.
 """
+
 from __future__ import annotations
 
 import base64
@@ -17,16 +18,15 @@ import html
 import math
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-from evalkit.version import __version__
 from evalkit.compare import find_csvs, html_table, load_results, render_tables
 from evalkit.errors import EvalkitError
 from evalkit.plots import plot_all
 from evalkit.registry import OPTIONS, TASKS
 from evalkit.schema import FACTORS, SHARED, fmt
-
+from evalkit.version import __version__
 
 SUFFIXES = {".html": "html", ".htm": "html", ".md": "markdown"}
 NOTES = "notes.txt"  # written by the sweep beside results.csv: "<ISO-8601 time>\t<message>" per line
@@ -41,11 +41,13 @@ class Table:
 
 
 def report_format(out: Path) -> str:
-    """"html" or "markdown", from the suffix of ``out``."""
+    """ "html" or "markdown", from the suffix of ``out``."""
     fmt = SUFFIXES.get(Path(out).suffix.lower())
     if fmt is None:
-        raise EvalkitError(f"cannot tell the report format from {Path(out).name!r}",
-                           "give --out a file name ending in .html, .htm or .md")
+        raise EvalkitError(
+            f"cannot tell the report format from {Path(out).name!r}",
+            "give --out a file name ending in .html, .htm or .md",
+        )
     return fmt
 
 
@@ -56,10 +58,11 @@ def write_report(paths, out: Path, title: str | None = None) -> Path:
     df = load_results(paths)  # one-line error for a missing path or a foreign CSV
     files = find_csvs(paths)
     if df.empty:
-        raise EvalkitError(f"no result rows in {', '.join(map(str, paths))}",
-                           "run evalkit run first, or check the path")
+        raise EvalkitError(
+            f"no result rows in {', '.join(map(str, paths))}", "run evalkit run first, or check the path"
+        )
     title = title or "evalkit report: " + ", ".join(_distinct(df["model"]))
-    generated = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC by evalkit {__version__}"
+    generated = f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC by evalkit {__version__}"
     blocks = sections(df, paths, files)
     text = (to_html if fmt == "html" else to_markdown)(blocks, title, generated)
     out = Path(out)
@@ -71,8 +74,15 @@ def write_report(paths, out: Path, title: str | None = None) -> Path:
 def sections(df, paths, files) -> list[tuple]:
     """The report as blocks: ("h2", text), ("facts", [(what, value)]), ("table", Table),
     ("results", df: the compare tables), ("figure", (name, png bytes))."""
-    blocks = [("h2", "What was run"), ("facts", run_facts(df, paths, files)), ("table", model_table(df)),
-              ("table", method_table(df)), ("table", task_table(df)), ("h2", "Results"), ("results", df)]
+    blocks = [
+        ("h2", "What was run"),
+        ("facts", run_facts(df, paths, files)),
+        ("table", model_table(df)),
+        ("table", method_table(df)),
+        ("table", task_table(df)),
+        ("h2", "Results"),
+        ("results", df),
+    ]
     costs = cost_tables(df)
     if costs:
         blocks += [("h2", "Cost")] + [("table", t) for t in costs]
@@ -86,6 +96,7 @@ def sections(df, paths, files) -> list[tuple]:
 
 
 # --- values as text -------------------------------------------------------------------------
+
 
 def _text(value) -> str:
     """A cell value as written in the CSV ("" for a missing one; 8192.0 -> "8192")."""
@@ -120,21 +131,29 @@ def _percent(depth: str) -> str:
 
 # --- what was run ---------------------------------------------------------------------------
 
+
 def run_facts(df, paths, files) -> list[tuple[str, str]]:
     """Run-wide facts: inputs, row counts, software, devices, time span."""
     rows_in = df["_file"].value_counts()
     status = df["status"].value_counts()
     created = _distinct(df["created_at"], sort=True)
-    facts = [("inputs", ", ".join(map(str, paths))),
-             ("files read", "; ".join(f"{f} ({rows_in.get(str(f), 0)} rows)" for f in files)),
-             ("rows by status", ", ".join(f"{s}: {n}" for s, n in status.items())),
-             ("models", ", ".join(_distinct(df["model"]))),
-             ("methods", ", ".join(_distinct(df["_method"]))),
-             ("tasks", ", ".join(_distinct(df["task"]))),
-             ("lengths (tokens)", ", ".join(_distinct(df["length"], sort=True)))]
-    for what, col in (("evalkit", "evalkit_version"), ("evalkit commit", "evalkit_commit"),
-                      ("transformers", "transformers_version"),
-                      ("torch", "torch_version"), ("devices", "device"), ("dtypes", "dtype")):
+    facts = [
+        ("inputs", ", ".join(map(str, paths))),
+        ("files read", "; ".join(f"{f} ({rows_in.get(str(f), 0)} rows)" for f in files)),
+        ("rows by status", ", ".join(f"{s}: {n}" for s, n in status.items())),
+        ("models", ", ".join(_distinct(df["model"]))),
+        ("methods", ", ".join(_distinct(df["_method"]))),
+        ("tasks", ", ".join(_distinct(df["task"]))),
+        ("lengths (tokens)", ", ".join(_distinct(df["length"], sort=True))),
+    ]
+    for what, col in (
+        ("evalkit", "evalkit_version"),
+        ("evalkit commit", "evalkit_commit"),
+        ("transformers", "transformers_version"),
+        ("torch", "torch_version"),
+        ("devices", "device"),
+        ("dtypes", "dtype"),
+    ):
         facts.append((what, ", ".join(_distinct(df[col], sort=True)) or "not recorded"))
     facts.append(("created (UTC)", f"{created[0]} – {created[-1]}" if created else "not recorded"))
     return facts
@@ -153,12 +172,22 @@ def method_table(df) -> Table:
     """One row per method label, with the parameters the rows record."""
     rows = []
     for label, g in df.groupby("_method", sort=False):
-        rows.append([label, ", ".join(_distinct(g["method"])), " | ".join(_distinct(g["params"])),
-                     *(", ".join(_distinct(g[f], sort=True)) for f in FACTORS),
-                     ", ".join(_distinct(g["task"])), str(len(g))])
-    return Table(f"methods (label as in the tables; {' / '.join(FACTORS)}: the values used)",
-                 ["label", "method", "params", *FACTORS, "tasks", "rows"], rows,
-                 [False, False, False, *(True for _ in FACTORS), False, True])
+        rows.append(
+            [
+                label,
+                ", ".join(_distinct(g["method"])),
+                " | ".join(_distinct(g["params"])),
+                *(", ".join(_distinct(g[f], sort=True)) for f in FACTORS),
+                ", ".join(_distinct(g["task"])),
+                str(len(g)),
+            ]
+        )
+    return Table(
+        f"methods (label as in the tables; {' / '.join(FACTORS)}: the values used)",
+        ["label", "method", "params", *FACTORS, "tasks", "rows"],
+        rows,
+        [False, False, False, *(True for _ in FACTORS), False, True],
+    )
 
 
 def task_settings(g) -> str:
@@ -174,16 +203,28 @@ def task_settings(g) -> str:
 def task_table(df) -> Table:
     rows = []
     for task, g in df.groupby("task", sort=False):
-        rows.append([task, ", ".join(_distinct(g["length"], sort=True)),
-                     ", ".join(map(_percent, _distinct(g["depth"], sort=True))), str(len(_distinct(g["sample"]))),
-                     ", ".join(_distinct(g["seed"], sort=True)), str(len(g)), task_settings(g),
-                     _listing(_distinct(g["doc"]))])
-    return Table("tasks (samples: trials per depth, or documents, per cell)",
-                 ["task", "lengths", "depths", "samples", "seeds", "rows", "settings", "documents"], rows,
-                 [False, True, True, True, True, True, False, False])
+        rows.append(
+            [
+                task,
+                ", ".join(_distinct(g["length"], sort=True)),
+                ", ".join(map(_percent, _distinct(g["depth"], sort=True))),
+                str(len(_distinct(g["sample"]))),
+                ", ".join(_distinct(g["seed"], sort=True)),
+                str(len(g)),
+                task_settings(g),
+                _listing(_distinct(g["doc"])),
+            ]
+        )
+    return Table(
+        "tasks (samples: trials per depth, or documents, per cell)",
+        ["task", "lengths", "depths", "samples", "seeds", "rows", "settings", "documents"],
+        rows,
+        [False, True, True, True, True, True, False, False],
+    )
 
 
 # --- cost, failures, notes ------------------------------------------------------------------
+
 
 def cost_tables(df) -> list[Table]:
     """Per task: mean seconds per row and peak memory by method × length (ok rows)."""
@@ -197,12 +238,18 @@ def cost_tables(df) -> list[Table]:
             for n in lengths:
                 c = m[m["length"] == n]
                 mem = c["peak_mem_mb"].max()
-                cells.append("" if c.empty else f"{c['seconds'].mean():.1f} s"
-                             + ("" if math.isnan(mem) else f" / {mem:.0f} MB"))
+                cells.append(
+                    "" if c.empty else f"{c['seconds'].mean():.1f} s" + ("" if math.isnan(mem) else f" / {mem:.0f} MB")
+                )
             rows.append([model, label] + cells)
-        tables.append(Table(f"{task}: mean seconds per row{_sharing_note(g)} / peak memory; columns: tokens",
-                            ["model", "method"] + [str(n) for n in lengths], rows,
-                            [False, False] + [True] * len(lengths)))
+        tables.append(
+            Table(
+                f"{task}: mean seconds per row{_sharing_note(g)} / peak memory; columns: tokens",
+                ["model", "method"] + [str(n) for n in lengths],
+                rows,
+                [False, False] + [True] * len(lengths),
+            )
+        )
     return tables
 
 
@@ -223,8 +270,12 @@ def failed_table(df) -> Table | None:
         if not error and status == "nan":
             error = "a non-finite loss or score"
         rows.append([model, label, task, _text(length), status, str(len(g)), error])
-    return Table("cells without a number", ["model", "method", "task", "length", "status", "rows", "error"], rows,
-                 [False, False, False, True, False, True, False])
+    return Table(
+        "cells without a number",
+        ["model", "method", "task", "length", "status", "rows", "error"],
+        rows,
+        [False, False, False, True, False, True, False],
+    )
 
 
 def read_notes(files) -> dict[str, dict]:
@@ -250,8 +301,7 @@ def notes_table(files) -> Table | None:
     if not notes:
         return None
     rows = [[message, ", ".join(n["folders"]), n["time"]] for message, n in notes.items()]
-    return Table("run notes (each message once)", ["message", "folder", "first noted"], rows,
-                 [False, False, False])
+    return Table("run notes (each message once)", ["message", "folder", "first noted"], rows, [False, False, False])
 
 
 def draw_figures(paths) -> list[tuple[str, bytes]]:
@@ -292,8 +342,11 @@ def to_html(blocks, title: str, generated: str) -> str:
         if kind == "h2":
             body.append(f"<h2>{e(value)}</h2>")
         elif kind == "facts":
-            body.append('<table class="facts"><tbody>' + "".join(
-                f'<tr><th scope="row">{e(k)}</th><td>{e(v)}</td></tr>' for k, v in value) + "</tbody></table>")
+            body.append(
+                '<table class="facts"><tbody>'
+                + "".join(f'<tr><th scope="row">{e(k)}</th><td>{e(v)}</td></tr>' for k, v in value)
+                + "</tbody></table>"
+            )
         elif kind == "table":
             body.append(f'<div class="scroll">{html_table(value.header, value.rows, value.numeric, value.title)}</div>')
         elif kind == "results":
@@ -301,12 +354,15 @@ def to_html(blocks, title: str, generated: str) -> str:
             body.append(f'<div class="scroll">{tables}</div>' if tables.startswith("<") else f"<p>{e(tables)}</p>")
         elif kind == "figure":
             name, png = value
-            body.append(f'<figure><img src="data:image/png;base64,{base64.b64encode(png).decode()}" alt="{e(name)}">'
-                        f"<figcaption>{e(name)}</figcaption></figure>")
-    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-            f"<title>{e(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
-            + "\n".join(body) + "\n</body>\n</html>\n")
+            body.append(
+                f'<figure><img src="data:image/png;base64,{base64.b64encode(png).decode()}" alt="{e(name)}">'
+                f"<figcaption>{e(name)}</figcaption></figure>"
+            )
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{e(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n" + "\n".join(body) + "\n</body>\n</html>\n"
+    )
 
 
 def _md(text) -> str:
@@ -315,8 +371,12 @@ def _md(text) -> str:
 
 
 def markdown_table(t: Table) -> str:
-    lines = [f"**{_md(t.title)}**", "", "| " + " | ".join(map(_md, t.header)) + " |",
-             "|" + "|".join("---:" if n else "---" for n in t.numeric) + "|"]
+    lines = [
+        f"**{_md(t.title)}**",
+        "",
+        "| " + " | ".join(map(_md, t.header)) + " |",
+        "|" + "|".join("---:" if n else "---" for n in t.numeric) + "|",
+    ]
     return "\n".join(lines + ["| " + " | ".join(map(_md, r)) + " |" for r in t.rows])
 
 

@@ -8,12 +8,12 @@ exactly-once again before a run (:func:`tidy`) and lets one run write a folder a
 a time (:class:`FolderLock`). docs/reliability.md states the guarantees; the
 columns and a cell's identity are :mod:`evalkit.schema`'s.
 """
-from __future__ import annotations
 
-import logging
+from __future__ import annotations
 
 import csv
 import io
+import logging
 import os
 import re
 import socket
@@ -24,8 +24,19 @@ from pathlib import Path
 from evalkit.errors import EvalkitError
 from evalkit.method import normalise_params
 from evalkit.registry import OPTIONS, TASKS
-from evalkit.schema import (FACTORS, PROFILE, REQUIRED, RESULTS, fmt, identity, profile_columns, profile_required,
-                            profile_task, result_columns, upgrade)
+from evalkit.schema import (
+    FACTORS,
+    PROFILE,
+    REQUIRED,
+    RESULTS,
+    fmt,
+    identity,
+    profile_columns,
+    profile_required,
+    profile_task,
+    result_columns,
+    upgrade,
+)
 
 logger = logging.getLogger(__name__)
 # the identity of a row of a task this evalkit does not know (a newer evalkit's, a plugin not
@@ -112,7 +123,7 @@ def _complete_end(data: bytes) -> int:
             continue
         if in_quotes:
             if ch == b'"':
-                if data[p + 1:p + 2] == b'"':
+                if data[p + 1 : p + 2] == b'"':
                     skip = p + 1  # an escaped quote
                 else:
                     in_quotes = False
@@ -146,11 +157,17 @@ def _inspect(path: Path, columns: list[str], required: list[str]) -> tuple[str, 
         header = next(csv.reader([first.decode("utf-8").rstrip("\r")]), [])
     except UnicodeDecodeError:
         header = []
-    if b"\n" not in data or len(set(header)) != len(header) or not set(required) <= set(header) or \
-            any(not re.fullmatch(r"[a-z_][a-z0-9_]*", h) for h in header):
-        raise EvalkitError(f"{path} is not an evalkit results file (unexpected header)",
-                           "give evalkit's own CSV files; a run needs another --out folder, evalkit never changes "
-                           "files it did not write")
+    if (
+        b"\n" not in data
+        or len(set(header)) != len(header)
+        or not set(required) <= set(header)
+        or any(not re.fullmatch(r"[a-z_][a-z0-9_]*", h) for h in header)
+    ):
+        raise EvalkitError(
+            f"{path} is not an evalkit results file (unexpected header)",
+            "give evalkit's own CSV files; a run needs another --out folder, evalkit never changes "
+            "files it did not write",
+        )
     start = len(first) + 1
     return "evalkit", data, start + _complete_end(data[start:]), header
 
@@ -165,12 +182,16 @@ def read_table(path: Path, columns=None, required=None) -> tuple[list[str], list
     try:
         text = data[:end].decode("utf-8")
     except UnicodeDecodeError:
-        raise EvalkitError(f"{path} is not valid UTF-8", "it was not written by evalkit; choose another --out") from None
+        raise EvalkitError(
+            f"{path} is not valid UTF-8", "it was not written by evalkit; choose another --out"
+        ) from None
     rows = list(csv.DictReader(io.StringIO(text, newline="")))
     bad = next((i for i, r in enumerate(rows) if None in r or None in r.values()), None)
     if bad is not None:
-        raise EvalkitError(f"{path}: record {bad + 1} does not have the {len(header)} columns of the header",
-                           "the file was edited by hand; restore it or choose another --out")
+        raise EvalkitError(
+            f"{path}: record {bad + 1} does not have the {len(header)} columns of the header",
+            "the file was edited by hand; restore it or choose another --out",
+        )
     missing = [c for c in columns if c not in header]
     if missing:
         rows = [dict(r, **dict.fromkeys(missing, "")) for r in rows]
@@ -274,12 +295,15 @@ def tidy(out: Path) -> set:
     prof_header, prof = read_table(profile, profile_columns(), profile_required())
     unsourced = any(not p["source"] for p in prof)  # rows of evalkit 0.1
     _fill_sources(prof, rows)
-    keep = _first_of_each([p for p in prof if profile_key(p) in committed],
-                          lambda p: (profile_key(p), p["position_start"]))
+    keep = _first_of_each(
+        [p for p in prof if profile_key(p) in committed], lambda p: (profile_key(p), p["position_start"])
+    )
     if len(keep) != len(prof) or unsourced:
         _rewrite(profile, keep, prof_header + [c for c in profile_columns() if c not in prof_header])
-        logger.info(f"evalkit: {profile}: removed {len(prof) - len(keep)} row(s) of cells whose results row is missing "
-            "(a run stopped between the two writes) or written twice")
+        logger.info(
+            f"evalkit: {profile}: removed {len(prof) - len(keep)} row(s) of cells whose results row is missing "
+            "(a run stopped between the two writes) or written twice"
+        )
     return seen
 
 
@@ -331,8 +355,10 @@ class FolderLock:
                 self.f.seek(0)
                 holder = self.f.read().strip() or "another process"
                 self.f.close()
-                raise EvalkitError(f"{out} is being written by another evalkit run ({holder})",
-                                   "wait for it to finish, or give another --out") from None
+                raise EvalkitError(
+                    f"{out} is being written by another evalkit run ({holder})",
+                    "wait for it to finish, or give another --out",
+                ) from None
         self.f.seek(0)
         self.f.truncate()
         self.f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
@@ -350,14 +376,15 @@ def check_idle(folder: Path) -> None:
 
     if not (folder / LOCK).is_file():
         return
-    with open(folder / LOCK, "r") as f:
+    with open(folder / LOCK) as f:
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
         except OSError:
             holder = f.read().strip() or "another process"
-            raise EvalkitError(f"{folder} is being written by another evalkit run ({holder})",
-                               "let it finish first: workers of one sweep must share its --shard N / launcher") \
-                from None
+            raise EvalkitError(
+                f"{folder} is being written by another evalkit run ({holder})",
+                "let it finish first: workers of one sweep must share its --shard N / launcher",
+            ) from None
 
 
 def recorded(folder: Path) -> set:
@@ -377,13 +404,16 @@ def drop_everywhere(folders: list[Path], own: Path, planned: list[dict]) -> None
                 lock = FolderLock(folder)
             except EvalkitError:
                 if recorded(folder) & keys:
-                    raise EvalkitError(f"--force: {folder} records cells of this run and is being written by "
-                                       "another run", "run --force again when that run has finished") from None
+                    raise EvalkitError(
+                        f"--force: {folder} records cells of this run and is being written by another run",
+                        "run --force again when that run has finished",
+                    ) from None
                 continue
         try:
             drop_rows(folder / RESULTS, keys)
-            drop_rows(folder / PROFILE, {profile_key(k) for k in planned}, profile_columns(), profile_key,
-                      profile_required())
+            drop_rows(
+                folder / PROFILE, {profile_key(k) for k in planned}, profile_columns(), profile_key, profile_required()
+            )
         finally:
             if lock is not None:
                 lock.release()

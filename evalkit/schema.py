@@ -10,6 +10,7 @@ column; rows without one are version 1, evalkit <= 0.3):
   nothing true) is replaced by ``shared``: how the row's computation was shared
   (:data:`SHARED`). Version-1 rows are read as version 2 by :func:`upgrade`.
 """
+
 from __future__ import annotations
 
 from evalkit.registry import METHODS, TASKS
@@ -17,20 +18,42 @@ from evalkit.registry import METHODS, TASKS
 SCHEMA_VERSION = 2
 # how a row's computation was shared with other rows (the ``shared`` column)
 SHARED = {
-    "none": "its own forward",
-    "prefix-forward": "one forward over the longest length served every length of the document; its time is "
-                      "split evenly over those rows",
-    "shared-kv": "the trial started from another trial's KV cache (``reused`` prompt tokens came from it)",
+    "none": "its own computation",
+    "prefix-forward": "one forward at the longest length served every length of the document, its time split "
+    "evenly over those rows",
+    "shared-kv": "the trial started from another trial's KV cache, reused counting the prompt tokens it took",
 }
 # the factor columns (method parameters recorded in columns of their own): filled in by the methods' registry
 FACTORS: list[str] = []
 # columns every row has, written by the sweep (the factors go after ``method``); a task adds its own
-_COMMON = {"model": str, "method": str, "params": str, "rope_scaling": str, "adapter": str, "quantize": str,
-           "trained_len": int, "task": str,
-           "length": int, "depth": float, "sample": int, "seconds": float, "peak_mem_mb": float, "device": str,
-           "dtype": str, "seed": int, "status": str, "evalkit_version": str, "evalkit_commit": str, "created_at": str,
-           "shared": str, "schema_version": int, "source": str, "error": str, "transformers_version": str,
-           "torch_version": str}
+_COMMON = {
+    "model": str,
+    "method": str,
+    "params": str,
+    "rope_scaling": str,
+    "adapter": str,
+    "quantize": str,
+    "trained_len": int,
+    "task": str,
+    "length": int,
+    "depth": float,
+    "sample": int,
+    "seconds": float,
+    "peak_mem_mb": float,
+    "device": str,
+    "dtype": str,
+    "seed": int,
+    "status": str,
+    "evalkit_version": str,
+    "evalkit_commit": str,
+    "created_at": str,
+    "shared": str,
+    "schema_version": int,
+    "source": str,
+    "error": str,
+    "transformers_version": str,
+    "torch_version": str,
+}
 CORE_COLUMNS: dict[str, type] = {}  # _COMMON with the factors, once the methods are registered
 COLUMN_TYPES: dict[str, type] = {}  # the core columns, then every task's (evalkit.task.register adds them)
 # A results file is evalkit's when its header names these (every version wrote them); its
@@ -70,8 +93,20 @@ def identity() -> list[str]:
     ``params``: the method's parameters fixed for the sweep; a row written before a parameter
     existed reads as its default. ``rope_scaling``: the checkpoint's own RoPE."""
     METHODS.names()  # the factors are declared by the methods
-    return ["model", "source", "adapter", "quantize", "method", *FACTORS, "params", "rope_scaling", "trained_len",
-            "task", "length", "sample"]
+    return [
+        "model",
+        "source",
+        "adapter",
+        "quantize",
+        "method",
+        *FACTORS,
+        "params",
+        "rope_scaling",
+        "trained_len",
+        "task",
+        "length",
+        "sample",
+    ]
 
 
 def fmt(value) -> str:

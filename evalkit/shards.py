@@ -11,6 +11,7 @@ is open, else from the launcher's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL
 ``LOCAL_WORLD_SIZE``: torch.distributed's ``env://`` contract, which torchrun and accelerate
 both follow). evalkit opens no process group, so a 10-hour sweep hits no collective timeout.
 """
+
 from __future__ import annotations
 
 import os
@@ -36,8 +37,10 @@ class Shard:
         if self.count < 1:
             raise EvalkitError(f"--shard {self.index}/{self.count}: N must be at least 1", "e.g. --shard 0/4")
         if not 0 <= self.index < self.count:
-            raise EvalkitError(f"--shard {self.index}/{self.count}: K must be from 0 to N-1",
-                               "e.g. --shard 0/4 to --shard 3/4; Slurm: --shard $SLURM_ARRAY_TASK_ID/N")
+            raise EvalkitError(
+                f"--shard {self.index}/{self.count}: K must be from 0 to N-1",
+                "e.g. --shard 0/4 to --shard 3/4; Slurm: --shard $SLURM_ARRAY_TASK_ID/N",
+            )
 
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
@@ -66,13 +69,20 @@ def from_launcher(env=None) -> Shard | None:
         try:
             rank, world = int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1))
         except ValueError:
-            raise EvalkitError(f"RANK={env.get('RANK')!r} / WORLD_SIZE={env.get('WORLD_SIZE')!r} are not numbers",
-                               "start evalkit with torchrun or accelerate launch, or unset them") from None
+            raise EvalkitError(
+                f"RANK={env.get('RANK')!r} / WORLD_SIZE={env.get('WORLD_SIZE')!r} are not numbers",
+                "start evalkit with torchrun or accelerate launch, or unset them",
+            ) from None
     if world <= 1:
         return None
     launcher = "accelerate" if any(k.startswith("ACCELERATE_") for k in env) else "torchrun"
-    return Shard(rank, world, local_rank=int(env.get("LOCAL_RANK", rank)),
-                 local_count=int(env.get("LOCAL_WORLD_SIZE", world)), launcher=launcher)
+    return Shard(
+        rank,
+        world,
+        local_rank=int(env.get("LOCAL_RANK", rank)),
+        local_count=int(env.get("LOCAL_WORLD_SIZE", world)),
+        launcher=launcher,
+    )
 
 
 def choose(given: str | None, env=None) -> Shard | None:
@@ -82,8 +92,10 @@ def choose(given: str | None, env=None) -> Shard | None:
         return launched
     shard = parse_shard(given)
     if launched is not None and (launched.index, launched.count) != (shard.index, shard.count):
-        raise EvalkitError(f"--shard {shard} under a launcher that made this worker {launched}",
-                           "give --shard without torchrun / accelerate launch, or leave it out under them")
+        raise EvalkitError(
+            f"--shard {shard} under a launcher that made this worker {launched}",
+            "give --shard without torchrun / accelerate launch, or leave it out under them",
+        )
     return launched or shard
 
 
@@ -94,8 +106,10 @@ def worker_device(device: str, shard: Shard | None, cuda_count: int) -> str:
     if cuda_count == 0:
         return "cpu" if device == "auto" else device  # CPU workers (gloo): nothing to pick
     if shard.local_count > cuda_count:
-        raise EvalkitError(f"{shard.local_count} workers on this node but {cuda_count} GPU(s)",
-                           f"launch at most {cuda_count} per node (--nproc-per-node {cuda_count})")
+        raise EvalkitError(
+            f"{shard.local_count} workers on this node but {cuda_count} GPU(s)",
+            f"launch at most {cuda_count} per node (--nproc-per-node {cuda_count})",
+        )
     return f"cuda:{shard.local_rank}"
 
 

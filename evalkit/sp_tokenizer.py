@@ -7,6 +7,7 @@ config says. This class does the same, but loads the SentencePiece model before
 the transformers base class asks for the vocabulary size, which Baichuan's own
 class does not (it fails to construct under transformers 4.57 and 5.x).
 """
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,13 @@ SPECIAL = ("bos_token", "eos_token", "unk_token", "pad_token")
 def _token(value):
     """A special token as tokenizer_config.json writes it: a string, or a dict with ``content``."""
     if isinstance(value, dict):
-        return AddedToken(value["content"], lstrip=value.get("lstrip", False), rstrip=value.get("rstrip", False),
-                          normalized=value.get("normalized", True), single_word=value.get("single_word", False))
+        return AddedToken(
+            value["content"],
+            lstrip=value.get("lstrip", False),
+            rstrip=value.get("rstrip", False),
+            normalized=value.get("normalized", True),
+            single_word=value.get("single_word", False),
+        )
     return value
 
 
@@ -30,28 +36,56 @@ class SentencePieceTokenizer(PreTrainedTokenizer):
     vocab_files_names = {"vocab_file": "tokenizer.model"}
     model_input_names = ["input_ids", "attention_mask"]
 
-    def __init__(self, vocab_file, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token=None,
-                 add_bos_token=True, add_eos_token=False, sp_model_kwargs=None, **kwargs):
+    def __init__(
+        self,
+        vocab_file,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token=None,
+        add_bos_token=True,
+        add_eos_token=False,
+        sp_model_kwargs=None,
+        **kwargs,
+    ):
         import sentencepiece as spm
 
         self.vocab_file, self.add_bos_token, self.add_eos_token = str(vocab_file), add_bos_token, add_eos_token
         self.sp_model_kwargs = sp_model_kwargs or {}
         self.sp_model = spm.SentencePieceProcessor(**self.sp_model_kwargs)
         self.sp_model.Load(self.vocab_file)  # before the base class reads vocab_size
-        super().__init__(bos_token=_token(bos_token), eos_token=_token(eos_token), unk_token=_token(unk_token),
-                         pad_token=_token(pad_token), add_bos_token=add_bos_token, add_eos_token=add_eos_token,
-                         sp_model_kwargs=self.sp_model_kwargs, **kwargs)
+        super().__init__(
+            bos_token=_token(bos_token),
+            eos_token=_token(eos_token),
+            unk_token=_token(unk_token),
+            pad_token=_token(pad_token),
+            add_bos_token=add_bos_token,
+            add_eos_token=add_eos_token,
+            sp_model_kwargs=self.sp_model_kwargs,
+            **kwargs,
+        )
 
     @classmethod
-    def from_files(cls, vocab_file: Path, tokenizer_config_json: Path | None = None,
-                   special_tokens_map_json: Path | None = None) -> "SentencePieceTokenizer":
+    def from_files(
+        cls, vocab_file: Path, tokenizer_config_json: Path | None = None, special_tokens_map_json: Path | None = None
+    ) -> SentencePieceTokenizer:
         """Settings from the checkpoint's tokenizer_config.json, special tokens also from
         special_tokens_map.json (which wins, as in transformers)."""
         config = json.loads(tokenizer_config_json.read_text()) if tokenizer_config_json else {}
         special = json.loads(special_tokens_map_json.read_text()) if special_tokens_map_json else {}
-        kwargs = {k: v for k, v in config.items()
-                  if k in (*SPECIAL, "add_bos_token", "add_eos_token", "sp_model_kwargs", "model_max_length",
-                           "clean_up_tokenization_spaces")}
+        kwargs = {
+            k: v
+            for k, v in config.items()
+            if k
+            in (
+                *SPECIAL,
+                "add_bos_token",
+                "add_eos_token",
+                "sp_model_kwargs",
+                "model_max_length",
+                "clean_up_tokenization_spaces",
+            )
+        }
         kwargs.update({k: v for k, v in special.items() if k in SPECIAL})
         return cls(vocab_file, **kwargs)
 

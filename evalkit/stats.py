@@ -11,6 +11,7 @@
 A cell with one sample has no interval (None): one document or one trial says nothing
 about the spread.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,8 +30,14 @@ def wilson(correct: int, n: int, z: float = Z95) -> tuple[float, float] | None:
     return max(0.0, center - half), min(1.0, center + half)
 
 
-def bootstrap_ppl(nll: list[float], tokens: list[int], resamples: int = 2000, seed: int = 0,
-                  level: float = 0.95, log_space: bool = False) -> tuple[float, float] | None:
+def bootstrap_ppl(
+    nll: list[float],
+    tokens: list[int],
+    resamples: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+    log_space: bool = False,
+) -> tuple[float, float] | None:
     """Percentile bootstrap interval of the token-weighted perplexity (or mean NLL with
     ``log_space``) over documents with per-document mean NLL ``nll`` and ``tokens`` scored."""
     import numpy as np
@@ -48,8 +55,10 @@ def bootstrap_ppl(nll: list[float], tokens: list[int], resamples: int = 2000, se
 
 def accuracy(column: str):
     """Aggregation: the mean of a 0/1 column, with its Wilson interval."""
+
     def aggregate(ok):
         return ok[column].mean(), wilson(int(ok[column].sum()), len(ok))
+
     return aggregate
 
 
@@ -57,15 +66,18 @@ def token_weighted(nll: str, tokens: str, log_space: bool = False):
     """Aggregation: perplexity exp(Σ nll·tokens / Σ tokens) of the columns ``nll`` (mean NLL per
     document) and ``tokens`` (its predicted tokens), or that mean NLL with ``log_space``, over
     documents, with a bootstrap interval over documents."""
+
     def aggregate(ok):
         mean_nll = (ok[nll] * ok[tokens]).sum() / ok[tokens].sum()
         interval = bootstrap_ppl(ok[nll].tolist(), ok[tokens].tolist(), log_space=log_space)
         return (mean_nll if log_space else math.exp(mean_nll)), interval
+
     return aggregate
 
 
-def bootstrap_mean(values: list[float], resamples: int = 2000, seed: int = 0,
-                   level: float = 0.95) -> tuple[float, float] | None:
+def bootstrap_mean(
+    values: list[float], resamples: int = 2000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float] | None:
     """Percentile bootstrap interval of the mean of per-trial scores (None for fewer than two)."""
     import numpy as np
 
@@ -82,9 +94,11 @@ def mean_score(column: str):
     """Aggregation: the mean of per-trial scores in [0, 1] (RULER: the fraction of values recalled).
     When every score is 0 or 1 this is an accuracy and gets the Wilson interval; otherwise a
     seeded bootstrap over trials."""
+
     def aggregate(ok):
         scores = ok[column].astype(float)
         if scores.isin([0.0, 1.0]).all():
             return scores.mean(), wilson(int(scores.sum()), len(scores))
         return scores.mean(), bootstrap_mean(scores.tolist())
+
     return aggregate

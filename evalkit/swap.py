@@ -1,4 +1,5 @@
 """Reversible attribute swaps, undone by an ExitStack in reverse order."""
+
 from __future__ import annotations
 
 import contextlib

@@ -5,6 +5,7 @@ seeding, resume (cells already in ``results.csv`` are skipped), OOM handling and
 progress bar. Tasks only turn settings into cells and measure groups of cells; rows
 go to the tidy CSV (the record resume reads) and to any extra row sinks.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,12 +27,21 @@ from evalkit.method import check_applicable
 from evalkit.models import resolve_model
 from evalkit.patching import patched
 from evalkit.plan import Group, mine, plan
-from evalkit.results import (CsvAppender, FolderLock, check_idle, drop_everywhere, read_profile, read_rows, recorded,
-                             row_key, tidy)
 from evalkit.registry import SINKS
+from evalkit.results import (
+    CsvAppender,
+    FolderLock,
+    check_idle,
+    drop_everywhere,
+    read_profile,
+    read_rows,
+    recorded,
+    row_key,
+    tidy,
+)
 from evalkit.schema import PROFILE, RESULTS, SCHEMA_VERSION, profile_columns, profile_required, result_columns
-from evalkit.shards import group_cost, result_folders, sibling
 from evalkit.shards import folder as shard_folder
+from evalkit.shards import group_cost, result_folders, sibling
 from evalkit.task import Measured
 from evalkit.version import __version__
 
@@ -122,8 +132,10 @@ def measure_group(ctx, group: Group, spec, oom_at: dict):
     cfg, device = ctx.cfg, ctx.loaded.device
     longest = max(c.length for c in group.cells)
     if group.method in oom_at and min(c.length for c in group.cells) >= oom_at[group.method]:
-        yield [(i, dict(status="skipped", error=f"a length <= {oom_at[group.method]} ran out of memory"), [])
-               for i in range(len(group.cells))]
+        yield [
+            (i, dict(status="skipped", error=f"a length <= {oom_at[group.method]} ran out of memory"), [])
+            for i in range(len(group.cells))
+        ]
         return
     reset_peak(device)
     done: set = set()
@@ -136,13 +148,26 @@ def measure_group(ctx, group: Group, spec, oom_at: dict):
         out = []
         for i, r in batch:
             m = r if isinstance(r, Measured) else Measured(r)
-            out.append((i, {"status": "ok", "error": "", "shared": "none", **m.row, "seconds": round(seconds, 3),
-                            "peak_mem_mb": round(peak_mb(device), 1)}, m.profile))
+            out.append(
+                (
+                    i,
+                    {
+                        "status": "ok",
+                        "error": "",
+                        "shared": "none",
+                        **m.row,
+                        "seconds": round(seconds, 3),
+                        "peak_mem_mb": round(peak_mb(device), 1),
+                    },
+                    m.profile,
+                )
+            )
         return out
 
     try:
-        with patched(ctx.model, group.method, trained_len=spec.trained_len, target_len=longest,
-                     rope_reset=cfg.rope_reset):
+        with patched(
+            ctx.model, group.method, trained_len=spec.trained_len, target_len=longest, rope_reset=cfg.rope_reset
+        ):
             measured = group.task.measure(ctx, group.cells)
             for batch in [list(enumerate(measured))] if isinstance(measured, list) else ([p] for p in measured):
                 yield stamped(batch)
@@ -167,8 +192,15 @@ def run(cfg: RunConfig, progress=None) -> Summary:
     check_out(out)
     for each in result_folders(out):  # refuse foreign files before any work
         read_rows(each / RESULTS), read_profile(each / PROFILE)
-    loaded = load_model(spec, cfg.device, cfg.dtype, cfg.trust_remote_code, adapter=cfg.adapter,
-                        quantize=cfg.quantize, max_memory=cfg.max_memory)
+    loaded = load_model(
+        spec,
+        cfg.device,
+        cfg.dtype,
+        cfg.trust_remote_code,
+        adapter=cfg.adapter,
+        quantize=cfg.quantize,
+        max_memory=cfg.max_memory,
+    )
     if cfg.shard is not None:
         logger.info(f"evalkit: worker {cfg.shard} ({cfg.shard.launcher or '--shard'}) on {loaded.device}")
     if loaded.device.startswith("cuda:"):  # a launcher's worker: its own GPU is the current one
@@ -183,8 +215,9 @@ def run(cfg: RunConfig, progress=None) -> Summary:
     ctx = RunContext(cfg, loaded)
     groups = plan(cfg, spec, ctx)
     for call in cfg.calls:  # a method the checkpoint refuses stops the run before anything is written
-        with patched(loaded.model, call, trained_len=spec.trained_len, target_len=max(cfg.lengths),
-                     rope_reset=cfg.rope_reset):
+        with patched(
+            loaded.model, call, trained_len=spec.trained_len, target_len=max(cfg.lengths), rope_reset=cfg.rope_reset
+        ):
             pass
     if cfg.shard is not None:
         groups = mine(groups, cfg.shard)
@@ -217,7 +250,7 @@ def check_out(out: Path) -> None:
 def _keep_notes(folder: Path, notes: list[str]) -> None:
     """The run's notes (skipped documents, ...) appended to ``notes.txt`` for the report."""
     if notes:
-        now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         with open(folder / "notes.txt", "a", encoding="utf-8") as f:
             f.writelines(f"{now}\t{' '.join(n.split())}\n" for n in notes)
 
@@ -252,31 +285,46 @@ def _measure_all(ctx, spec, pending: list[Group], own: Path, summary: Summary, p
     import transformers
 
     loaded = ctx.loaded
-    common = dict(device=loaded.device, dtype=loaded.dtype, evalkit_version=__version__,
-                  evalkit_commit=code_commit(),
-                  source=spec.source, transformers_version=transformers.__version__,
-                  torch_version=torch.__version__.split("+")[0])
+    common = dict(
+        device=loaded.device,
+        dtype=loaded.dtype,
+        evalkit_version=__version__,
+        evalkit_commit=code_commit(),
+        source=spec.source,
+        transformers_version=transformers.__version__,
+        torch_version=torch.__version__.split("+")[0],
+    )
     results = CsvAppender(own / RESULTS, result_columns())
     profile = CsvAppender(own / PROFILE, profile_columns(), profile_required())
     sinks = [SINKS.get(name)(own) for name in ctx.cfg.sinks]  # extra copies of the rows (results.csv is the record)
     oom_at: dict = {}
     cost = {id(g): group_cost([c.length for c in g.cells]) for g in pending}
-    advance = progress(sum(len(g.cells) for g in pending), sum(cost.values())) if progress \
+    advance = (
+        progress(sum(len(g.cells) for g in pending), sum(cost.values()))
+        if progress
         else (lambda n, desc, done_cost=0.0: None)
+    )
     try:
         for g in pending:
             advance(0, f"{g.method.text} {g.task.name} {max(c.length for c in g.cells)}")
             for batch in measure_group(ctx, g, spec, oom_at):
                 if not batch:
                     continue
-                now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-                rows = [dict(common, **g.keys[i], **row, schema_version=SCHEMA_VERSION, created_at=now)
-                        for i, row, _ in batch]
+                now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+                rows = [
+                    dict(common, **g.keys[i], **row, schema_version=SCHEMA_VERSION, created_at=now)
+                    for i, row, _ in batch
+                ]
                 lengths = ",".join(str(n) for n in sorted({g.cells[i].length for i, _, _ in batch}))
                 advance(0, f"{g.method.text} {g.task.name} {lengths}")  # what just finished
                 columns = profile_columns()
-                profile.write([dict({k: r.get(k) for k in columns}, position_start=s, position_end=e, nll=v)
-                               for r, (_, _, buckets) in zip(rows, batch) for (s, e, v) in buckets])
+                profile.write(
+                    [
+                        dict({k: r.get(k) for k in columns}, position_start=s, position_end=e, nll=v)
+                        for r, (_, _, buckets) in zip(rows, batch)
+                        for (s, e, v) in buckets
+                    ]
+                )
                 results.write(rows)
                 for sink in sinks:
                     sink.write(rows)

@@ -8,11 +8,12 @@ value is shown and drawn). The core (sweep, results, compare, plots, CLI) reads
 these declarations and names no task. A new task is one module in ``tasks/`` that
 calls :func:`register` (see docs/contributing.md).
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from evalkit.errors import EvalkitError
 from evalkit.registry import METRICS, OPTIONS, TASKS

@@ -7,6 +7,7 @@ Statuses are mutmut's (exit code of the tests per mutant). Score = killed / (kil
 "no tests" (no test of the universe reaches the function), "timeout", "suspicious" and
 "not checked" are counted and shown apart, never as kills.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,9 +15,25 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", 35: "suspicious",
-          36: "timeout", 24: "timeout", -24: "timeout", 152: "timeout", 255: "timeout", 37: "type check",
-          2: "interrupted", None: "not checked", -11: "segfault", -9: "segfault"}
+STATUS = {
+    1: "killed",
+    3: "killed",
+    0: "survived",
+    5: "no tests",
+    33: "no tests",
+    34: "skipped",
+    35: "suspicious",
+    36: "timeout",
+    24: "timeout",
+    -24: "timeout",
+    152: "timeout",
+    255: "timeout",
+    37: "type check",
+    2: "interrupted",
+    None: "not checked",
+    -11: "segfault",
+    -9: "segfault",
+}
 COLUMNS = ["killed", "survived", "no tests", "timeout", "suspicious", "not checked"]
 
 

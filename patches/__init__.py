@@ -13,13 +13,43 @@ The registries import ``methods*.py`` (torch-free) when the methods are first re
 and ``*_models.py`` when an installer is first needed, so a new method
 (``methods_<name>.py``) or installer (``<family>_models.py``) is one new file.
 """
+
 from __future__ import annotations
 
-from evalkit.method import (MAX_FACTOR, Method, MethodCall, Param, Resolved, check_applicable, format_params,
-                            make_call, methods_for, normalise_params, params_label, parse_call, split_method_list)
+from evalkit.method import (
+    MAX_FACTOR,
+    Method,
+    MethodCall,
+    Param,
+    Resolved,
+    check_applicable,
+    format_params,
+    make_call,
+    methods_for,
+    normalise_params,
+    params_label,
+    parse_call,
+    split_method_list,
+)
 from evalkit.patching import find_adapter, patched
 from evalkit.registry import INSTALLERS, METHODS
 
-__all__ = ["METHODS", "INSTALLERS", "MAX_FACTOR", "Method", "MethodCall", "Param", "Resolved", "check_applicable",
-           "find_adapter", "format_params", "make_call", "methods_for", "normalise_params", "params_label",
-           "parse_call", "patched", "split_method_list"]
+__all__ = [
+    "METHODS",
+    "INSTALLERS",
+    "MAX_FACTOR",
+    "Method",
+    "MethodCall",
+    "Param",
+    "Resolved",
+    "check_applicable",
+    "find_adapter",
+    "format_params",
+    "make_call",
+    "methods_for",
+    "normalise_params",
+    "params_label",
+    "parse_call",
+    "patched",
+    "split_method_list",
+]

@@ -4,6 +4,7 @@ ALiBi (Press et al. 2022, arXiv 2108.12409, sec. 3) adds ``-m_h · distance`` to
 the attention logits of head h. The installers in this package only put the
 slopes returned here into a model.
 """
+
 from __future__ import annotations
 
 import math

@@ -13,12 +13,13 @@ method, and installed where the model reads them at forward time:
   scale the extra heads twice, since it recurses through its global name), and
   the cached ``future_mask`` is invalidated on entry and on exit.
 """
+
 from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -68,6 +69,7 @@ def model_type(model) -> str:
 
 # --- BLOOM ---
 
+
 def _bloom_module(model):
     return sys.modules[type(model.transformer).__module__]
 
@@ -95,8 +97,7 @@ def _bloom_install(model, slopes, stack) -> None:
         ref = ids if ids is not None else embeds
         cache = cache_in(kwargs)
         past = cache.get_seq_length() if cache is not None and hasattr(cache, "get_seq_length") else 0
-        kwargs["attention_mask"] = torch.ones(ref.shape[0], past + ref.shape[1], dtype=torch.long,
-                                              device=ref.device)
+        kwargs["attention_mask"] = torch.ones(ref.shape[0], past + ref.shape[1], dtype=torch.long, device=ref.device)
         return args, kwargs
 
     swap(stack, tr, "build_alibi_tensor", build_alibi_tensor)
@@ -104,6 +105,7 @@ def _bloom_install(model, slopes, stack) -> None:
 
 
 # --- Falcon with ALiBi (the RW releases) ---
+
 
 def _falcon_module(model):
     return sys.modules[type(model.transformer).__module__]
@@ -130,6 +132,7 @@ def _falcon_install(model, slopes, stack) -> None:
 
 # --- MPT ---
 
+
 def _mpt_base(model) -> torch.Tensor:
     # built as MptModel.forward builds it: transformers passes no alibi_bias_max there (so 8), whatever
     # the config's attn_config says; the slopes to scale are those the model really uses
@@ -147,6 +150,7 @@ def _mpt_install(model, slopes, stack) -> None:
 
 # --- Baichuan-13B / Baichuan2-13B (remote code) ---
 
+
 def _baichuan_module(model):
     return sys.modules[type(model).__module__]
 
@@ -156,13 +160,15 @@ def _is_baichuan_alibi(model) -> bool:
     ``_get_interleave`` and ``_gen_alibi_mask`` beside the model class, and a base model
     that caches its mask (``get_alibi_mask``, ``first_run``, ``max_cache_pos``)."""
     module, base = _baichuan_module(model), getattr(model, "model", None)
-    return (callable(getattr(module, "_get_interleave", None)) and callable(getattr(module, "_gen_alibi_mask", None))
-            and all(hasattr(base, a) for a in ("get_alibi_mask", "first_run", "max_cache_pos")))
+    return (
+        callable(getattr(module, "_get_interleave", None))
+        and callable(getattr(module, "_gen_alibi_mask", None))
+        and all(hasattr(base, a) for a in ("get_alibi_mask", "first_run", "max_cache_pos"))
+    )
 
 
 def _baichuan_base(model) -> torch.Tensor:
-    return torch.tensor(_baichuan_module(model)._get_interleave(model.config.num_attention_heads),
-                        dtype=torch.float32)
+    return torch.tensor(_baichuan_module(model)._get_interleave(model.config.num_attention_heads), dtype=torch.float32)
 
 
 def _baichuan_reset_mask_cache(base_model, max_cache_pos) -> None:
@@ -197,6 +203,7 @@ def _config_len(*names):
             if value:
                 return value
         return 2048  # BLOOM's training context; its config states none
+
     return read
 
 
@@ -207,13 +214,29 @@ def _mpt_raise_max_seq_len(model, length: int) -> None:
 
 
 ADAPTERS = (
-    AlibiAdapter("baichuan-alibi", _is_baichuan_alibi, _baichuan_base, _baichuan_install,
-                 _config_len("model_max_length", "max_position_embeddings")),
-    AlibiAdapter("falcon-alibi", lambda m: model_type(m) == "falcon" and bool(getattr(m.config, "alibi", False)),
-                 _falcon_base, _falcon_install, _config_len("max_position_embeddings")),
+    AlibiAdapter(
+        "baichuan-alibi",
+        _is_baichuan_alibi,
+        _baichuan_base,
+        _baichuan_install,
+        _config_len("model_max_length", "max_position_embeddings"),
+    ),
+    AlibiAdapter(
+        "falcon-alibi",
+        lambda m: model_type(m) == "falcon" and bool(getattr(m.config, "alibi", False)),
+        _falcon_base,
+        _falcon_install,
+        _config_len("max_position_embeddings"),
+    ),
     AlibiAdapter("bloom", lambda m: model_type(m) == "bloom", _bloom_base, _bloom_install, _config_len("seq_length")),
-    AlibiAdapter("mpt", lambda m: model_type(m) == "mpt", _mpt_base, _mpt_install, _config_len("max_seq_len"),
-                 _mpt_raise_max_seq_len),
+    AlibiAdapter(
+        "mpt",
+        lambda m: model_type(m) == "mpt",
+        _mpt_base,
+        _mpt_install,
+        _config_len("max_seq_len"),
+        _mpt_raise_max_seq_len,
+    ),
 )
 for _installer in ADAPTERS:
     INSTALLERS.add(_installer.name, _installer)

@@ -19,10 +19,11 @@ within :data:`SCORE_BUDGET` elements; there is never a full L × L matrix per he
 Work: a block scores only the keys it can see (causal) in the region where each
 applies, about half of two full products.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -41,8 +42,9 @@ class TwoRegion:
 
 
 def self_extend(window: int, group: int, **_) -> TwoRegion:
-    return TwoRegion(window, lambda p: torch.floor(p / group) + window - window / group,
-                     lambda p: torch.floor(p / group))
+    return TwoRegion(
+        window, lambda p: torch.floor(p / group) + window - window / group, lambda p: torch.floor(p / group)
+    )
 
 
 def rerope(window: int, **_) -> TwoRegion:
@@ -57,17 +59,26 @@ def check_supported(attn: nn.Module) -> None:
     """Refuse attention modules the hook would compute wrongly."""
     missing = [n for n in ("q_proj", "k_proj", "v_proj", "o_proj") if not isinstance(getattr(attn, n, None), nn.Module)]
     if missing:
-        raise EvalkitError(f"this attention replacement needs separate q/k/v/o projections; {type(attn).__name__} "
-                           f"has no {', '.join(missing)}", "use a method that changes the RoPE frequencies")
+        raise EvalkitError(
+            f"this attention replacement needs separate q/k/v/o projections; {type(attn).__name__} "
+            f"has no {', '.join(missing)}",
+            "use a method that changes the RoPE frequencies",
+        )
     config = getattr(attn, "config", None)
     sliding = getattr(attn, "sliding_window", None) or (
-        getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True))
+        getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True)
+    )
     if getattr(config, "attn_logit_softcapping", None) or sliding:
-        raise EvalkitError(f"{type(attn).__name__} caps its logits or attends within a sliding window, which "
-                           "this attention replacement does not reproduce", "use another method for this model")
+        raise EvalkitError(
+            f"{type(attn).__name__} caps its logits or attends within a sliding window, which "
+            "this attention replacement does not reproduce",
+            "use another method for this model",
+        )
     if getattr(attn, "q_layernorm", None) is not None:
-        raise EvalkitError(f"{type(attn).__name__} normalises its queries in a layout the replacement does not "
-                           "follow", "use another method for this model")
+        raise EvalkitError(
+            f"{type(attn).__name__} normalises its queries in a layout the replacement does not follow",
+            "use another method for this model",
+        )
 
 
 def rotate(x: torch.Tensor, positions: torch.Tensor, inv_freq: torch.Tensor, factor: float) -> torch.Tensor:
@@ -83,8 +94,9 @@ def rotate(x: torch.Tensor, positions: torch.Tensor, inv_freq: torch.Tensor, fac
     return torch.cat((rotated, x_pass), dim=-1) if x_pass.shape[-1] else rotated
 
 
-def two_region_attention(q, k, v, q_pos, k_pos, region: TwoRegion, inv_freq, factor: float, scaling: float,
-                         groups: int = 1):
+def two_region_attention(
+    q, k, v, q_pos, k_pos, region: TwoRegion, inv_freq, factor: float, scaling: float, groups: int = 1
+):
     """softmax(merge(near, far) + causal) @ v for q (B, H, T, D), k/v (B, H/groups, S, D), positions (T,), (S,).
 
     Each block of query rows [s, e) is scored only where its result can be nonzero: near keys
@@ -98,8 +110,8 @@ def two_region_attention(q, k, v, q_pos, k_pos, region: TwoRegion, inv_freq, fac
     out = torch.empty(batch, heads, n_q, v.shape[-1], dtype=v.dtype, device=v.device)
     rows = max(1, SCORE_BUDGET // max(1, batch * heads * n_k))
     for start in range(0, n_q, rows):
-        p = q_pos[start:start + rows]
-        block = q[:, :, start:start + rows]
+        p = q_pos[start : start + rows]
+        block = q[:, :, start : start + rows]
         end = min(n_k, int(p[-1]) + 1)  # the last key any query of the block sees
         near_lo = max(0, int(p[0]) - region.window + 1)
         far_hi = max(0, min(end, int(p[-1]) - region.window + 1))  # keys j <= i - W for some i of the block
@@ -109,13 +121,17 @@ def two_region_attention(q, k, v, q_pos, k_pos, region: TwoRegion, inv_freq, fac
         scores[..., near_lo:end] = near.masked_fill((distance < 0) | (distance >= region.window), float("-inf"))
         del near
         if far_hi > 0:
-            far = torch.matmul(rotate(block, region.far_query(p.double()), inv_freq, factor),
-                               k_far[:, :, :far_hi].transpose(2, 3)) * scaling
+            far = (
+                torch.matmul(
+                    rotate(block, region.far_query(p.double()), inv_freq, factor), k_far[:, :, :far_hi].transpose(2, 3)
+                )
+                * scaling
+            )
             distance = p[:, None] - k_pos[None, :far_hi]
             scores[..., :far_hi] = torch.where(distance >= region.window, far, scores[..., :far_hi])
             del far
         probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(v.dtype)
-        out[:, :, start:start + rows] = torch.matmul(probs, v[:, :, :end])
+        out[:, :, start : start + rows] = torch.matmul(probs, v[:, :, :end])
     return out
 
 
@@ -142,14 +158,25 @@ def two_region_forward(attn: nn.Module, region: TwoRegion, rotary) -> Callable:
         positions = rotary.positions[0]  # (T,): the same positions for every row of the batch
         n_keys = k.shape[-2]
         if int(positions[-1]) != n_keys - 1:
-            raise EvalkitError(f"{type(attn).__name__}: positions end at {int(positions[-1])} but {n_keys} keys are "
-                               "cached", "two-region attention needs positions 0..n-1 without padding")
+            raise EvalkitError(
+                f"{type(attn).__name__}: positions end at {int(positions[-1])} but {n_keys} keys are cached",
+                "two-region attention needs positions 0..n-1 without padding",
+            )
         k_pos = torch.arange(n_keys, device=k.device, dtype=torch.float64)
         inv_freq, factor = rotary.current
-        out = two_region_attention(q, k, v, positions.double(), k_pos, region, inv_freq, factor,
-                                   float(attn.scaling), groups=q.shape[1] // k.shape[1])
+        out = two_region_attention(
+            q,
+            k,
+            v,
+            positions.double(),
+            k_pos,
+            region,
+            inv_freq,
+            factor,
+            float(attn.scaling),
+            groups=q.shape[1] // k.shape[1],
+        )
         out = out.transpose(1, 2).reshape(batch, n_new, -1)
         return attn.o_proj(out), None
 
     return forward
-

@@ -5,6 +5,7 @@ docs/models.md): the per-layer rotary modules are replaced by one :class:`Scaled
 the rotary caches that transformers 5 leaves unmaterialised are rebuilt after loading, and logn
 scales the query third of the fused ``W_pack`` projection.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -15,7 +16,15 @@ from torch import nn
 
 from evalkit.errors import EvalkitError
 from evalkit.patches import rope
-from evalkit.patches.rope_models import RopeAdapter, RopeSchedule, ScaledRotary, Shipped, add_logn_hooks, check_frequencies, rope_theta
+from evalkit.patches.rope_models import (
+    RopeAdapter,
+    RopeSchedule,
+    ScaledRotary,
+    Shipped,
+    add_logn_hooks,
+    check_frequencies,
+    rope_theta,
+)
 from evalkit.registry import INSTALLERS
 from evalkit.swap import swap
 
@@ -40,7 +49,6 @@ class ScaledBaichuanRotary(ScaledRotary):
             self.positions = torch.arange(seq_len - q_len, seq_len, device=x.device)[None]
             self._key = key
         return self._cached
-
 
 
 def baichuan_rope_layers(model) -> nn.ModuleList | None:
@@ -94,16 +102,20 @@ def _repair_baichuan_rotary(model) -> None:
                 _set_tensor(rot, name, want.to(device=device, dtype=have.dtype))
                 repaired.add(name)
     if repaired:
-        logger.info(f"evalkit: rebuilt {', '.join(sorted(repaired))} of the layers' {type(rotary).__name__} (left on the "
-            "meta device or uninitialised after loading)")
+        logger.info(
+            f"evalkit: rebuilt {', '.join(sorted(repaired))} of the layers' {type(rotary).__name__} (left on the "
+            "meta device or uninitialised after loading)"
+        )
 
 
 def _install_baichuan(model, method, resolved, stack, rope_reset: bool) -> None:
     layers = baichuan_rope_layers(model)
     rotary = layers[0].self_attn.rotary_emb
     if method.attention:
-        raise EvalkitError(f"{method.name} replaces the attention, which evalkit does not do for Baichuan's "
-                           "fused W_pack attention", "use a method that changes the RoPE frequencies")
+        raise EvalkitError(
+            f"{method.name} replaces the attention, which evalkit does not do for Baichuan's fused W_pack attention",
+            "use a method that changes the RoPE frequencies",
+        )
     # Baichuan-7B's RotaryEmbedding has base=10000 as a default argument; configs carry none.
     base = rope_theta(model.config) or 10000.0
     dim = 2 * rotary.inv_freq.numel()
@@ -113,19 +125,27 @@ def _install_baichuan(model, method, resolved, stack, rope_reset: bool) -> None:
     for layer in layers:
         swap(stack, layer.self_attn, "rotary_emb", scaled)
     if method.logn:
+
         def record_positions(_module, _args, kwargs):  # W_pack runs before the rotary module
             if kwargs.get("position_ids") is None:
-                raise EvalkitError("logn on Baichuan needs position_ids passed to the attention by keyword",
-                                   "this modeling code does not; use another method")
+                raise EvalkitError(
+                    "logn on Baichuan needs position_ids passed to the attention by keyword",
+                    "this modeling code does not; use another method",
+                )
             scaled.positions = kwargs["position_ids"]
 
         for layer in layers:
             stack.callback(layer.self_attn.register_forward_pre_hook(record_positions, with_kwargs=True).remove)
         n_query = model.config.hidden_size  # W_pack: [q | k | v] along the columns
-        add_logn_hooks(stack, [(layer.self_attn.W_pack, lambda cols: torch.arange(cols) < n_query)
-                               for layer in layers], scaled, resolved.trained_len)
+        add_logn_hooks(
+            stack,
+            [(layer.self_attn.W_pack, lambda cols: torch.arange(cols) < n_query) for layer in layers],
+            scaled,
+            resolved.trained_len,
+        )
 
 
-INSTALLER = RopeAdapter("baichuan-rope", lambda m: baichuan_rope_layers(m) is not None, _install_baichuan,
-                        _repair_baichuan_rotary)
+INSTALLER = RopeAdapter(
+    "baichuan-rope", lambda m: baichuan_rope_layers(m) is not None, _install_baichuan, _repair_baichuan_rotary
+)
 INSTALLERS.add(INSTALLER.name, INSTALLER)

@@ -9,6 +9,7 @@ these tensors into a model; no maths lives there.
 
 RoPE: θ_i = base^(-2i/d), i = 0 .. d/2-1 (Su et al. 2021, RoFormer, eq. 15).
 """
+
 from __future__ import annotations
 
 import math
@@ -82,8 +83,9 @@ def yarn_correction_range(
     return max(low, 0), min(high, dim - 1)
 
 
-def ntk_by_parts_inv_freq(dim: int, base: float, scale: float, trained_len: int,
-                          beta_fast: float = 32, beta_slow: float = 1) -> torch.Tensor:
+def ntk_by_parts_inv_freq(
+    dim: int, base: float, scale: float, trained_len: int, beta_fast: float = 32, beta_slow: float = 1
+) -> torch.Tensor:
     """YaRN's "NTK-by-parts" frequencies (YaRN eq. 19-20): high-frequency dimensions
     (many rotations within L) are kept, low-frequency ones are interpolated by s, with
     a linear ramp between ``low`` and ``high``."""
@@ -96,20 +98,23 @@ def ntk_by_parts_inv_freq(dim: int, base: float, scale: float, trained_len: int,
     return (inv / scale) * (1 - extrapolation_weight) + inv * extrapolation_weight
 
 
-def rope_ntk_by_parts(dim: int, base: float, scale: float, trained_len: int,
-                      beta_fast: float = 32, beta_slow: float = 1, **_) -> tuple[torch.Tensor, float]:
+def rope_ntk_by_parts(
+    dim: int, base: float, scale: float, trained_len: int, beta_fast: float = 32, beta_slow: float = 1, **_
+) -> tuple[torch.Tensor, float]:
     """NTK-by-parts alone: YaRN without its attention temperature (YaRN sec. 3.2)."""
     return ntk_by_parts_inv_freq(dim, base, scale, trained_len, beta_fast, beta_slow), 1.0
 
 
-def rope_yarn(dim: int, base: float, scale: float, trained_len: int,
-              beta_fast: float = 32, beta_slow: float = 1, **_) -> tuple[torch.Tensor, float]:
+def rope_yarn(
+    dim: int, base: float, scale: float, trained_len: int, beta_fast: float = 32, beta_slow: float = 1, **_
+) -> tuple[torch.Tensor, float]:
     """YaRN: NTK-by-parts (eq. 19-20) plus the attention temperature (eq. 22)."""
     return ntk_by_parts_inv_freq(dim, base, scale, trained_len, beta_fast, beta_slow), yarn_mscale(scale)
 
 
-def rope_dynamic_yarn(dim: int, base: float, trained_len: int, seq_len: int,
-                      beta_fast: float = 32, beta_slow: float = 1, **_) -> tuple[torch.Tensor | None, float]:
+def rope_dynamic_yarn(
+    dim: int, base: float, trained_len: int, seq_len: int, beta_fast: float = 32, beta_slow: float = 1, **_
+) -> tuple[torch.Tensor | None, float]:
     """Dynamic YaRN (jquesnelle/yarn ``LlamaDynamicYaRNScaledRotaryEmbedding``): YaRN with
     s = l / L for a sequence of l > L tokens; the trained frequencies (None) for l <= L."""
     if seq_len <= trained_len:
@@ -117,8 +122,9 @@ def rope_dynamic_yarn(dim: int, base: float, trained_len: int, seq_len: int,
     return rope_yarn(dim, base, seq_len / trained_len, trained_len, beta_fast, beta_slow)
 
 
-def rope_llama3(dim: int, base: float, scale: float, trained_len: int,
-                low_freq_factor: float = 1, high_freq_factor: float = 4, **_) -> tuple[torch.Tensor, float]:
+def rope_llama3(
+    dim: int, base: float, scale: float, trained_len: int, low_freq_factor: float = 1, high_freq_factor: float = 4, **_
+) -> tuple[torch.Tensor, float]:
     """Meta's Llama 3.1 frequency bands (transformers ``_compute_llama3_parameters``): with
     wavelength λ_i = 2π/θ_i, keep θ_i where λ_i < L/high, use θ_i/s where λ_i > L/low, and
     in between blend (1-γ)·θ_i/s + γ·θ_i with γ = (L/λ_i - low)/(high - low)."""
@@ -138,16 +144,20 @@ def longrope_attention_factor(scale: float, trained_len: int) -> float:
     return 1.0 if scale <= 1 else math.sqrt(1 + math.log(scale) / math.log(trained_len))
 
 
-def rope_longrope(dim: int, base: float, scale: float, trained_len: int, factors: tuple[float, ...],
-                  **_) -> tuple[torch.Tensor, float]:
+def rope_longrope(
+    dim: int, base: float, scale: float, trained_len: int, factors: tuple[float, ...], **_
+) -> tuple[torch.Tensor, float]:
     """LongRoPE with given per-dimension factors λ_i (Ding et al. 2024, arXiv 2402.13753):
     θ_i / λ_i, cos and sin times sqrt(1 + ln s / ln L)."""
     if len(factors) != dim // 2:
-        raise EvalkitError(f"longrope needs {dim // 2} factors (one per rotary frequency), the file gives "
-                           f"{len(factors)}", "give the factors searched for this model's rotary dimension")
+        raise EvalkitError(
+            f"longrope needs {dim // 2} factors (one per rotary frequency), the file gives {len(factors)}",
+            "give the factors searched for this model's rotary dimension",
+        )
     ext = torch.tensor(factors, dtype=torch.float32)
-    return 1.0 / (ext * base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim)), \
-        longrope_attention_factor(scale, trained_len)
+    return 1.0 / (ext * base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim)), longrope_attention_factor(
+        scale, trained_len
+    )
 
 
 def logn_factor(position: torch.Tensor, trained_len: int) -> torch.Tensor:

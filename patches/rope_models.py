@@ -12,12 +12,13 @@ rotated with the same base. (transformers' ``dynamic`` type recomputes the base
 at each decode step while the cached keys keep the old rotation: transformers
 issue #25104.)
 """
+
 from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -35,20 +36,25 @@ def length_dependent(rope_type: str) -> bool:
     """A shipped RoPE type that chooses its frequencies per sequence (transformers: per forward)."""
     return "dynamic" in rope_type or rope_type == "longrope"
 
+
 class Shipped:
     """The frequencies a checkpoint ships: plain RoPE (``rope_type`` "default"), or its own scaling
     (``llama3``, ``yarn``, ``longrope``, ``linear``, ``dynamic``, ...) computed by transformers'
     own ``ROPE_INIT_FUNCTIONS``. ``rope_reset``: plain RoPE with the checkpoint's base instead.
     ``layer_type``: the layer type of a per-type rotary (Gemma 3's full-attention layers)."""
 
-    def __init__(self, rotary: nn.Module, config, dim: int, base: float, rope_reset: bool = False,
-                 layer_type: str | None = None):
+    def __init__(
+        self, rotary: nn.Module, config, dim: int, base: float, rope_reset: bool = False, layer_type: str | None = None
+    ):
         self.rope_type = str(getattr(rotary, "rope_type", "default"))
         self.config, self.dim, self.base, self.layer_type = config, dim, base, layer_type
         if rope_reset or self.rope_type == "default":
             self.rope_type = "default"
-            self.inv_freq = (rope.default_inv_freq(dim, base) if rope_reset else
-                             getattr(rotary, "original_inv_freq", rotary.inv_freq).detach().float().cpu())
+            self.inv_freq = (
+                rope.default_inv_freq(dim, base)
+                if rope_reset
+                else getattr(rotary, "original_inv_freq", rotary.inv_freq).detach().float().cpu()
+            )
             self.factor = 1.0
         else:
             self.inv_freq, self.factor = self._transformers(None)
@@ -85,8 +91,9 @@ class RopeSchedule:
 
     def _compute(self, seq_len: int) -> tuple[torch.Tensor, float]:
         formula = self.method.rope or rope.rope_none
-        inv, factor = formula(dim=self.dim, base=self.base, trained_len=self.trained_len, seq_len=seq_len,
-                              **self.values)
+        inv, factor = formula(
+            dim=self.dim, base=self.base, trained_len=self.trained_len, seq_len=seq_len, **self.values
+        )
         shipped_inv, shipped_factor = self.shipped.for_length(seq_len)
         if inv is None:
             return shipped_inv, shipped_factor * factor
@@ -130,22 +137,27 @@ def query_target(attn: nn.Module, model_type: str) -> tuple[nn.Module, Callable 
     if isinstance(norm, nn.Module):
         return norm, None
     if isinstance(getattr(attn, "q_layernorm", None), nn.Module):
-        raise EvalkitError("logn: this model normalises its queries after a transposition evalkit does not "
-                           "follow (q_layernorm)", "use another method for this model")
+        raise EvalkitError(
+            "logn: this model normalises its queries after a transposition evalkit does not follow (q_layernorm)",
+            "use another method for this model",
+        )
     if isinstance(getattr(attn, "q_proj", None), nn.Module):
         return attn.q_proj, None
     heads = attn.config.num_attention_heads
-    head_dim = getattr(attn, "head_dim", None) or getattr(attn, "head_size")
+    head_dim = getattr(attn, "head_dim", None) or attn.head_size
     if isinstance(getattr(attn, "qkv_proj", None), nn.Module):  # Phi-3: [q | k | v] along the columns
         return attn.qkv_proj, lambda cols: torch.arange(cols) < heads * head_dim
     if model_type == "gpt_neox":  # per head [q | k | v], head_size columns each
         return attn.query_key_value, lambda cols: torch.arange(cols) % (3 * head_dim) < head_dim
-    raise EvalkitError(f"logn: evalkit does not know which columns of {type(attn).__name__}'s projection are "
-                       "queries", "use another method for this model")
+    raise EvalkitError(
+        f"logn: evalkit does not know which columns of {type(attn).__name__}'s projection are queries",
+        "use another method for this model",
+    )
 
 
-def add_logn_hooks(stack, targets: list[tuple[nn.Module, Callable | None]], rotary: ScaledRotary,
-                   trained_len: int) -> Callable[[], None]:
+def add_logn_hooks(
+    stack, targets: list[tuple[nn.Module, Callable | None]], rotary: ScaledRotary, trained_len: int
+) -> Callable[[], None]:
     """Multiply the queries in each target's output by max(1, ln n / ln L), n the 1-based position.
     Projections give (batch, tokens, columns); a query norm gives per-head queries with the tokens
     on axis 1 (Qwen3 normalises before transposing) or 2 (Gemma 3, after): the axis is the one of
@@ -159,8 +171,10 @@ def add_logn_hooks(stack, targets: list[tuple[nn.Module, Callable | None]], rota
         if len(candidates) == 1:
             axes[module] = candidates[0]
         if module not in axes:
-            raise EvalkitError(f"logn: cannot tell which axis of {type(module).__name__}'s output holds the tokens",
-                               "use another method for this model")
+            raise EvalkitError(
+                f"logn: cannot tell which axis of {type(module).__name__}'s output holds the tokens",
+                "use another method for this model",
+            )
         return axes[module]
 
     def hook(module, _inputs, output):
@@ -196,9 +210,12 @@ def _learn_token_axes(model, attentions, axes: dict) -> None:
 def check_frequencies(inv_freq: torch.Tensor, expected: torch.Tensor, where: str) -> int:
     """The rotary dimension, after checking the model holds the frequencies evalkit computed for it."""
     if inv_freq.numel() != expected.numel() or not torch.allclose(
-            inv_freq.detach().float().cpu(), expected, rtol=1e-2, atol=0):  # bf16 buffers round to 3 digits
-        raise EvalkitError(f"{where} does not hold the RoPE frequencies its config describes",
-                           "the checkpoint's rotary module was changed after loading, or its config is wrong")
+        inv_freq.detach().float().cpu(), expected, rtol=1e-2, atol=0
+    ):  # bf16 buffers round to 3 digits
+        raise EvalkitError(
+            f"{where} does not hold the RoPE frequencies its config describes",
+            "the checkpoint's rotary module was changed after loading, or its config is wrong",
+        )
     return 2 * inv_freq.numel()
 
 
@@ -211,16 +228,22 @@ def check_layout(rotary: nn.Module, where: str, positions: int = 64) -> None:
     try:
         cos, sin = rotary(torch.zeros(1, 1, device=inv_freq.device), pos)
     except (TypeError, ValueError, RuntimeError, IndexError) as e:  # not forward(x, position_ids) with (B, T)
-        raise EvalkitError(f"{where} of {type(rotary).__name__} is not called as forward(x, position_ids)",
-                           "evalkit patches rotate-half RoPE as in Llama, Mistral and Qwen2") from e
+        raise EvalkitError(
+            f"{where} of {type(rotary).__name__} is not called as forward(x, position_ids)",
+            "evalkit patches rotate-half RoPE as in Llama, Mistral and Qwen2",
+        ) from e
     freqs = pos[..., None].float() * rotary.inv_freq.detach().float()
     emb = torch.cat((freqs, freqs), dim=-1)
     factor = float(getattr(rotary, "attention_scaling", 1.0) or 1.0)
-    if cos.shape != emb.shape or not (torch.allclose(cos.float(), emb.cos() * factor, atol=1e-4)
-                                      and torch.allclose(sin.float(), emb.sin() * factor, atol=1e-4)):
-        raise EvalkitError(f"{where} ({type(rotary).__name__}) lays out its cos/sin differently from "
-                           "rotate-half RoPE (interleaved, as in Cohere?); evalkit's replacement would be wrong",
-                           "evalkit patches rotate-half RoPE as in Llama, Mistral and Qwen2")
+    if cos.shape != emb.shape or not (
+        torch.allclose(cos.float(), emb.cos() * factor, atol=1e-4)
+        and torch.allclose(sin.float(), emb.sin() * factor, atol=1e-4)
+    ):
+        raise EvalkitError(
+            f"{where} ({type(rotary).__name__}) lays out its cos/sin differently from "
+            "rotate-half RoPE (interleaved, as in Cohere?); evalkit's replacement would be wrong",
+            "evalkit patches rotate-half RoPE as in Llama, Mistral and Qwen2",
+        )
 
 
 def rope_theta(config, layer_type: str | None = None) -> float | None:
@@ -276,6 +299,7 @@ class RopeAdapter:
 
 # --- transformers' RoPE families (one rotary module on the base model) ---
 
+
 def _hf_rotary_owner(model) -> nn.Module | None:
     """The module holding the model's rotary embedding: its base model (``model``, ``gpt_neox``,
     ``transformer``; Gemma 3 under 4.57 names a prefix it does not use, hence ``model`` too)."""
@@ -327,11 +351,22 @@ def hf_attention_modules(owner: nn.Module) -> list[nn.Module]:
     """Each decoder layer's attention module (Llama-like: ``layers[i].self_attn``; GPT-NeoX:
     ``layers[i].attention``; Falcon: ``h[i].self_attention``)."""
     layers = getattr(owner, "layers", None) or getattr(owner, "h", None) or []
-    found = [next((getattr(layer, n) for n in ("self_attn", "attention", "self_attention")
-                   if isinstance(getattr(layer, n, None), nn.Module)), None) for layer in layers]
+    found = [
+        next(
+            (
+                getattr(layer, n)
+                for n in ("self_attn", "attention", "self_attention")
+                if isinstance(getattr(layer, n, None), nn.Module)
+            ),
+            None,
+        )
+        for layer in layers
+    ]
     if not found or any(a is None for a in found):
-        raise EvalkitError(f"evalkit cannot find the attention modules of {type(owner).__name__}",
-                           "use a method that only changes the RoPE frequencies")
+        raise EvalkitError(
+            f"evalkit cannot find the attention modules of {type(owner).__name__}",
+            "use a method that only changes the RoPE frequencies",
+        )
     return found
 
 

@@ -9,14 +9,15 @@
 - ``hf:NAME[:CONFIG]:SPLIT`` (the ``data`` extra): a Hugging Face dataset
   already cached or reachable, e.g. ``hf:emozilla/pg19-test:test``.
 """
+
 from __future__ import annotations
 
 import json
 import sys
 import sysconfig
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from evalkit.errors import EvalkitError
 
@@ -50,8 +51,10 @@ def _records(path: Path, field: str) -> Iterator[dict]:
                     except json.JSONDecodeError:
                         raise EvalkitError(f"{path}:{i + 1} is not valid JSON", "one JSON object per line") from None
                     if not isinstance(record, dict):
-                        raise EvalkitError(f"{path}:{i + 1} is a JSON {type(record).__name__}, not an object",
-                                           'one JSON object per line, e.g. {"text": "..."}')
+                        raise EvalkitError(
+                            f"{path}:{i + 1} is a JSON {type(record).__name__}, not an object",
+                            'one JSON object per line, e.g. {"text": "..."}',
+                        )
                     yield record
             except UnicodeDecodeError:
                 raise EvalkitError(f"{path} is not UTF-8 text", "convert it to UTF-8") from None
@@ -63,8 +66,10 @@ def _records(path: Path, field: str) -> Iterator[dict]:
         except ImportError:
             raise EvalkitError("reading parquet needs pyarrow", "pip install 'evalkit[data]'") from None
         except Exception as e:  # noqa: BLE001 (pyarrow raises several kinds for a file that is not parquet)
-            raise EvalkitError(f"{path} is not a readable parquet file ({type(e).__name__})",
-                               "give a real .parquet file, or .jsonl / .txt") from None
+            raise EvalkitError(
+                f"{path} is not a readable parquet file ({type(e).__name__})",
+                "give a real .parquet file, or .jsonl / .txt",
+            ) from None
         yield from frame.to_dict("records")
 
 
@@ -79,7 +84,9 @@ def file_documents(path: Path, field: str) -> Iterator[Document]:
     if path.is_dir():
         files = sorted(path.glob("*.txt"))
         if not files:
-            raise EvalkitError(f"{path} holds no .txt files", "give a .txt, .jsonl or .parquet file or a folder of .txt")
+            raise EvalkitError(
+                f"{path} holds no .txt files", "give a .txt, .jsonl or .parquet file or a folder of .txt"
+            )
         for p in files:
             yield Document(p.name, _read_text(p))
     elif path.suffix == ".txt":
@@ -87,8 +94,10 @@ def file_documents(path: Path, field: str) -> Iterator[Document]:
     elif path.suffix in (".jsonl", ".parquet"):
         for i, rec in enumerate(_records(path, field)):
             if rec.get(field) is None:
-                raise EvalkitError(f"{path}: record {i} has no {field!r} field (or it is null)",
-                                   f"fields: {', '.join(map(str, rec))}; pass --text-field")
+                raise EvalkitError(
+                    f"{path}: record {i} has no {field!r} field (or it is null)",
+                    f"fields: {', '.join(map(str, rec))}; pass --text-field",
+                )
             yield Document(f"{path.name}#{i}", str(rec[field]))
     else:
         raise EvalkitError(f"{path}: unsupported data file type {path.suffix!r}", "use .txt, .jsonl or .parquet")
@@ -106,8 +115,9 @@ def hf_documents(spec: str, field: str) -> Iterator[Document]:
     try:
         ds = datasets.load_dataset(name, config, split=split, streaming=True)
     except Exception as e:
-        raise EvalkitError(f"cannot load dataset {name!r}: {type(e).__name__}",
-                           "it must be cached locally or the hub reachable") from None
+        raise EvalkitError(
+            f"cannot load dataset {name!r}: {type(e).__name__}", "it must be cached locally or the hub reachable"
+        ) from None
     for i, rec in enumerate(ds):
         yield Document(f"{name}/{split}#{i}", str(rec[field]))
 
@@ -120,5 +130,7 @@ def documents(data: str = "stdlib", field: str = "text") -> Iterator[Document]:
         return hf_documents(data, field)
     path = Path(data).expanduser()
     if not path.exists():
-        raise EvalkitError(f"data file {data!r} does not exist", "use stdlib, a .txt/.jsonl/.parquet path or hf:NAME:SPLIT")
+        raise EvalkitError(
+            f"data file {data!r} does not exist", "use stdlib, a .txt/.jsonl/.parquet path or hf:NAME:SPLIT"
+        )
     return file_documents(path, field)

@@ -15,6 +15,7 @@
 Text is split into sentences after ``.``, ``!`` or ``?`` followed by white space, with
 white space runs made single spaces (as RULER does).
 """
+
 from __future__ import annotations
 
 import ast
@@ -54,7 +55,6 @@ def builtin_text() -> str:
     version and standard-library path."""
     import hashlib
     import os
-
 
     tag = hashlib.sha256(f"{sys.version}|{sysconfig.get_paths()['stdlib']}".encode()).hexdigest()[:16]
     cached = cache_dir() / "haystack" / f"{BUILTIN}-{tag}.txt"

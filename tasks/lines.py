@@ -8,19 +8,33 @@ then the question for one line: the line at the cell's depth (a fraction of the 
 Keys and numbers come from (seed, sample, depth): a longer prompt holds the same lines
 and more. Correct when the first integer of the greedy answer equals the line's number.
 """
+
 from __future__ import annotations
 
 from evalkit import stats
 from evalkit.errors import EvalkitError
 from evalkit.task import Cell, Metric, register
-from evalkit.tasks.retrieval import (CHAT_TEMPLATE, DEPTHS, Attempt, TrialTask, encode, first_integer_is, frame,
-                                     integer_complete, trial_rng, word_key, words)
+from evalkit.tasks.retrieval import (
+    CHAT_TEMPLATE,
+    DEPTHS,
+    Attempt,
+    TrialTask,
+    encode,
+    first_integer_is,
+    frame,
+    integer_complete,
+    trial_rng,
+    word_key,
+    words,
+)
 
 # LongEval's prompt (longchat/longeval/utils.py), with an answer prefix for raw completion
-HEADER = ("Below is a record of lines I want you to remember. Each line begins with 'line <line index>' and "
-          "contains a '<REGISTER_CONTENT>' at the end of the line as a numerical value. For each line index, "
-          "memorize its corresponding <REGISTER_CONTENT>. At the end of the record, I will ask you to retrieve "
-          "the corresponding <REGISTER_CONTENT> of a certain line index. Now the record start:\n\n")
+HEADER = (
+    "Below is a record of lines I want you to remember. Each line begins with 'line <line index>' and "
+    "contains a '<REGISTER_CONTENT>' at the end of the line as a numerical value. For each line index, "
+    "memorize its corresponding <REGISTER_CONTENT>. At the end of the record, I will ask you to retrieve "
+    "the corresponding <REGISTER_CONTENT> of a certain line index. Now the record start:\n\n"
+)
 LINE = "line {key}: REGISTER_CONTENT is <{value}>\n"
 QUESTION = "\nNow the record is over. Tell me what is the <REGISTER_CONTENT> in line {key}? I need the number."
 ANSWER = " The <REGISTER_CONTENT> in line {key} is"
@@ -33,8 +47,11 @@ class Lines(TrialTask):
     identity = ("depth", "seed", "chat_template")
     options = (DEPTHS, CHAT_TEMPLATE)
     columns = {"answer": str, "expected": str, "correct": int, "tokens": int, "lines": int, "reused": int}
-    metrics = (Metric("lines", "lines", "LongEval lines accuracy", stats.accuracy("correct"), percent=True,
-                      relative="difference"),)
+    metrics = (
+        Metric(
+            "lines", "lines", "LongEval lines accuracy", stats.accuracy("correct"), percent=True, relative="difference"
+        ),
+    )
 
     def record(self, ctx, sample: int, depth: float):
         """An endless reproducible sequence of (key, number) with distinct keys."""
@@ -71,8 +88,13 @@ class Lines(TrialTask):
 
     def attempt(self, ctx, cell: Cell) -> Attempt:
         prompt, value, n_lines = self.prompt(ctx, cell.length, cell.sample, cell.depth)
-        return Attempt(prompt, NEW_TOKENS, integer_complete, dict(expected=str(value), tokens=len(prompt), lines=n_lines),
-                       lambda answer: dict(answer=answer.strip(), correct=int(first_integer_is(answer, value))))
+        return Attempt(
+            prompt,
+            NEW_TOKENS,
+            integer_complete,
+            dict(expected=str(value), tokens=len(prompt), lines=n_lines),
+            lambda answer: dict(answer=answer.strip(), correct=int(first_integer_is(answer, value))),
+        )
 
 
 register(Lines())

@@ -7,14 +7,17 @@ are fixed by (seed, sample, depth), so every length and method sees the same nee
 the same depth. The prompt is exactly the requested length. Scored as RULER scores: the
 fraction of expected values found in the greedy answer (here one: 0 or 1).
 """
+
 from __future__ import annotations
 
 from evalkit.task import register
 from evalkit.tasks.retrieval import NeedleTask, Trial, haystack_prompt, number, prose, trial_rng, word_key, words
 
 # RULER's templates (scripts/data/synthetic/constants.py and niah.py), {kind}: numbers or uuids
-INSTRUCTION = ("Some special magic {kind} are hidden within the following text. Make sure to memorize it. "
-               "I will quiz you about the {kind} afterwards.\n")
+INSTRUCTION = (
+    "Some special magic {kind} are hidden within the following text. Make sure to memorize it. "
+    "I will quiz you about the {kind} afterwards.\n"
+)
 NEEDLE = "One of the special magic {kind} for {key} is: {value}."
 QUESTION = "\nWhat are all the special magic {kind} for {query} mentioned in the provided text?"
 ANSWER = " The special magic {kind} for {query} mentioned in the provided text are"
@@ -22,9 +25,16 @@ ANSWER = " The special magic {kind} for {query} mentioned in the provided text a
 
 def ruler_prompt(ctx, length, needles, query, kind, hay, what) -> list[int]:
     """A RULER NIAH prompt of exactly ``length`` tokens; ``needles``: (depth, key, value)."""
-    return haystack_prompt(ctx, length, INSTRUCTION.format(kind=kind), QUESTION.format(kind=kind, query=query),
-                           ANSWER.format(kind=kind, query=query),
-                           [(d, NEEDLE.format(kind=kind, key=k, value=v)) for d, k, v in needles], hay, what)
+    return haystack_prompt(
+        ctx,
+        length,
+        INSTRUCTION.format(kind=kind),
+        QUESTION.format(kind=kind, query=query),
+        ANSWER.format(kind=kind, query=query),
+        [(d, NEEDLE.format(kind=kind, key=k, value=v)) for d, k, v in needles],
+        hay,
+        what,
+    )
 
 
 class Niah(NeedleTask):

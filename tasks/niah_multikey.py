@@ -10,26 +10,45 @@
 Distractors are drawn per trial (the same at every length: longer prompts hold more of
 the same sequence). Score: the asked value found in the answer (0 or 1).
 """
+
 from __future__ import annotations
 
 from evalkit.errors import EvalkitError
 from evalkit.task import Option, register
 from evalkit.tasks.niah import NEEDLE, ruler_prompt
-from evalkit.tasks.retrieval import (RULER_DEPTHS, NeedleTask, SentenceTokens, Trial, number, prose, trial_rng, uuid4,
-                                     word_key, words)
+from evalkit.tasks.retrieval import (
+    RULER_DEPTHS,
+    NeedleTask,
+    SentenceTokens,
+    Trial,
+    number,
+    prose,
+    trial_rng,
+    uuid4,
+    word_key,
+    words,
+)
 
 DISTRACTORS = 3  # RULER: num_needle_k = 4 for niah_multikey_1
 
 
 def _check_variant(value: int) -> None:
     if value not in (1, 2, 3):
-        raise EvalkitError(f"--multikey-variant must be 1, 2 or 3, got {value}",
-                           "1: prose + 3 distractors; 2: a haystack of needles; 3: the same with UUIDs")
+        raise EvalkitError(
+            f"--multikey-variant must be 1, 2 or 3, got {value}",
+            "1: prose + 3 distractors; 2: a haystack of needles; 3: the same with UUIDs",
+        )
 
 
-VARIANT = Option("multikey_variant", "niah-multikey as RULER's niah_multikey_1 (prose + 3 distractor needles), "
-                 "_2 (a haystack of needles) or _3 (needles with UUID keys and values). Default: 1.",
-                 default=1, parse=int, check=_check_variant, metavar="1|2|3")
+VARIANT = Option(
+    "multikey_variant",
+    "niah-multikey as RULER's niah_multikey_1 (prose + 3 distractor needles), "
+    "_2 (a haystack of needles) or _3 (needles with UUID keys and values). Default: 1.",
+    default=1,
+    parse=int,
+    check=_check_variant,
+    metavar="1|2|3",
+)
 
 
 class NiahMultikey(NeedleTask):
@@ -48,8 +67,9 @@ class NiahMultikey(NeedleTask):
         key, value = new_key(), new_value()
         if variant == 1:
             others = [k for k in dict.fromkeys(new_key() for _ in range(DISTRACTORS * 2)) if k != key][:DISTRACTORS]
-            needles = [(depth, key, value)] + [(d, k, new_value()) for d, k in
-                                               zip(rng.sample(RULER_DEPTHS, DISTRACTORS), others)]
+            needles = [(depth, key, value)] + [
+                (d, k, new_value()) for d, k in zip(rng.sample(RULER_DEPTHS, DISTRACTORS), others)
+            ]
             return Trial(ruler_prompt(ctx, length, needles, key, kind, prose(ctx), self.name), [value])
 
         def distractors():  # the haystack: an endless sequence of needles with other keys

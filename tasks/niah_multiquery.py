@@ -5,6 +5,7 @@ trial, the same at every length) from RULER's 40-point depth grid. The question 
 the keys as RULER does ("a, b, c, and d"). Score: the fraction of the four values in
 the answer.
 """
+
 from __future__ import annotations
 
 from evalkit.task import register

@@ -4,6 +4,7 @@ The first value's needle sits at the cell's depth, the other three at depths dra
 trial, the same at every length) from RULER's 40-point depth grid. Score: the fraction
 of the four values in the answer.
 """
+
 from __future__ import annotations
 
 from evalkit.task import register

@@ -24,12 +24,12 @@ output at position i does not depend on the total length, so the NLL at every
 shorter length is a prefix of the per-token NLL at the longest: one forward per
 document serves every length.
 """
+
 from __future__ import annotations
 
 import math
 
-from evalkit import stats
-from evalkit import forward
+from evalkit import forward, stats
 from evalkit.errors import EvalkitError
 from evalkit.task import Cell, Measured, Metric, Option, Sharing, register
 from evalkit.tasks.data import documents
@@ -39,20 +39,39 @@ def _at_least(minimum: int, flag: str, hint: str):
     def check(value: int) -> None:
         if value < minimum:
             raise EvalkitError(f"{flag} must be >= {minimum}, got {value}", hint)
+
     return check
 
 
-DATA = Option("data", "Perplexity documents: stdlib (built in), a .txt/.jsonl/.parquet file, a folder of .txt, "
-              "or hf:NAME[:CONFIG]:SPLIT. Default: stdlib.", default="stdlib")
+DATA = Option(
+    "data",
+    "Perplexity documents: stdlib (built in), a .txt/.jsonl/.parquet file, a folder of .txt, "
+    "or hf:NAME[:CONFIG]:SPLIT. Default: stdlib.",
+    default="stdlib",
+)
 TEXT_FIELD = Option("text_field", "Text field of .jsonl/.parquet/hf records. Default: text.", default="text")
-STRIDE = Option("stride", "Sliding-window stride in tokens for ppl over each whole document (0 = off: the "
-                "first LENGTH tokens). Default: 0.", default=0, parse=int,
-                check=_at_least(0, "--stride", "e.g. --stride 256; 0 turns sliding windows off"))
-MIN_DOC = Option("min_doc_tokens", "Use only documents of at least this many tokens (the same documents at "
-                 "every length). Default: 0 (each length takes the documents long enough for it).", default=0,
-                 parse=int, check=_at_least(0, "--min-doc-tokens", "e.g. --min-doc-tokens 16384"))
-BUCKET = Option("bucket", "Positions per bucket of the per-position loss profile. Default: 256.", default=256,
-                parse=int, check=_at_least(1, "--bucket", "e.g. --bucket 256"))
+STRIDE = Option(
+    "stride",
+    "Sliding-window stride in tokens for ppl over each whole document (0 = off: the first LENGTH tokens). Default: 0.",
+    default=0,
+    parse=int,
+    check=_at_least(0, "--stride", "e.g. --stride 256; 0 turns sliding windows off"),
+)
+MIN_DOC = Option(
+    "min_doc_tokens",
+    "Use only documents of at least this many tokens (the same documents at "
+    "every length). Default: 0 (each length takes the documents long enough for it).",
+    default=0,
+    parse=int,
+    check=_at_least(0, "--min-doc-tokens", "e.g. --min-doc-tokens 16384"),
+)
+BUCKET = Option(
+    "bucket",
+    "Positions per bucket of the per-position loss profile. Default: 256.",
+    default=256,
+    parse=int,
+    check=_at_least(1, "--bucket", "e.g. --bucket 256"),
+)
 
 
 class DocumentPool:
@@ -95,8 +114,7 @@ class DocumentPool:
 def bucket_profile(nll, bucket: int) -> list[tuple[int, int, float]]:
     """(first position, last position + 1, mean NLL) per bucket of predicted positions.
     Position p is the token predicted at index p+1 of the sequence."""
-    return [(s, min(s + bucket, nll.numel()), float(nll[s:s + bucket].mean()))
-            for s in range(0, nll.numel(), bucket)]
+    return [(s, min(s + bucket, nll.numel()), float(nll[s : s + bucket].mean())) for s in range(0, nll.numel(), bucket)]
 
 
 def strided_nll(model, ids, window: int, stride: int):
@@ -109,7 +127,7 @@ def strided_nll(model, ids, window: int, stride: int):
         end = min(end, n)
         start = max(0, end - window)
         nll = forward.token_nll(model, ids[:, start:end])  # predictions of tokens start+1 .. end-1
-        parts.append(nll[done - start - 1:])
+        parts.append(nll[done - start - 1 :])
         done, end = end, end + stride
     return torch.cat(parts)
 
@@ -123,15 +141,58 @@ class Perplexity:
     default = True
     title_fields = ("data",)  # named in figure titles ("... on stdlib")
     profile = True  # per-position losses in positions.csv, with these columns (the cell's, then the loss)
-    profile_columns = ("model", "method", "scale", "alpha", "trained_len", "length", "sample", "doc", "data",
-                       "stride", "seed", "position_start", "position_end", "nll", "source", "min_doc_tokens",
-                       "text_field", "params", "rope_scaling", "adapter", "quantize")
+    profile_columns = (
+        "model",
+        "method",
+        "scale",
+        "alpha",
+        "trained_len",
+        "length",
+        "sample",
+        "doc",
+        "data",
+        "stride",
+        "seed",
+        "position_start",
+        "position_end",
+        "nll",
+        "source",
+        "min_doc_tokens",
+        "text_field",
+        "params",
+        "rope_scaling",
+        "adapter",
+        "quantize",
+    )
     profile_required = ("model", "method", "length", "sample", "position_start", "position_end", "nll")
-    profile_key = ("model", "source", "adapter", "quantize", "method", "scale", "alpha", "params", "rope_scaling",
-                   "trained_len", "length", "sample", "data", "stride", "min_doc_tokens", "text_field")
-    metrics = (Metric("ppl", "ppl", "perplexity (token-weighted)", stats.token_weighted("nll", "tokens"), log_axis=True),
-               Metric("nll", "ppl", "mean NLL (nats, token-weighted)", stats.token_weighted("nll", "tokens", log_space=True),
-                      primary=False))
+    profile_key = (
+        "model",
+        "source",
+        "adapter",
+        "quantize",
+        "method",
+        "scale",
+        "alpha",
+        "params",
+        "rope_scaling",
+        "trained_len",
+        "length",
+        "sample",
+        "data",
+        "stride",
+        "min_doc_tokens",
+        "text_field",
+    )
+    metrics = (
+        Metric("ppl", "ppl", "perplexity (token-weighted)", stats.token_weighted("nll", "tokens"), log_axis=True),
+        Metric(
+            "nll",
+            "ppl",
+            "mean NLL (nats, token-weighted)",
+            stats.token_weighted("nll", "tokens", log_space=True),
+            primary=False,
+        ),
+    )
     summary = "long-document perplexity: token-weighted NLL over every predicted token, per-position profile"
 
     def profile_title(self, model: str, longest: int, rows) -> str:
@@ -142,23 +203,28 @@ class Perplexity:
         return f"{model}: loss by document position, windows of {longest} (stride {', '.join(windows)})"
 
     def pool(self, ctx) -> DocumentPool:
-        return ctx.cached("ppl-pool", lambda: DocumentPool(ctx.tokenizer, ctx.cfg.opt("data"),
-                                                           ctx.cfg.opt("text_field")))
+        return ctx.cached(
+            "ppl-pool", lambda: DocumentPool(ctx.tokenizer, ctx.cfg.opt("data"), ctx.cfg.opt("text_field"))
+        )
 
     def cells(self, ctx, lengths) -> list[Cell]:
         cells, stride = [], ctx.cfg.opt("stride")
         if stride and stride >= min(lengths):
-            raise EvalkitError(f"--stride {stride} must be below the shortest length ({min(lengths)})",
-                               "e.g. --stride 256; 0 turns sliding windows off")
+            raise EvalkitError(
+                f"--stride {stride} must be below the shortest length ({min(lengths)})",
+                "e.g. --stride 256; 0 turns sliding windows off",
+            )
         for length in lengths:
             need = max(length, ctx.cfg.opt("min_doc_tokens"))
             chosen, skipped = self.pool(ctx).pick(need, ctx.cfg.samples)
             if not chosen:
                 longest = max((len(ids) for _, ids in self.pool(ctx)), default=0)
                 what = f"length {length} is" if need == length else f"--min-doc-tokens {need} is"
-                raise EvalkitError(f"{what} longer than the data: no document of {ctx.cfg.opt('data')!r} has "
-                                   f"{need} tokens (longest: {longest})",
-                                   "use shorter --len / --min-doc-tokens or longer documents (--data)")
+                raise EvalkitError(
+                    f"{what} longer than the data: no document of {ctx.cfg.opt('data')!r} has "
+                    f"{need} tokens (longest: {longest})",
+                    "use shorter --len / --min-doc-tokens or longer documents (--data)",
+                )
             if skipped:
                 ctx.note(f"ppl at {length}: skipped {skipped} document(s) shorter than {need} tokens")
             if len(chosen) < ctx.cfg.samples:
@@ -166,8 +232,10 @@ class Perplexity:
             cells += [Cell(self.name, length, i, None, doc_id) for i, (doc_id, _) in enumerate(chosen)]
             if stride:
                 windows = sum(max(1, -(-(len(ids) - length) // stride) + 1) for _, ids in chosen)
-                ctx.note(f"ppl at {length} with --stride {stride}: {windows} windows of {length} tokens per method "
-                         f"over {len(chosen)} whole document(s) of up to {max(len(i) for _, i in chosen)} tokens")
+                ctx.note(
+                    f"ppl at {length} with --stride {stride}: {windows} windows of {length} tokens per method "
+                    f"over {len(chosen)} whole document(s) of up to {max(len(i) for _, i in chosen)} tokens"
+                )
         return cells
 
     def group(self, ctx, cell: Cell, sharing: Sharing):
@@ -187,8 +255,13 @@ class Perplexity:
         for cell in cells:
             part = nll if stride else nll[: cell.length - 1]
             mean = float(part.mean())
-            row = dict(nll=mean, ppl=math.exp(mean) if mean < 700 else math.inf, tokens=part.numel(), doc=cell.doc,
-                       shared="prefix-forward" if len(cells) > 1 else "none")
+            row = dict(
+                nll=mean,
+                ppl=math.exp(mean) if mean < 700 else math.inf,
+                tokens=part.numel(),
+                doc=cell.doc,
+                shared="prefix-forward" if len(cells) > 1 else "none",
+            )
             if not math.isfinite(mean):  # a row of its own status, never a number to pool
                 row.update(status="nan", error="non-finite loss")
             rows.append(Measured(row, bucket_profile(part, ctx.cfg.opt("bucket")) if math.isfinite(mean) else []))

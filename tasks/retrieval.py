@@ -9,16 +9,16 @@ part tokenised on its own so the total length is exact:
   single user message (with the generation prompt); the answer prefix then starts the
   assistant's turn.
 """
+
 from __future__ import annotations
 
 import math
 import random
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
-from evalkit import stats
-from evalkit import forward
+from evalkit import forward, stats
 from evalkit.errors import EvalkitError
 from evalkit.task import Cell, Metric, Option, Sharing
 from evalkit.tasks.haystack import BUILTIN, builtin_text, haystack_text, key_words, parse_haystack, sentences
@@ -42,15 +42,31 @@ def _check_depths(depths) -> None:
         raise EvalkitError("--depths are fractions of the context between 0 and 1", "e.g. --depths 0,0.5,1")
 
 
-DEPTHS = Option("depths", "Needle depths, fractions 0..1 of the context, comma list. Default: 0.5.",
-                default=(0.5,), parse=_depth, many=True, check=_check_depths, metavar="D,...")
-CHAT_TEMPLATE = Option("chat_template", "Wrap retrieval prompts in the tokenizer's chat template (instruct "
-                       "models); recorded in every row. Default: off, raw completion as in the papers.",
-                       default=False, flag=True)
+DEPTHS = Option(
+    "depths",
+    "Needle depths, fractions 0..1 of the context, comma list. Default: 0.5.",
+    default=(0.5,),
+    parse=_depth,
+    many=True,
+    check=_check_depths,
+    metavar="D,...",
+)
+CHAT_TEMPLATE = Option(
+    "chat_template",
+    "Wrap retrieval prompts in the tokenizer's chat template (instruct "
+    "models); recorded in every row. Default: off, raw completion as in the papers.",
+    default=False,
+    flag=True,
+)
 
-HAYSTACK = Option("haystack", "Needle tasks' haystack: stdlib-prose (built in: prose shipped with Python), a .txt "
-                  "file or a folder of .txt files (e.g. the Paul Graham essays).", default=BUILTIN,
-                  parse=parse_haystack, metavar="FILE|DIR")
+HAYSTACK = Option(
+    "haystack",
+    "Needle tasks' haystack: stdlib-prose (built in: prose shipped with Python), a .txt "
+    "file or a folder of .txt files (e.g. the Paul Graham essays).",
+    default=BUILTIN,
+    parse=parse_haystack,
+    metavar="FILE|DIR",
+)
 
 
 @dataclass
@@ -79,13 +95,17 @@ def raw_frame(tokenizer) -> Frame:
 def chat_frame(tokenizer) -> Frame:
     """The chat template around one user message, ending with the assistant's generation prompt."""
     if not getattr(tokenizer, "chat_template", None):
-        raise EvalkitError("--chat-template: this model's tokenizer has no chat template",
-                           "leave --chat-template out for a base model (raw prompts)")
-    text = tokenizer.apply_chat_template([{"role": "user", "content": _SENTINEL}], tokenize=False,
-                                         add_generation_prompt=True)
+        raise EvalkitError(
+            "--chat-template: this model's tokenizer has no chat template",
+            "leave --chat-template out for a base model (raw prompts)",
+        )
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": _SENTINEL}], tokenize=False, add_generation_prompt=True
+    )
     if text.count(_SENTINEL) != 1:
-        raise EvalkitError("--chat-template: the chat template does not place the user message once",
-                           "leave --chat-template out")
+        raise EvalkitError(
+            "--chat-template: the chat template does not place the user message once", "leave --chat-template out"
+        )
     before, after = text.split(_SENTINEL)
     return Frame(encode(tokenizer, before), encode(tokenizer, after))
 
@@ -127,8 +147,9 @@ class SharedPrefix:
             cache, rest = self.cache, prompt[keep:]
             step = max(self.MIN_PART, -(-len(rest) // self.PARTS))
             for start in range(0, len(rest), step):
-                logits, cache = forward.next_token_logits(ctx.model, torch.tensor([rest[start:start + step]],
-                                                                          device=ctx.input_device), cache)
+                logits, cache = forward.next_token_logits(
+                    ctx.model, torch.tensor([rest[start : start + step]], device=ctx.input_device), cache
+                )
         self.cache = cache if forward.croppable(cache) else None
         self.tokens, self.reused = list(prompt), keep
         return logits, cache
@@ -137,8 +158,9 @@ class SharedPrefix:
         self.tokens.append(token)
 
 
-def generate(ctx, prompt: list[int], max_new: int, stop: Callable[[str], bool],
-             shared: SharedPrefix | None = None) -> str | None:
+def generate(
+    ctx, prompt: list[int], max_new: int, stop: Callable[[str], bool], shared: SharedPrefix | None = None
+) -> str | None:
     """Greedy decoding with the KV cache until EOS, ``stop(text)`` or ``max_new`` tokens, from a
     full prefill or from ``shared``'s cache. None when the logits are not finite (the trial has no
     answer to score)."""
@@ -160,7 +182,9 @@ def generate(ctx, prompt: list[int], max_new: int, stop: Callable[[str], bool],
             out.append(token)
             if stop(tokenizer.decode(out, skip_special_tokens=True)):
                 break
-            logits, cache = forward.next_token_logits(ctx.model, torch.tensor([[token]], device=ctx.input_device), cache)
+            logits, cache = forward.next_token_logits(
+                ctx.model, torch.tensor([[token]], device=ctx.input_device), cache
+            )
             if shared is not None:
                 shared.fed(token)
     return tokenizer.decode(out, skip_special_tokens=True)
@@ -190,8 +214,9 @@ def recalled(answer: str, values: list[str]) -> float:
 
 # ---- keys and values (RULER's kinds) ----
 
+
 def number(rng: random.Random, digits: int = 7) -> str:
-    return str(rng.randint(10 ** (digits - 1), 10 ** digits - 1))
+    return str(rng.randint(10 ** (digits - 1), 10**digits - 1))
 
 
 def uuid4(rng: random.Random) -> str:
@@ -211,6 +236,7 @@ def trial_rng(task: str, seed: int, sample: int, depth: float, *extra) -> random
 
 
 # ---- exact-length assembly ----
+
 
 class SentenceTokens:
     """The tokens of an endless sequence of sentences, tokenised lazily in batches, each with a
@@ -256,29 +282,44 @@ def place(pieces: list[list[int]], needles: list[tuple[float, list[int]]]) -> li
     return out
 
 
-def haystack_prompt(ctx, length: int, instruction: str, question: str, answer_prefix: str,
-                    needles: list[tuple[float, str]], hay: SentenceTokens, what: str) -> list[int]:
+def haystack_prompt(
+    ctx,
+    length: int,
+    instruction: str,
+    question: str,
+    answer_prefix: str,
+    needles: list[tuple[float, str]],
+    hay: SentenceTokens,
+    what: str,
+) -> list[int]:
     """Exactly ``length`` tokens: frame head, instruction, haystack with the needles, question,
     frame tail, answer prefix."""
     tok, fr = ctx.tokenizer, frame(ctx)
     needle_ids = [(d, ctx.cached(("needle", text), lambda t=text: encode(tok, " " + t))) for d, text in needles]
-    fixed = (fr.head + ctx.cached(("text", instruction), lambda: encode(tok, instruction))
-             + ctx.cached(("text", question), lambda: encode(tok, question)) + fr.tail
-             + ctx.cached(("text", answer_prefix), lambda: encode(tok, answer_prefix)))
+    fixed = (
+        fr.head
+        + ctx.cached(("text", instruction), lambda: encode(tok, instruction))
+        + ctx.cached(("text", question), lambda: encode(tok, question))
+        + fr.tail
+        + ctx.cached(("text", answer_prefix), lambda: encode(tok, answer_prefix))
+    )
     n_hay = length - len(fixed) - sum(len(ids) for _, ids in needle_ids)
     if n_hay < 1:
-        raise EvalkitError(f"{what} length {length} is too short for the prompt",
-                           f"use at least {length - n_hay + 1} tokens")
+        raise EvalkitError(
+            f"{what} length {length} is too short for the prompt", f"use at least {length - n_hay + 1} tokens"
+        )
     head = len(fr.head) + len(ctx.cached(("text", instruction), lambda: encode(tok, instruction)))  # cached above
     return fixed[:head] + place(hay.take(n_hay), needle_ids) + fixed[head:]
 
 
 def prose(ctx) -> SentenceTokens:
     """The ``--haystack`` sentences, one endless cycle, tokenised once per run."""
+
     def make():
         import itertools
 
         return SentenceTokens(ctx.tokenizer, itertools.cycle(sentences(haystack_text(ctx.cfg.opt("haystack")))))
+
     return ctx.cached("haystack", make)
 
 
@@ -297,6 +338,7 @@ class Trial:
 @dataclass
 class Attempt:
     """One trial ready to run: its prompt, how to decode, and how its row is made."""
+
     prompt: list[int]
     max_new: int
     stop: Callable[[str], bool]
@@ -376,5 +418,6 @@ class NeedleTask(TrialTask):
             found = recalled(answer, t.expected)
             return dict(answer=answer.strip(), score=found, correct=int(found == 1))
 
-        return Attempt(t.prompt, budget, lambda text: False, dict(expected=" ".join(t.expected), tokens=len(t.prompt)),
-                       score)
+        return Attempt(
+            t.prompt, budget, lambda text: False, dict(expected=" ".join(t.expected), tokens=len(t.prompt)), score
+        )

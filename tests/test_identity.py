@@ -1,39 +1,90 @@
 """Exact behaviour of evalkit.results' cell identity and CSV handling, written to kill mutants
 (mutation/run results). Expected values are hand constants; no model is loaded. All fast."""
+
 import csv
 import os
 
 import pytest
 
-from evalkit.errors import EvalkitError
 from evalkit import results as R
+from evalkit.errors import EvalkitError
 
-PPL = {"model": "m", "source": "hf", "method": "ntk", "scale": "2", "alpha": "2", "params": "", "trained_len": "16",
-       "task": "ppl", "length": "32", "sample": "0", "data": "stdlib", "text_field": "text", "stride": "0",
-       "min_doc_tokens": "0", "status": "ok", "evalkit_version": "0.3.0", "created_at": "t"}
+PPL = {
+    "model": "m",
+    "source": "hf",
+    "method": "ntk",
+    "scale": "2",
+    "alpha": "2",
+    "params": "",
+    "trained_len": "16",
+    "task": "ppl",
+    "length": "32",
+    "sample": "0",
+    "data": "stdlib",
+    "text_field": "text",
+    "stride": "0",
+    "min_doc_tokens": "0",
+    "status": "ok",
+    "evalkit_version": "0.3.0",
+    "created_at": "t",
+}
 
 
 # --- fmt ---
 
-@pytest.mark.parametrize("value, text", [
-    (None, ""), (True, "1"), (False, "0"), (0.1 + 0.2, "0.3"), (1 / 3, "0.33333333"), (123456789.0, "1.2345679e+08"),
-    (2.0, "2"), (7, "7"), ("a\rb", "a\\rb"), ("plain", "plain"), ("", ""),
-])
+
+@pytest.mark.parametrize(
+    "value, text",
+    [
+        (None, ""),
+        (True, "1"),
+        (False, "0"),
+        (0.1 + 0.2, "0.3"),
+        (1 / 3, "0.33333333"),
+        (123456789.0, "1.2345679e+08"),
+        (2.0, "2"),
+        (7, "7"),
+        ("a\rb", "a\\rb"),
+        ("plain", "plain"),
+        ("", ""),
+    ],
+)
 def test_fmt_hand_values(value, text):
     assert R.fmt(value) == text
 
 
 # --- identity ---
 
+
 def test_identity_fields_of_each_kind_of_task():
-    core = [("model", ""), ("source", ""), ("adapter", ""), ("quantize", ""), ("method", ""), ("scale", ""),
-            ("alpha", ""), ("params", ""), ("rope_scaling", ""), ("trained_len", ""), ("task", ""), ("length", ""),
-            ("sample", "")]
-    assert R.identity_fields("ppl") == core + [("data", "stdlib"), ("text_field", "text"), ("stride", "0"),
-                                                ("min_doc_tokens", "0")]
+    core = [
+        ("model", ""),
+        ("source", ""),
+        ("adapter", ""),
+        ("quantize", ""),
+        ("method", ""),
+        ("scale", ""),
+        ("alpha", ""),
+        ("params", ""),
+        ("rope_scaling", ""),
+        ("trained_len", ""),
+        ("task", ""),
+        ("length", ""),
+        ("sample", ""),
+    ]
+    assert R.identity_fields("ppl") == core + [
+        ("data", "stdlib"),
+        ("text_field", "text"),
+        ("stride", "0"),
+        ("min_doc_tokens", "0"),
+    ]
     assert R.identity_fields("passkey") == core + [("depth", ""), ("seed", ""), ("chat_template", "0")]
-    assert R.identity_fields("no-such-task") == core + [("depth", ""), ("seed", ""), ("data", "stdlib"),
-                                                         ("stride", "0")]
+    assert R.identity_fields("no-such-task") == core + [
+        ("depth", ""),
+        ("seed", ""),
+        ("data", "stdlib"),
+        ("stride", "0"),
+    ]
     assert R.identity_fields(None) == R.identity_fields("no-such-task")
 
 
@@ -42,9 +93,20 @@ def test_row_key_reads_an_empty_option_as_its_default_and_ignores_measurements()
     assert dict(key)["data"] == "stdlib" and dict(key)["length"] == "32"
     assert R.row_key(dict(PPL, data="", text_field="", stride="", min_doc_tokens="")) == key
     assert R.row_key(dict(PPL, nll="3.2", status="oom", created_at="x", evalkit_version="0.4")) == key
-    for field, other in [("model", "n"), ("source", "gguf"), ("scale", "4"), ("alpha", "3"), ("length", "64"),
-                         ("sample", "1"), ("data", "pg19"), ("stride", "8"), ("trained_len", "32"), ("method", "pi"),
-                         ("adapter", "a"), ("quantize", "8bit")]:
+    for field, other in [
+        ("model", "n"),
+        ("source", "gguf"),
+        ("scale", "4"),
+        ("alpha", "3"),
+        ("length", "64"),
+        ("sample", "1"),
+        ("data", "pg19"),
+        ("stride", "8"),
+        ("trained_len", "32"),
+        ("method", "pi"),
+        ("adapter", "a"),
+        ("quantize", "8bit"),
+    ]:
         assert R.row_key(dict(PPL, **{field: other})) != key, field
     assert [k for k, _ in key] == [k for k, _ in R.identity_fields("ppl")]
 
@@ -67,9 +129,20 @@ def test_row_key_params_are_normalised():
     assert R.row_key(dict(yarn, params="beta_fast=16")) != R.row_key(yarn)
 
 
-@pytest.mark.parametrize("version, old", [("0.2.9", True), ("0.1", True), ("0.3.0", False), ("1.0", False),
-                                          ("0.10.1", False), ("", False), ("x.y", False), (None, False),
-                                          ("0.2.dev0", True)])
+@pytest.mark.parametrize(
+    "version, old",
+    [
+        ("0.2.9", True),
+        ("0.1", True),
+        ("0.3.0", False),
+        ("1.0", False),
+        ("0.10.1", False),
+        ("", False),
+        ("x.y", False),
+        (None, False),
+        ("0.2.dev0", True),
+    ],
+)
 def test_legacy_is_evalkit_0_2_or_older(version, old):
     assert R.legacy({"evalkit_version": version}) is old
 
@@ -89,18 +162,32 @@ def test_legacy_given_and_row_keys():
 
 def test_profile_key_hand_value():
     p = dict(PPL, position_start="0", position_end="16", nll="1.0")
-    assert R.profile_key(p) == ("m", "hf", "", "", "ntk", "2", "2", "", "", "16", "32", "0", "stdlib", "0",
-                                "0", "text")
+    assert R.profile_key(p) == ("m", "hf", "", "", "ntk", "2", "2", "", "", "16", "32", "0", "stdlib", "0", "0", "text")
     assert R.profile_key(dict(p, data="", stride="", min_doc_tokens="", text_field="")) == R.profile_key(p)
     assert R.profile_key(dict(p, rope_scaling="removed:yarn"))[8] == "removed"
 
 
 # --- CSV records ---
 
-@pytest.mark.parametrize("data, end", [
-    (b"", 0), (b"a,b", 0), (b"a,b\n", 4), (b"a,b\nc", 4), (b'"x\ny",1\n', 8), (b'"x\ny",1', 0),
-    (b'"a""\n",b\n', 9), (b'a,"x\ny', 0), (b'a,"x\ny"\n', 8), (b'a"b\n', 4), (b'a,"b\nc"\nd\n', 10), (b'"a"\n"b', 4), (b'"a"""\n', 6),
-])
+
+@pytest.mark.parametrize(
+    "data, end",
+    [
+        (b"", 0),
+        (b"a,b", 0),
+        (b"a,b\n", 4),
+        (b"a,b\nc", 4),
+        (b'"x\ny",1\n', 8),
+        (b'"x\ny",1', 0),
+        (b'"a""\n",b\n', 9),
+        (b'a,"x\ny', 0),
+        (b'a,"x\ny"\n', 8),
+        (b'a"b\n', 4),
+        (b'a,"b\nc"\nd\n', 10),
+        (b'"a"\n"b', 4),
+        (b'"a"""\n', 6),
+    ],
+)
 def test_complete_end_hand_values(data, end):
     assert R._complete_end(data) == end
 
@@ -118,8 +205,13 @@ def test_inspect_kinds(tmp_path):
     kind, data, end, header = R._inspect(path, cols, R.REQUIRED)
     assert (kind, data, header) == ("evalkit", body, cols)
     assert end == len(",".join(cols)) + 1 + len("m,pi,ppl,8,0,ok,0.3.0,t,1.5\n")
-    for bad in [b"model,model\n", b"a,b\n1,2\n", b"Model," + ",".join(R.REQUIRED).encode() + b"\n",
-                b"x", b"\xff\xfe\n"]:
+    for bad in [
+        b"model,model\n",
+        b"a,b\n1,2\n",
+        b"Model," + ",".join(R.REQUIRED).encode() + b"\n",
+        b"x",
+        b"\xff\xfe\n",
+    ]:
         path.write_bytes(bad)
         with pytest.raises(EvalkitError, match="is not an evalkit results file"):
             R._inspect(path, cols, R.REQUIRED)
@@ -190,6 +282,7 @@ def test_drop_rows_removes_the_cells_given(tmp_path):
 
 # --- tidy, locks and --force across folders ---
 
+
 def _tidy(folder, said: list):
     """R.tidy(folder), with the messages it logs appended to ``said``."""
     import logging
@@ -217,8 +310,13 @@ def _write(path, rows, columns):
 
 
 def _profile(row, start, **kw):
-    return {**{c: row.get(c, "") for c in R.PROFILE_COLUMNS}, "position_start": str(start),
-            "position_end": str(start + 8), "nll": "1.5", **kw}
+    return {
+        **{c: row.get(c, "") for c in R.PROFILE_COLUMNS},
+        "position_start": str(start),
+        "position_end": str(start + 8),
+        "nll": "1.5",
+        **kw,
+    }
 
 
 def test_tidy_keeps_the_first_copy_of_a_cell_and_returns_every_identity(tmp_path):
@@ -270,14 +368,20 @@ def test_tidy_fills_the_source_of_evalkit_0_1_profile_rows_and_adds_missing_colu
     header = (tmp_path / R.PROFILE).read_text().splitlines()[0].split(",")
     assert header == old_cols + ["source", "text_field", "adapter"]
     assert [p["source"] for p in R.read_profile(tmp_path / R.PROFILE)] == ["hf", "hf"]
-    assert said == [f"evalkit: {tmp_path / R.PROFILE}: removed 0 row(s) of cells whose results row is missing "
-                    "(a run stopped between the two writes) or written twice"]
+    assert said == [
+        f"evalkit: {tmp_path / R.PROFILE}: removed 0 row(s) of cells whose results row is missing "
+        "(a run stopped between the two writes) or written twice"
+    ]
 
 
 def test_fill_sources_leaves_an_ambiguous_source_empty():
     rows = [dict(PPL, source="hf"), dict(PPL, source="gguf"), dict(PPL, sample="1", source="hf")]
-    prof = [_profile(PPL, 0, source=""), _profile(dict(PPL, sample="1"), 0, source=""),
-            _profile(dict(PPL, sample="2"), 0, source=""), _profile(PPL, 8, source="mine")]
+    prof = [
+        _profile(PPL, 0, source=""),
+        _profile(dict(PPL, sample="1"), 0, source=""),
+        _profile(dict(PPL, sample="2"), 0, source=""),
+        _profile(PPL, 8, source="mine"),
+    ]
     R._fill_sources(prof, rows)
     assert [p["source"] for p in prof] == ["", "hf", "", "mine"]
 
@@ -305,6 +409,7 @@ def test_folder_lock_names_its_holder_and_refuses_a_second_run(tmp_path):
 
 def test_folder_lock_waits_then_refuses(tmp_path):
     import time
+
     lock = R.FolderLock(tmp_path, wait=0)
     start = time.monotonic()
     with pytest.raises(EvalkitError) as e:
@@ -320,6 +425,7 @@ def test_check_idle_without_a_lock_file_or_with_an_empty_one(tmp_path):
     (tmp_path / R.LOCK).write_text("")
     R.check_idle(tmp_path)  # a lock file no one holds
     import fcntl
+
     with open(tmp_path / R.LOCK) as f:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
         with pytest.raises(EvalkitError, match=r"\(another process\)"):
@@ -384,7 +490,9 @@ def test_rewrite_goes_through_a_new_hidden_file_beside_the_target(tmp_path, monk
     assert len(made) == 1
     tmp = os.path.basename(made[0])
     assert os.path.dirname(made[0]) == str(tmp_path)
-    assert tmp.startswith(".results.csv.") and tmp.endswith(".evalkit-tmp") and len(tmp) > len(".results.csv..evalkit-tmp")
+    assert (
+        tmp.startswith(".results.csv.") and tmp.endswith(".evalkit-tmp") and len(tmp) > len(".results.csv..evalkit-tmp")
+    )
     assert path.read_bytes() == "a\né\n".encode()
 
 
@@ -408,9 +516,13 @@ def test_inspect_edges_of_the_header_line(tmp_path):
     path.write_bytes(quoted)
     assert R._inspect(path, R.REQUIRED, R.REQUIRED) == ("evalkit", quoted, len(quoted), R.REQUIRED)
     reordered = ",".join(reversed(R.REQUIRED)).encode()
-    for bad in [line.encode() + b"X",  # starts with the header, goes on without a newline
-                reordered,  # all the names, no newline, not a prefix of the header
-                line.encode() + b" \n", line.encode() + b"\t\n", line.encode() + b"X\n"]:
+    for bad in [
+        line.encode() + b"X",  # starts with the header, goes on without a newline
+        reordered,  # all the names, no newline, not a prefix of the header
+        line.encode() + b" \n",
+        line.encode() + b"\t\n",
+        line.encode() + b"X\n",
+    ]:
         path.write_bytes(bad)
         with pytest.raises(EvalkitError, match="is not an evalkit results file"):
             R._inspect(path, R.REQUIRED, R.REQUIRED)
@@ -420,8 +532,9 @@ def test_read_table_keeps_a_quoted_crlf_and_fills_the_columns_asked(tmp_path):
     path = tmp_path / "r.csv"
     path.write_bytes(",".join(R.REQUIRED + ["answer"]).encode() + b'\nm,pi,passkey,8,0,ok,0.3.0,t,"a\r\nb"\n')
     rows = R.read_rows(path, R.REQUIRED + ["answer", "extra"])
-    assert rows == [{**dict(zip(R.REQUIRED, ["m", "pi", "passkey", "8", "0", "ok", "0.3.0", "t"])), "answer": "a\r\nb",
-                     "extra": ""}]
+    assert rows == [
+        {**dict(zip(R.REQUIRED, ["m", "pi", "passkey", "8", "0", "ok", "0.3.0", "t"])), "answer": "a\r\nb", "extra": ""}
+    ]
     assert "depth" in R.read_rows(path)[0]  # the columns evalkit writes now, by default
     prof = tmp_path / "positions.csv"
     old = [c for c in R.PROFILE_COLUMNS if c != "text_field"]
@@ -431,8 +544,13 @@ def test_read_table_keeps_a_quoted_crlf_and_fills_the_columns_asked(tmp_path):
 
 
 def test_tidy_counts_each_cell_recorded_twice(tmp_path):
-    rows = [dict(PPL, sample="0"), dict(PPL, sample="1"), dict(PPL, sample="0"), dict(PPL, sample="1"),
-            dict(PPL, sample="1")]
+    rows = [
+        dict(PPL, sample="0"),
+        dict(PPL, sample="1"),
+        dict(PPL, sample="0"),
+        dict(PPL, sample="1"),
+        dict(PPL, sample="1"),
+    ]
     _write(tmp_path / R.RESULTS, rows, list(PPL))
     said = []
     _tidy(tmp_path, said)
@@ -457,6 +575,7 @@ def test_folder_lock_retries_every_50_ms_for_its_wait_then_refuses(tmp_path, mon
 
 def test_folder_lock_held_by_a_process_that_wrote_nothing(tmp_path):
     import fcntl
+
     (tmp_path / R.LOCK).write_text("")
     with open(tmp_path / R.LOCK) as f:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)

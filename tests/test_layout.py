@@ -2,6 +2,7 @@
 and functions stay small, the core names no plugin, and plugins are found without a list.
 
 Read from the sources with :mod:`ast`, so each check fails on the line that breaks it."""
+
 from __future__ import annotations
 
 import ast
@@ -15,8 +16,16 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = {"evalkit": ROOT / "evalkit", "evalkit.tasks": ROOT / "tasks", "evalkit.patches": ROOT / "patches"}
 # the generic core: everything in evalkit/ but the family and model modules, the test helper
 # and the plugins that live there (row sinks)
-NOT_CORE = {"families.py", "family.py", "models.py", "loading.py", "embedded.py", "remote_code.py",
-            "sp_tokenizer.py", "testing.py"}
+NOT_CORE = {
+    "families.py",
+    "family.py",
+    "models.py",
+    "loading.py",
+    "embedded.py",
+    "remote_code.py",
+    "sp_tokenizer.py",
+    "testing.py",
+}
 
 
 def modules() -> dict[str, Path]:
@@ -33,8 +42,9 @@ def modules() -> dict[str, Path]:
 def imports(name: str, path: Path, known: set[str]) -> list[tuple[str, ast.AST, bool]]:
     """(module imported, the import node, whether it sits inside a function) for evalkit's own."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    inside = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
-              for n in ast.walk(f)}
+    inside = {
+        id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) for n in ast.walk(f)
+    }
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     out = []
     for node in ast.walk(tree):
@@ -43,7 +53,9 @@ def imports(name: str, path: Path, known: set[str]) -> list[tuple[str, ast.AST, 
         elif isinstance(node, ast.ImportFrom) and node.module != "__future__":
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
         else:
             continue
@@ -74,7 +86,7 @@ def test_no_import_cycle_among_evalkits_modules_imports_inside_functions_counted
         state[node] = 1
         for nxt in sorted(edges.get(node, ())):
             if state.get(nxt) == 1:
-                cycle = path[path.index(nxt):] + [nxt]
+                cycle = path[path.index(nxt) :] + [nxt]
                 pytest.fail("import cycle: " + " -> ".join(cycle))
             if nxt not in state:
                 visit(nxt, path + [nxt])
@@ -111,8 +123,15 @@ def plugin_names() -> set[str]:
     from evalkit.schema import CORE_COLUMNS, SHARED
     from evalkit.task import columns_of
 
-    names = {*TASKS.names(), *METHODS.names(), *FAMILIES.names(), *INSTALLERS.names(), *SINKS.names(),
-             *METRICS.names(), *OPTIONS.names()}
+    names = {
+        *TASKS.names(),
+        *METHODS.names(),
+        *FAMILIES.names(),
+        *INSTALLERS.names(),
+        *SINKS.names(),
+        *METRICS.names(),
+        *OPTIONS.names(),
+    }
     names |= {p.name for m in METHODS.values() for p in m.params}
     names |= {c for t in TASKS.values() for c in columns_of(t)}
     core = set(CORE_COLUMNS) - {p.name for m in METHODS.values() for p in m.params}
@@ -132,12 +151,19 @@ def test_the_core_names_no_plugin():
         if path.name in NOT_CORE:
             continue
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        docs = {id(n.body[0].value) for n in ast.walk(tree)
-                if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and n.body
-                and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
-        found += [f"{path.name}:{n.lineno} {n.value!r}" for n in ast.walk(tree)
-                  if isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value in names
-                  and id(n) not in docs]
+        docs = {
+            id(n.body[0].value)
+            for n in ast.walk(tree)
+            if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and n.body
+            and isinstance(n.body[0], ast.Expr)
+            and isinstance(n.body[0].value, ast.Constant)
+        }
+        found += [
+            f"{path.name}:{n.lineno} {n.value!r}"
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value in names and id(n) not in docs
+        ]
     # results.py's FOREIGN_IDENTITY (rows of an unknown task) and schema.py's reading of version-1 rows
     assert len(found) <= 3, f"plugin names in the core: {found}"
 
@@ -154,17 +180,26 @@ def test_plugins_are_discovered_without_a_list(tmp_path):
     (copy / "tasks" / "echo_task.py").write_text(
         "from evalkit.task import register\nfrom evalkit.tasks.niah_multivalue import NiahMultivalue\n\n\n"
         "class Echo(NiahMultivalue):\n    name = 'echo-task'\n    metrics = NiahMultivalue.metric('echo-task', 'echo')\n\n\n"
-        "register(Echo())\n")
+        "register(Echo())\n"
+    )
     (copy / "patches" / "methods_half.py").write_text(
         "from evalkit.method import Method, register\n\n"
-        "register(Method('half-pi', 'rope', 'PI at s = 2', 'a test', rope=None))\n")
+        "register(Method('half-pi', 'rope', 'PI at s = 2', 'a test', rope=None))\n"
+    )
     (copy / "sinks" / "null.py").write_text(
         "from evalkit.registry import SINKS\n\n\nclass Null:\n    name = 'null'\n\n"
         "    def __init__(self, folder):\n        pass\n\n    def write(self, rows):\n        pass\n\n"
-        "    def close(self):\n        pass\n\n\nSINKS.add('null', Null)\n")
-    loader = ("from evalkit.registry import METHODS, SINKS, TASKS\n"
-              "print('echo-task' in TASKS, 'half-pi' in METHODS, 'null' in SINKS)\n")
+        "    def close(self):\n        pass\n\n\nSINKS.add('null', Null)\n"
+    )
+    loader = (
+        "from evalkit.registry import METHODS, SINKS, TASKS\n"
+        "print('echo-task' in TASKS, 'half-pi' in METHODS, 'null' in SINKS)\n"
+    )
     # -I -S: only the copy and the standard library (not the checkout's editable install)
-    done = subprocess.run([sys.executable, "-I", "-S", "-c", f"import sys; sys.path.insert(0, {str(copy.parent)!r})\n"
-                           + loader], capture_output=True, text=True, cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", f"import sys; sys.path.insert(0, {str(copy.parent)!r})\n" + loader],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert done.stdout.split() == ["True", "True", "True"], done.stderr[-2000:]

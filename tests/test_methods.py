@@ -3,14 +3,15 @@ transformers' own rope types configured on that family (the oracle table below),
 hand-set frequency buffer, or a few lines of reference attention written here.
 Also: checkpoints that ship a scaling (llama3, yarn, Phi-3 longrope), --rope-reset,
 and the two-region attention methods (Self-Extend, ReRoPE) through cached decoding."""
+
 import json
 import math
 
 import pytest
 import torch
 import transformers
-
 from conftest import HF5, ROPE_MODELS, ids, llama_config, logits, method_params, tiny_llama, tiny_phi3, tiny_qwen3
+
 from evalkit.errors import EvalkitError
 from evalkit.forward import next_token_logits
 from evalkit.patches import METHODS, methods_for, parse_call, patched, split_method_list
@@ -27,12 +28,30 @@ def _factors(n):
 ORACLES = {
     "pi": ({"scale": S}, lambda d: {"rope_type": "linear", "factor": S}),
     "yarn": ({"scale": S}, lambda d: {"rope_type": "yarn", "factor": S, "original_max_position_embeddings": L}),
-    "ntk-by-parts": ({"scale": S}, lambda d: {"rope_type": "yarn", "factor": S, "original_max_position_embeddings": L,
-                                              "attention_factor": 1.0}),
-    "llama3": ({"scale": S}, lambda d: {"rope_type": "llama3", "factor": S, "original_max_position_embeddings": L,
-                                        "low_freq_factor": 1.0, "high_freq_factor": 4.0}),
-    "longrope": (None, lambda d: {"rope_type": "longrope", "long_factor": _factors(d // 2), "factor": S,
-                                  "short_factor": _factors(d // 2), "original_max_position_embeddings": L}),
+    "ntk-by-parts": (
+        {"scale": S},
+        lambda d: {"rope_type": "yarn", "factor": S, "original_max_position_embeddings": L, "attention_factor": 1.0},
+    ),
+    "llama3": (
+        {"scale": S},
+        lambda d: {
+            "rope_type": "llama3",
+            "factor": S,
+            "original_max_position_embeddings": L,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+        },
+    ),
+    "longrope": (
+        None,
+        lambda d: {
+            "rope_type": "longrope",
+            "long_factor": _factors(d // 2),
+            "factor": S,
+            "short_factor": _factors(d // 2),
+            "original_max_position_embeddings": L,
+        },
+    ),
     "dynamic-ntk": ({"alpha": 2.0}, lambda d: {"rope_type": "dynamic", "factor": 2.0}),
     "dynamic-yarn": ({}, lambda d: {"rope_type": "yarn", "factor": N / L, "original_max_position_embeddings": L}),
 }
@@ -47,6 +66,7 @@ def test_every_rope_method_has_an_independent_reference():
 
 def _rotary_dim(model):
     from conftest import rotary_half
+
     return 2 * rotary_half(model)
 
 
@@ -67,6 +87,7 @@ def test_method_equals_transformers_rope_type_on_every_family(family, method, tm
         ref = build(max_pos=max_pos, rope=rope(d), **extra)
     except Exception:  # noqa: BLE001 (Phi-3's config takes longrope only: hand-set transformers' frequencies)
         from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
         cfg = llama_config(max_pos=max_pos, rope=rope(d), head_dim=d, **extra)
         inv, factor = ROPE_INIT_FUNCTIONS[rope(d)["rope_type"]](cfg, "cpu", seq_len=N)
         ref = _hand_set(build(max_pos=L), inv, factor)
@@ -94,8 +115,16 @@ def test_ntk_equals_the_family_built_with_the_changed_base(family):
 # --- checkpoints that ship a scaling ---
 
 SHIPPED = {
-    "llama3": dict(rope={"rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 8,
-                         "low_freq_factor": 1.0, "high_freq_factor": 4.0}, max_pos=64),
+    "llama3": dict(
+        rope={
+            "rope_type": "llama3",
+            "factor": 8.0,
+            "original_max_position_embeddings": 8,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+        },
+        max_pos=64,
+    ),
     "yarn": dict(rope={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16}, max_pos=32),
 }
 
@@ -130,12 +159,14 @@ def test_a_shipped_scaling_as_none_equals_transformers_and_pi_on_top_divides_its
 
 def test_yarn_on_top_of_llama3_multiplies_frequencies_and_attention_factors():
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
     model = tiny_llama(**SHIPPED["llama3"])
     shipped_inv = model.model.rotary_emb.inv_freq.clone()
     plain_cfg = llama_config(max_pos=64)
     plain = 1.0 / (1e4 ** (torch.arange(0, 16, 2).float() / 16))
-    yarn_cfg = llama_config(max_pos=256, rope={"rope_type": "yarn", "factor": 2.0,
-                                               "original_max_position_embeddings": 64})
+    yarn_cfg = llama_config(
+        max_pos=256, rope={"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 64}
+    )
     yarn_inv, yarn_factor = ROPE_INIT_FUNCTIONS["yarn"](yarn_cfg, "cpu")
     x = ids(80)
     with patched(model, "yarn", scale=2.0):
@@ -174,14 +205,25 @@ def test_rope_reset_equals_the_checkpoint_without_its_scaling(kind):
         torch.testing.assert_close(logits(model, x), logits(ref, x), rtol=1e-6, atol=1e-6)
 
 
-PHI3_LONGROPE = {"rope_type": "longrope", "long_factor": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0],
-                 "short_factor": [1.0, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6], "original_max_position_embeddings": 16}
+PHI3_LONGROPE = {
+    "rope_type": "longrope",
+    "long_factor": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0],
+    "short_factor": [1.0, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6],
+    "original_max_position_embeddings": 16,
+}
 
 
 def _phi3_longrope():
     # as Phi-3 configs state it: 4.x wants exactly type / short_factor / long_factor, the length beside them
-    rope = PHI3_LONGROPE if HF5 else {"type": "longrope", "long_factor": PHI3_LONGROPE["long_factor"],
-                                      "short_factor": PHI3_LONGROPE["short_factor"]}
+    rope = (
+        PHI3_LONGROPE
+        if HF5
+        else {
+            "type": "longrope",
+            "long_factor": PHI3_LONGROPE["long_factor"],
+            "short_factor": PHI3_LONGROPE["short_factor"],
+        }
+    )
     return tiny_phi3(max_pos=64, rope=rope, original_max_position_embeddings=16)
 
 
@@ -206,6 +248,7 @@ def test_phi3_longrope_as_none_equals_transformers_and_pi_on_top_uses_the_factor
 def test_shipped_longrope_makes_none_length_dependent():
     from evalkit.config import RunConfig
     from evalkit.plan import prefix_mode
+
     cfg = RunConfig(methods=("none",))
     assert not prefix_mode(cfg, cfg.calls[0], _phi3_longrope())
     assert prefix_mode(cfg, cfg.calls[0], tiny_llama(**SHIPPED["llama3"]))
@@ -215,10 +258,12 @@ def test_shipped_longrope_makes_none_length_dependent():
 
 # --- two-region attention: a straightforward reference (full matrices, LongLM's masks) ---
 
+
 def _reference_attention(attn, near_window, far_q, far_k):
     """Self-Extend / ReRoPE as the reference code computes it (datamllab/LongLM Llama.py,
     bojone/rerope): both score matrices in full, the neighbour mask built as tril minus the
     shifted tril, one softmax. Only prefill (no cache)."""
+
     def rope(x, pos, inv):
         freqs = pos.double()[:, None] * inv.double()[None]
         emb = torch.cat((freqs, freqs), -1)
@@ -245,6 +290,7 @@ def _reference_attention(attn, near_window, far_q, far_k):
         scores = torch.where(neighbour.bool(), near, far).masked_fill(~torch.tril(torch.ones(t, t)).bool(), -math.inf)
         out = torch.softmax(scores, -1) @ v
         return attn.o_proj(out.transpose(1, 2).reshape(b, t, -1)), None
+
     return forward
 
 
@@ -255,8 +301,9 @@ REGIONS = {  # method, params -> (window, far query position, far key position),
 }
 
 
-@pytest.mark.parametrize("build", [tiny_llama, tiny_qwen3, lambda: tiny_llama(kv_heads=2)],
-                         ids=["llama", "qwen3", "llama-gqa"])  # gqa: 4 query heads share 2 KV heads
+@pytest.mark.parametrize(
+    "build", [tiny_llama, tiny_qwen3, lambda: tiny_llama(kv_heads=2)], ids=["llama", "qwen3", "llama-gqa"]
+)  # gqa: 4 query heads share 2 KV heads
 @pytest.mark.parametrize("method", list(REGIONS))
 def test_two_region_attention_equals_the_reference(method, build, monkeypatch):
     params, far_q, far_k = REGIONS[method]
@@ -270,8 +317,7 @@ def test_two_region_attention_equals_the_reference(method, build, monkeypatch):
         factor = torch.clamp(torch.log(torch.arange(1, N + 1).float()) / math.log(L), min=1.0)
         for layer in ref.model.layers:
             target = getattr(layer.self_attn, "q_norm", None) or layer.self_attn.q_proj
-            target.register_forward_hook(
-                lambda m, i, o: o * factor.reshape((1, N) + (1,) * (o.dim() - 2)))
+            target.register_forward_hook(lambda m, i, o: o * factor.reshape((1, N) + (1,) * (o.dim() - 2)))
     torch.testing.assert_close(got, logits(ref, x), rtol=1e-4, atol=1e-4)
 
 
@@ -285,11 +331,13 @@ def test_self_extend_with_a_window_past_the_input_is_plain_attention():
 def _hand_the_cache_over_as(model, name: str) -> None:
     """Each attention layer gets the cache under ``name``, as another transformers line would
     pass it (5.24 renamed ``past_key_values`` to ``cache``; 4.x layers took ``past_key_value``)."""
+
     def rename(_module, args, kwargs):
         for old in ("cache", "past_key_values", "past_key_value"):
             if old in kwargs:
                 kwargs[name] = kwargs.pop(old)
         return args, kwargs
+
     for layer in model.model.layers:
         layer.self_attn.register_forward_pre_hook(rename, with_kwargs=True)
 
@@ -310,7 +358,7 @@ def test_two_region_attention_through_cached_decoding_equals_full_forwards(metho
         last, cache = next_token_logits(model, prompt)
         steps = [last]
         for t in range(extra.shape[1] - 1):
-            last, cache = next_token_logits(model, extra[:, t:t + 1], cache)
+            last, cache = next_token_logits(model, extra[:, t : t + 1], cache)
             steps.append(last)
         assert cache.get_seq_length() == 30 + extra.shape[1] - 1
         full = logits(model, torch.cat([prompt, extra], 1))
@@ -329,6 +377,7 @@ def test_two_region_attention_refuses_positions_that_do_not_end_at_the_last_cach
 
 def test_two_region_attention_holds_one_block_of_scores_at_a_time(monkeypatch):
     from evalkit.patches import attention
+
     seen = []
     real = torch.softmax
 
@@ -346,21 +395,32 @@ def test_two_region_attention_holds_one_block_of_scores_at_a_time(monkeypatch):
 
 # --- method calls: parameters parsed, checked, written back ---
 
+
 def test_method_texts_split_and_parse():
     assert split_method_list(["ntk:alpha=2,yarn", "self-extend:window=512,group=4"]) == [
-        "ntk:alpha=2", "yarn", "self-extend:window=512,group=4"]
+        "ntk:alpha=2",
+        "yarn",
+        "self-extend:window=512,group=4",
+    ]
     call = parse_call("self-extend:group=4,window=512")
     assert call.text == "self-extend:window=512,group=4" and call.length_independent
     assert parse_call("ntk").resolve(4096, 16384) == {"alpha": 4.0}
     assert parse_call("ntk:alpha=2").resolve(4096, 16384) == {"alpha": 2.0}
 
 
-@pytest.mark.parametrize("text, needle", [
-    ("ntk:alpha=0.5", "ntk:alpha must be between 1 and"), ("ntk:beta=2", "has no parameter 'beta'"),
-    ("self-extend:window=1.5", "must be a whole number"), ("yarn:scale", "is not key=value"),
-    ("ntk:alpha=x", "must be a number"), ("ntk:alpha=2,alpha=3", "given twice"),
-    ("longrope:factors=/no/such.json", "cannot read the factors file"), ("longrope", "needs its parameter factors"),
-])
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("ntk:alpha=0.5", "ntk:alpha must be between 1 and"),
+        ("ntk:beta=2", "has no parameter 'beta'"),
+        ("self-extend:window=1.5", "must be a whole number"),
+        ("yarn:scale", "is not key=value"),
+        ("ntk:alpha=x", "must be a number"),
+        ("ntk:alpha=2,alpha=3", "given twice"),
+        ("longrope:factors=/no/such.json", "cannot read the factors file"),
+        ("longrope", "needs its parameter factors"),
+    ],
+)
 def test_bad_method_parameters_are_one_line(text, needle):
     with pytest.raises(EvalkitError, match=needle):
         parse_call(text).resolve(16, 32)
@@ -383,12 +443,15 @@ def test_registry_lists_every_method_with_a_summary_and_source():
 
 # --- loading options ---
 
+
 @pytest.fixture
 def lora_adapter(tiny_model_dir, tmp_path):
     """A LoRA adapter with non-zero weights for the tiny checkpoint, saved as PEFT saves it."""
     peft = pytest.importorskip("peft")
     base = transformers.AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    model = peft.get_peft_model(base, peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    model = peft.get_peft_model(
+        base, peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    )
     model.save_pretrained(tmp_path / "adapter")
     return tmp_path / "adapter", model.eval()
 
@@ -396,10 +459,12 @@ def lora_adapter(tiny_model_dir, tmp_path):
 def test_adapter_is_merged_and_equals_peft_and_rows_name_it(lora_adapter, tiny_model_dir, tmp_path):
     from evalkit.loading import load_model
     from evalkit.models import spec_from_config
+
     folder, peft_model = lora_adapter
     x = ids(20)
-    loaded = load_model(spec_from_config("tiny", str(tiny_model_dir)), device="cpu", dtype="float32",
-                        adapter=str(folder))
+    loaded = load_model(
+        spec_from_config("tiny", str(tiny_model_dir)), device="cpu", dtype="float32", adapter=str(folder)
+    )
     torch.testing.assert_close(logits(loaded.model, x), logits(peft_model, x), rtol=1e-5, atol=1e-5)
     plain = load_model(spec_from_config("tiny", str(tiny_model_dir)), device="cpu", dtype="float32").model
     assert not torch.allclose(logits(plain, x), logits(loaded.model, x))
@@ -407,60 +472,126 @@ def test_adapter_is_merged_and_equals_peft_and_rows_name_it(lora_adapter, tiny_m
 
     from evalkit.cli import app
     from evalkit.results import read_rows
+
     for extra in (["--adapter", str(folder)], []):
-        result = CliRunner().invoke(app, ["run", "--model", str(tiny_model_dir), "--task", "ppl", "--method", "none",
-                                          "--len", "128", "--out", str(tmp_path / "r"), *extra])
+        result = CliRunner().invoke(
+            app,
+            [
+                "run",
+                "--model",
+                str(tiny_model_dir),
+                "--task",
+                "ppl",
+                "--method",
+                "none",
+                "--len",
+                "128",
+                "--out",
+                str(tmp_path / "r"),
+                *extra,
+            ],
+        )
         assert result.exit_code == 0, result.output
     assert [r["adapter"] for r in read_rows(tmp_path / "r" / "results.csv")] == [str(folder.resolve()), ""]
     table = CliRunner().invoke(app, ["compare", str(tmp_path / "r"), "--format", "csv"]).output
     assert {"none", "none +adapter"} <= {line.split(",")[1] for line in table.splitlines() if line.count(",") > 1}
 
 
-@pytest.mark.parametrize("args, needle", [(["--quantize", "4bit", "--device", "cpu"], "needs a CUDA GPU"),
-                                          (["--quantize", "3bit"], "use 4bit or 8bit"),
-                                          (["--adapter", "/no/such/adapter"], "no adapter_config.json")])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--quantize", "4bit", "--device", "cpu"], "needs a CUDA GPU"),
+        (["--quantize", "3bit"], "use 4bit or 8bit"),
+        (["--adapter", "/no/such/adapter"], "no adapter_config.json"),
+    ],
+)
 def test_loading_options_refused_in_one_line(args, needle, tiny_model_dir, tmp_path):
     from typer.testing import CliRunner
 
     from evalkit.cli import app
-    result = CliRunner().invoke(app, ["run", "--model", str(tiny_model_dir), "--task", "ppl", "--len", "128",
-                                      "--out", str(tmp_path / "r"), *args])
+
+    result = CliRunner().invoke(
+        app,
+        ["run", "--model", str(tiny_model_dir), "--task", "ppl", "--len", "128", "--out", str(tmp_path / "r"), *args],
+    )
     assert result.exit_code == 2 and needle in result.output and len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()
 
 
 # --- trained lengths of checkpoints that ship a scaling (config.json fields as those checkpoints state them) ---
 
-@pytest.mark.parametrize("config, extended, original", [
-    ({"model_type": "llama", "max_position_embeddings": 131072,  # Llama-3.1-8B
-      "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                       "original_max_position_embeddings": 8192, "rope_type": "llama3"}}, 131072, 8192),
-    ({"model_type": "qwen2", "max_position_embeddings": 32768,  # Qwen2.5-7B-Instruct with its YaRN note applied
-      "rope_scaling": {"factor": 4.0, "original_max_position_embeddings": 32768, "type": "yarn"}}, 131072, 32768),
-    ({"model_type": "phi3", "max_position_embeddings": 131072, "original_max_position_embeddings": 4096,
-      "rope_scaling": {"type": "longrope", "long_factor": [1.0], "short_factor": [1.0]}}, 131072, 4096),
-    ({"model_type": "llama", "max_position_embeddings": 4096}, 4096, 4096),
-])
+
+@pytest.mark.parametrize(
+    "config, extended, original",
+    [
+        (
+            {
+                "model_type": "llama",
+                "max_position_embeddings": 131072,  # Llama-3.1-8B
+                "rope_scaling": {
+                    "factor": 8.0,
+                    "low_freq_factor": 1.0,
+                    "high_freq_factor": 4.0,
+                    "original_max_position_embeddings": 8192,
+                    "rope_type": "llama3",
+                },
+            },
+            131072,
+            8192,
+        ),
+        (
+            {
+                "model_type": "qwen2",
+                "max_position_embeddings": 32768,  # Qwen2.5-7B-Instruct with its YaRN note applied
+                "rope_scaling": {"factor": 4.0, "original_max_position_embeddings": 32768, "type": "yarn"},
+            },
+            131072,
+            32768,
+        ),
+        (
+            {
+                "model_type": "phi3",
+                "max_position_embeddings": 131072,
+                "original_max_position_embeddings": 4096,
+                "rope_scaling": {"type": "longrope", "long_factor": [1.0], "short_factor": [1.0]},
+            },
+            131072,
+            4096,
+        ),
+        ({"model_type": "llama", "max_position_embeddings": 4096}, 4096, 4096),
+    ],
+)
 def test_trained_length_of_a_shipped_scaling(config, extended, original, tmp_path):
     from evalkit.family import rope_lengths
     from evalkit.models import spec_from_config
+
     (tmp_path / "config.json").write_text(json.dumps(config))
     assert spec_from_config("m", str(tmp_path)).trained_len == extended
     assert rope_lengths(config, config["max_position_embeddings"]) == (extended, original)
 
 
 def test_family_table_decides_resolution_and_installation(tmp_path):
+    from conftest import ALIBI_MODELS
+
     from evalkit.family import FAMILIES, family_of
     from evalkit.models import spec_from_config
-    from conftest import ALIBI_MODELS
+
     tiny = {**ROPE_MODELS, **ALIBI_MODELS}
     for name, build in tiny.items():
         family = family_of(build())
-        assert family.name == {"baichuan-7b": "baichuan-rope", "baichuan2-7b": "baichuan-rope",
-                               "baichuan-13b": "baichuan-alibi", "baichuan2-13b": "baichuan-alibi"}.get(name, name)
+        assert family.name == {
+            "baichuan-7b": "baichuan-rope",
+            "baichuan2-7b": "baichuan-rope",
+            "baichuan-13b": "baichuan-alibi",
+            "baichuan2-13b": "baichuan-alibi",
+        }.get(name, name)
     assert {family_of(b()).name for b in tiny.values()} == set(FAMILIES.names())  # every family has a tiny model
-    for model_type, alibi, want in [("falcon", True, "alibi"), ("falcon", False, "rope"), ("qwen3", None, "rope"),
-                                    ("gpt_neox", None, "rope")]:
+    for model_type, alibi, want in [
+        ("falcon", True, "alibi"),
+        ("falcon", False, "rope"),
+        ("qwen3", None, "rope"),
+        ("gpt_neox", None, "rope"),
+    ]:
         (tmp_path / "config.json").write_text(json.dumps({"model_type": model_type, "alibi": alibi}))
         assert spec_from_config("m", str(tmp_path)).encoding == want
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "cohere"}))
@@ -473,6 +604,7 @@ def test_falcon_alibi_patch_equals_hand_set_slopes(heads, monkeypatch):
     import sys
 
     from conftest import tiny_falcon_alibi
+
     model, x = tiny_falcon_alibi(heads), ids(30)
     module = sys.modules[type(model.transformer).__module__]
     original = module.build_alibi_tensor
@@ -491,32 +623,63 @@ def test_falcon_alibi_patch_equals_hand_set_slopes(heads, monkeypatch):
 
 # --- through the CLI: parameters in rows, resume keys and labels; --rope-reset ---
 
+
 def _cli(*args):
     from typer.testing import CliRunner
 
     from evalkit.cli import app
+
     return CliRunner().invoke(app, list(map(str, args)))
 
 
 def test_method_parameters_reach_rows_resume_and_labels(tiny_model_dir, tmp_path):
     from evalkit.results import read_rows
+
     out = tmp_path / "r"
-    args = ("run", "--model", tiny_model_dir, "--task", "ppl", "--len", "512", "--out", out,
-            "--method", "ntk:alpha=2,ntk,self-extend:window=64,group=4,self-extend")
+    args = (
+        "run",
+        "--model",
+        tiny_model_dir,
+        "--task",
+        "ppl",
+        "--len",
+        "512",
+        "--out",
+        out,
+        "--method",
+        "ntk:alpha=2,ntk,self-extend:window=64,group=4,self-extend",
+    )
     first = _cli(*args)
     assert first.exit_code == 0, first.output
     rows = read_rows(out / "results.csv")
     assert [(r["method"], r["params"], r["alpha"]) for r in rows] == [
-        ("ntk", "alpha=2", "2"), ("ntk", "", "2"), ("self-extend", "window=64,group=4", ""),
-        ("self-extend", "window=1024,group=8", "")]  # alpha derived: 512 / 256
+        ("ntk", "alpha=2", "2"),
+        ("ntk", "", "2"),
+        ("self-extend", "window=64,group=4", ""),
+        ("self-extend", "window=1024,group=8", ""),
+    ]  # alpha derived: 512 / 256
     assert rows[0]["ppl"] == rows[1]["ppl"]  # the same computation at this length, two settings
     again = _cli(*args)
     assert again.exit_code == 0 and "0 row(s) written" in again.output and "4 cell(s) already there" in again.output
     table = _cli("compare", out, "--format", "csv").output
     assert {"ntk alpha=2", "ntk", "self-extend window=64 group=4", "self-extend"} <= {
-        line.split(",")[1] for line in table.splitlines()[1:] if line.count(",") > 1}
-    bad = _cli("run", "--model", tiny_model_dir, "--task", "ppl", "--len", "512", "--out", tmp_path / "b",
-               "--method", "ntk", "--param", "windw=3")
+        line.split(",")[1] for line in table.splitlines()[1:] if line.count(",") > 1
+    }
+    bad = _cli(
+        "run",
+        "--model",
+        tiny_model_dir,
+        "--task",
+        "ppl",
+        "--len",
+        "512",
+        "--out",
+        tmp_path / "b",
+        "--method",
+        "ntk",
+        "--param",
+        "windw=3",
+    )
     assert bad.exit_code == 2 and "--param windw: no method has such a parameter" in bad.output
 
 
@@ -524,24 +687,49 @@ def test_rope_reset_through_the_cli(tiny_model_dir, tmp_path):
     import shutil
 
     from evalkit.results import read_rows
+
     scaled = tmp_path / "scaled"
     shutil.copytree(tiny_model_dir, scaled)
     config = json.loads((scaled / "config.json").read_text())
-    rope = {"rope_type": "llama3", "factor": 2.0, "original_max_position_embeddings": 128, "low_freq_factor": 1.0,
-            "high_freq_factor": 4.0, "rope_theta": 10000.0}
+    rope = {
+        "rope_type": "llama3",
+        "factor": 2.0,
+        "original_max_position_embeddings": 128,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "rope_theta": 10000.0,
+    }
     config.update(rope_parameters=rope, rope_scaling=rope, max_position_embeddings=256)
     (scaled / "config.json").write_text(json.dumps(config))
     for extra in ((), ("--rope-reset",)):
-        result = _cli("run", "--model", scaled, "--task", "ppl", "--len", "384", "--method", "none,pi",
-                      "--out", tmp_path / "r", *extra)
+        result = _cli(
+            "run",
+            "--model",
+            scaled,
+            "--task",
+            "ppl",
+            "--len",
+            "384",
+            "--method",
+            "none,pi",
+            "--out",
+            tmp_path / "r",
+            *extra,
+        )
         assert result.exit_code == 0, result.output
     rows = read_rows(tmp_path / "r" / "results.csv")
     assert [(r["method"], r["rope_scaling"], r["trained_len"], r["scale"]) for r in rows] == [
-        ("none", "llama3", "256", ""), ("pi", "llama3", "256", "1.5"),
-        ("none", "removed:llama3", "128", ""), ("pi", "removed:llama3", "128", "3")]
+        ("none", "llama3", "256", ""),
+        ("pi", "llama3", "256", "1.5"),
+        ("none", "removed:llama3", "128", ""),
+        ("pi", "removed:llama3", "128", "3"),
+    ]
     assert len({r["ppl"] for r in rows}) == 4
-    labels = {line.split(",")[1] for line in _cli("compare", tmp_path / "r", "--format", "csv").output.splitlines()
-              if line.count(",") > 1}
+    labels = {
+        line.split(",")[1]
+        for line in _cli("compare", tmp_path / "r", "--format", "csv").output.splitlines()
+        if line.count(",") > 1
+    }
     assert {"none L=256", "pi L=256", "none rope-reset L=128", "pi rope-reset L=128"} <= labels  # L differs too
 
 
@@ -561,9 +749,10 @@ def test_length_independent_methods_give_a_prefix_the_same_outputs(method, tmp_p
         assert not torch.allclose(prefix, whole[:, :30], atol=1e-5)
 
 
-
-@pytest.mark.parametrize("family, shape", [("qwen3", lambda n: (1, n, 1, 1)), ("gemma3", lambda n: (1, 1, n, 1)),
-                                           ("llama", lambda n: (1, n, 1))])
+@pytest.mark.parametrize(
+    "family, shape",
+    [("qwen3", lambda n: (1, n, 1, 1)), ("gemma3", lambda n: (1, 1, n, 1)), ("llama", lambda n: (1, n, 1))],
+)
 def test_logn_scales_the_queries_after_their_norm(family, shape):
     """Qwen3 normalises per head before transposing, Gemma 3 after: a scale on q_proj would be
     normalised away, so logn must act on the norm's output, with the tokens where each model has them."""
@@ -580,9 +769,11 @@ def test_logn_scales_the_queries_after_their_norm(family, shape):
 
 # --- identity and labels (found in review) ---
 
+
 def _strip_to_legacy(path, version="0.2.0"):
     """Rewrite a results file as evalkit 0.2 wrote it: no params / rope_scaling / adapter / quantize."""
     import csv
+
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     new = ("params", "rope_scaling", "adapter", "quantize")
@@ -610,6 +801,7 @@ def test_rows_of_evalkit_02_resume_under_either_reading_and_keep_their_label(tin
 def test_every_identity_setting_is_in_the_label():
     from evalkit.compare import row_method_label
     from evalkit.results import row_key
+
     row = dict(model="m", method="none", task="ppl", length="8", sample="0", evalkit_version="0.3.0")
     assert row_method_label(dict(row, adapter="/x/my-lora")) == "none +my-lora"
     assert row_method_label(dict(row, quantize="4bit")) == "none 4bit"
@@ -622,12 +814,21 @@ def test_every_identity_setting_is_in_the_label():
 def test_two_factor_files_of_one_name_stay_apart(tmp_path):
     from evalkit.compare import row_method_label
     from evalkit.results import row_key
+
     rows = []
     for folder, value in (("a", 1.0), ("b", 4.0)):
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "factors.json").write_text(json.dumps([value] * 8))
-        rows.append(dict(model="m", method="longrope", task="ppl", length="8", sample="0",
-                         params=f"factors={tmp_path / folder / 'factors.json'}"))
+        rows.append(
+            dict(
+                model="m",
+                method="longrope",
+                task="ppl",
+                length="8",
+                sample="0",
+                params=f"factors={tmp_path / folder / 'factors.json'}",
+            )
+        )
     assert row_key(rows[0]) != row_key(rows[1])
     assert row_method_label(rows[0]) != row_method_label(rows[1])
     moved = dict(rows[0], params=f"factors={tmp_path / 'c.json'}")
@@ -652,21 +853,56 @@ def test_python_api_accepts_what_evalkit_02_accepted():
 
 def test_a_parameter_value_may_hold_a_colon():
     assert split_method_list(["longrope:scale=2,factors=/x/f:8.json,yarn"]) == [
-        "longrope:scale=2,factors=/x/f:8.json", "yarn"]
+        "longrope:scale=2,factors=/x/f:8.json",
+        "yarn",
+    ]
 
 
-@pytest.mark.parametrize("text, needle", [("yarn:beta_fast=0.5,beta_slow=2", "beta_slow must be below beta_fast"),
-                                          ("llama3:low_freq_factor=4,high_freq_factor=1", "low_freq_factor must be below"),
-                                          ("self-extend:window=4,group=8", "group must not exceed window")])
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("yarn:beta_fast=0.5,beta_slow=2", "beta_slow must be below beta_fast"),
+        ("llama3:low_freq_factor=4,high_freq_factor=1", "low_freq_factor must be below"),
+        ("self-extend:window=4,group=8", "group must not exceed window"),
+    ],
+)
 def test_contradictory_parameters_are_refused(text, needle):
     with pytest.raises(EvalkitError, match=needle):
         parse_call(text).resolve(16, 32)
 
 
 def test_a_factor_given_twice_or_unused_is_said(tiny_model_dir, tmp_path):
-    twice = _cli("run", "--model", tiny_model_dir, "--task", "ppl", "--len", "512", "--out", tmp_path / "a",
-                 "--method", "ntk", "--alpha", "3", "--param", "alpha=2")
+    twice = _cli(
+        "run",
+        "--model",
+        tiny_model_dir,
+        "--task",
+        "ppl",
+        "--len",
+        "512",
+        "--out",
+        tmp_path / "a",
+        "--method",
+        "ntk",
+        "--alpha",
+        "3",
+        "--param",
+        "alpha=2",
+    )
     assert twice.exit_code == 2 and "--alpha and --param alpha are both given" in twice.output
-    unused = _cli("run", "--model", tiny_model_dir, "--task", "ppl", "--len", "512", "--out", tmp_path / "b",
-                  "--method", "self-extend", "--scale", "2")
+    unused = _cli(
+        "run",
+        "--model",
+        tiny_model_dir,
+        "--task",
+        "ppl",
+        "--len",
+        "512",
+        "--out",
+        tmp_path / "b",
+        "--method",
+        "self-extend",
+        "--scale",
+        "2",
+    )
     assert unused.exit_code == 0 and "scale (--param / --scale) is not a parameter of the methods run" in unused.output

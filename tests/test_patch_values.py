@@ -3,13 +3,14 @@
 Every expected value comes from transformers' own rope types (ROPE_INIT_FUNCTIONS), hand constants,
 or a few lines of independent maths here; never from the evalkit function under test. All fast.
 """
+
 import math
 
 import pytest
 import torch
+from conftest import llama_config
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-from conftest import llama_config
 from evalkit.patches import alibi, rope
 
 
@@ -27,6 +28,7 @@ def _plain(dim, base):
 
 # --- RoPE ---
 
+
 @pytest.mark.parametrize("dim, base", [(8, 10000.0), (64, 500000.0), (6, 7.0)])
 def test_default_inv_freq_is_base_to_minus_2i_over_d(dim, base):
     inv = rope.default_inv_freq(dim, base)
@@ -42,16 +44,28 @@ def test_default_inv_freq_hand_values():
 
 @pytest.mark.parametrize("s, low, high, L", [(8, 1, 4, 8192), (4, 1, 4, 2048), (16, 2, 8, 4096), (3, 0.5, 3, 1024)])
 def test_llama3_equals_transformers_llama3(s, low, high, L):
-    inv, factor = _hf("llama3", max_pos=L * s, factor=s, low_freq_factor=low, high_freq_factor=high,
-                      original_max_position_embeddings=L)
+    inv, factor = _hf(
+        "llama3",
+        max_pos=L * s,
+        factor=s,
+        low_freq_factor=low,
+        high_freq_factor=high,
+        original_max_position_embeddings=L,
+    )
     ours, our_factor = rope.rope_llama3(128, 1e4, scale=s, trained_len=L, low_freq_factor=low, high_freq_factor=high)
     torch.testing.assert_close(ours, inv, rtol=1e-6, atol=0)
     assert our_factor == factor == 1.0
 
 
 def test_llama3_defaults_are_meta_low_1_high_4():
-    inv, _ = _hf("llama3", max_pos=8192 * 8, factor=8, low_freq_factor=1, high_freq_factor=4,
-                 original_max_position_embeddings=8192)
+    inv, _ = _hf(
+        "llama3",
+        max_pos=8192 * 8,
+        factor=8,
+        low_freq_factor=1,
+        high_freq_factor=4,
+        original_max_position_embeddings=8192,
+    )
     torch.testing.assert_close(rope.rope_llama3(128, 1e4, scale=8, trained_len=8192)[0], inv, rtol=1e-6, atol=0)
 
 
@@ -75,8 +89,15 @@ def test_llama3_bands_by_hand():
 @pytest.mark.parametrize("s, L, seq_len", [(2, 2048, 4096), (4, 1024, 4096), (1.5, 4096, 8192)])
 def test_longrope_equals_transformers_longrope(s, L, seq_len):
     long = [1.0 + 0.25 * i for i in range(64)]
-    inv, factor = _hf("longrope", max_pos=int(L * s), factor=s, long_factor=long, short_factor=[1.0] * 64,
-                      original_max_position_embeddings=L, seq_len=seq_len)
+    inv, factor = _hf(
+        "longrope",
+        max_pos=int(L * s),
+        factor=s,
+        long_factor=long,
+        short_factor=[1.0] * 64,
+        original_max_position_embeddings=L,
+        seq_len=seq_len,
+    )
     ours, our_factor = rope.rope_longrope(128, 1e4, scale=s, trained_len=L, factors=tuple(long))
     torch.testing.assert_close(ours, inv, rtol=1e-6, atol=0)
     assert our_factor == pytest.approx(factor, rel=1e-12)
@@ -88,14 +109,16 @@ def test_longrope_factor_is_one_at_or_below_scale_one_and_wrong_factor_count_is_
     assert rope.longrope_attention_factor(0.5, 4096) == 1.0
     assert rope.longrope_attention_factor(4.0, 4096) == pytest.approx(math.sqrt(1 + math.log(4) / math.log(4096)))
     from evalkit.errors import EvalkitError
+
     with pytest.raises(EvalkitError, match="needs 4 factors"):
         rope.rope_longrope(8, 1e4, scale=2, trained_len=16, factors=(1.0, 2.0, 3.0))
 
 
 @pytest.mark.parametrize("s, L, fast, slow", [(4, 2048, 32, 1), (8, 4096, 16, 2), (2, 1024, 64, 0.5)])
 def test_ntk_by_parts_is_yarn_without_temperature(s, L, fast, slow):
-    inv, factor = _hf("yarn", max_pos=L * s, factor=s, original_max_position_embeddings=L, beta_fast=fast,
-                      beta_slow=slow)
+    inv, factor = _hf(
+        "yarn", max_pos=L * s, factor=s, original_max_position_embeddings=L, beta_fast=fast, beta_slow=slow
+    )
     ours, our_factor = rope.rope_ntk_by_parts(128, 1e4, scale=s, trained_len=L, beta_fast=fast, beta_slow=slow)
     torch.testing.assert_close(ours, inv, rtol=1e-6, atol=0)
     assert our_factor == 1.0 and factor > 1.0
@@ -127,7 +150,9 @@ def _correction_dim(dim, base, L, n):
 
 def test_yarn_correction_range_clamps_to_the_dimensions():
     # dim 8, base 10, L 1024: cd(32) = 2.8, cd(1) = 8.8 -> (2, 9), high clamped to d-1 = 7
-    assert (_correction_dim(8, 10.0, 1024, 32), _correction_dim(8, 10.0, 1024, 1)) == pytest.approx((2.83, 8.85), abs=0.01)
+    assert (_correction_dim(8, 10.0, 1024, 32), _correction_dim(8, 10.0, 1024, 1)) == pytest.approx(
+        (2.83, 8.85), abs=0.01
+    )
     assert rope.yarn_correction_range(8, 10.0, 1024) == (2, 7)
     # L 4: cd(32) = -1.7, cd(1) = -0.2 -> (-2, 0), low clamped to 0
     assert rope.yarn_correction_range(8, 1e4, 4) == (0, 0)
@@ -189,12 +214,16 @@ def test_logn_factor_by_hand():
 
 # --- ALiBi ---
 
-@pytest.mark.parametrize("heads, want", [
-    (1, [2 ** -8]),
-    (2, [2 ** -4, 2 ** -8]),
-    (3, [2 ** -4, 2 ** -8, 2 ** -2]),
-    (6, [2 ** -2, 2 ** -4, 2 ** -6, 2 ** -8, 2 ** -1, 2 ** -3]),
-])
+
+@pytest.mark.parametrize(
+    "heads, want",
+    [
+        (1, [2**-8]),
+        (2, [2**-4, 2**-8]),
+        (3, [2**-4, 2**-8, 2**-2]),
+        (6, [2**-2, 2**-4, 2**-6, 2**-8, 2**-1, 2**-3]),
+    ],
+)
 def test_alibi_slopes_hand_values(heads, want):
     slopes = alibi.alibi_slopes(heads)
     assert slopes.dtype == torch.float32
@@ -211,8 +240,8 @@ def test_mpt_slopes_by_hand(heads):
 
 
 def test_mpt_slopes_follow_the_bias_max():
-    assert alibi.mpt_alibi_slopes(4, alibi_bias_max=4).tolist() == pytest.approx([2 ** -1, 2 ** -2, 2 ** -3, 2 ** -4])
-    assert alibi.mpt_alibi_slopes(3, alibi_bias_max=16).tolist() == pytest.approx([2 ** -8, 2 ** -16, 2 ** -4])
+    assert alibi.mpt_alibi_slopes(4, alibi_bias_max=4).tolist() == pytest.approx([2**-1, 2**-2, 2**-3, 2**-4])
+    assert alibi.mpt_alibi_slopes(3, alibi_bias_max=16).tolist() == pytest.approx([2**-8, 2**-16, 2**-4])
 
 
 def test_ntk_alibi_by_hand():
@@ -231,7 +260,7 @@ def test_ntk_alibi_index_and_keezen_by_hand():
     torch.testing.assert_close(alibi.ntk_alibi_index_divisors(3, 4.0), torch.tensor([1.0, 2.0, 4.0]))
     assert alibi.ntk_alibi_index_divisors(1, 5.0).tolist() == [5.0]
     assert alibi.ntk_alibi_index_divisors(3, 4.0).dtype == torch.float32
-    torch.testing.assert_close(alibi.ntk_alibi_keezen_divisors(3, 4.0), torch.tensor([1.0, 2.0 ** 1, 1.0]))
+    torch.testing.assert_close(alibi.ntk_alibi_keezen_divisors(3, 4.0), torch.tensor([1.0, 2.0**1, 1.0]))
     torch.testing.assert_close(alibi.ntk_alibi_keezen_divisors(5, 16.0), torch.tensor([1.0, 2.0, 4.0, 8.0, 1.0]))
     slopes = torch.tensor([0.5, 0.25, 0.125])
     torch.testing.assert_close(alibi.ntk_alibi_index(slopes, 4.0), torch.tensor([0.5, 0.125, 0.03125]))
@@ -240,6 +269,7 @@ def test_ntk_alibi_index_and_keezen_by_hand():
 
 
 # --- survivors of the first mutation run (mutation/REPORT.md), each pinned by a value ---
+
 
 @pytest.fixture
 def float64_default():
@@ -251,16 +281,29 @@ def float64_default():
 
 def test_formulas_return_float32_whatever_the_default_dtype(float64_default):
     """The module's promise: float32 frequencies (and slopes), also under a float64 default dtype."""
-    outs = [rope.default_inv_freq(8, 10.0), rope.rope_pi(8, 10.0, 2.0)[0], rope.rope_ntk(8, 10.0, 2.0)[0],
-            rope.rope_yarn(8, 10.0, 4.0, 1024)[0], rope.ntk_by_parts_inv_freq(8, 10.0, 4.0, 1024),
-            rope.rope_llama3(8, 10.0, 2.0, 16)[0], rope.rope_longrope(8, 10.0, 2.0, 16, (1.0, 1.5, 2.0, 2.5))[0],
-            rope.logn_factor(torch.tensor([0, 40]), 16),
-            alibi.alibi_slopes(6), alibi.mpt_alibi_slopes(6), alibi.ntk_alibi_index_divisors(1, 2.0),
-            alibi.ntk_alibi_index_divisors(4, 2.0), alibi.ntk_alibi_divisors(torch.tensor([0.5]), 2.0)]
+    outs = [
+        rope.default_inv_freq(8, 10.0),
+        rope.rope_pi(8, 10.0, 2.0)[0],
+        rope.rope_ntk(8, 10.0, 2.0)[0],
+        rope.rope_yarn(8, 10.0, 4.0, 1024)[0],
+        rope.ntk_by_parts_inv_freq(8, 10.0, 4.0, 1024),
+        rope.rope_llama3(8, 10.0, 2.0, 16)[0],
+        rope.rope_longrope(8, 10.0, 2.0, 16, (1.0, 1.5, 2.0, 2.5))[0],
+        rope.logn_factor(torch.tensor([0, 40]), 16),
+        alibi.alibi_slopes(6),
+        alibi.mpt_alibi_slopes(6),
+        alibi.ntk_alibi_index_divisors(1, 2.0),
+        alibi.ntk_alibi_index_divisors(4, 2.0),
+        alibi.ntk_alibi_divisors(torch.tensor([0.5]), 2.0),
+    ]
     assert [o.dtype for o in outs] == [torch.float32] * len(outs)
-    torch.testing.assert_close(rope.ntk_by_parts_inv_freq(8, 10.0, 4.0, 1024).double(),
-                               _plain(8, 10.0) * torch.tensor([1, 1, 1, 0.8 + 0.2 / 4]), rtol=1e-6, atol=0)
-    assert alibi.mpt_alibi_slopes(3).tolist() == pytest.approx([2 ** -4, 2 ** -8, 2 ** -2], rel=1e-7)
+    torch.testing.assert_close(
+        rope.ntk_by_parts_inv_freq(8, 10.0, 4.0, 1024).double(),
+        _plain(8, 10.0) * torch.tensor([1, 1, 1, 0.8 + 0.2 / 4]),
+        rtol=1e-6,
+        atol=0,
+    )
+    assert alibi.mpt_alibi_slopes(3).tolist() == pytest.approx([2**-4, 2**-8, 2**-2], rel=1e-7)
 
 
 def test_ntk_alibi_divisors_of_float64_slopes_are_float32():
@@ -296,8 +339,9 @@ def test_ntk_by_parts_defaults_are_yarns_32_and_1():
     torch.testing.assert_close(rope.ntk_by_parts_inv_freq(128, 1e4, 4.0, 2048), inv, rtol=1e-6, atol=0)
     torch.testing.assert_close(rope.rope_ntk_by_parts(128, 1e4, scale=4.0, trained_len=2048)[0], inv, rtol=1e-6, atol=0)
     torch.testing.assert_close(rope.rope_yarn(128, 1e4, scale=4.0, trained_len=2048)[0], inv, rtol=1e-6, atol=0)
-    torch.testing.assert_close(rope.rope_dynamic_yarn(128, 1e4, trained_len=2048, seq_len=8192)[0], inv,
-                               rtol=1e-6, atol=0)
+    torch.testing.assert_close(
+        rope.rope_dynamic_yarn(128, 1e4, trained_len=2048, seq_len=8192)[0], inv, rtol=1e-6, atol=0
+    )
 
 
 def test_ntk_by_parts_with_both_ends_at_the_last_dimension_keeps_every_frequency():
@@ -317,18 +361,35 @@ def test_llama3_wavelength_exactly_at_L_over_low_is_blended_with_gamma_zero():
     low = 16 / lam
     inv, _ = rope.rope_llama3(2, 10.0, scale=4.0, trained_len=16, low_freq_factor=low, high_freq_factor=8.0)
     assert inv.tolist() == pytest.approx([0.25], rel=1e-5)
-    hf, _ = _hf("llama3", dim=2, theta=10.0, max_pos=64, factor=4.0, low_freq_factor=low, high_freq_factor=8.0,
-                original_max_position_embeddings=16)
+    hf, _ = _hf(
+        "llama3",
+        dim=2,
+        theta=10.0,
+        max_pos=64,
+        factor=4.0,
+        low_freq_factor=low,
+        high_freq_factor=8.0,
+        original_max_position_embeddings=16,
+    )
     torch.testing.assert_close(inv, hf, rtol=1e-6, atol=0)
 
 
 # --- ALiBi installers: the model's own arithmetic, bit for bit ---
 
+
 def _mpt(bias_max, heads=4):
     import transformers
+
     torch.manual_seed(0)
-    cfg = transformers.MptConfig(vocab_size=96, d_model=16 * heads, n_layers=2, n_heads=heads, max_seq_len=64,
-                                 expansion_ratio=2, attn_config={"alibi_bias_max": bias_max})
+    cfg = transformers.MptConfig(
+        vocab_size=96,
+        d_model=16 * heads,
+        n_layers=2,
+        n_heads=heads,
+        max_seq_len=64,
+        expansion_ratio=2,
+        attn_config={"alibi_bias_max": bias_max},
+    )
     return transformers.MptForCausalLM(cfg).eval()
 
 
@@ -338,7 +399,9 @@ def test_alibi_methods_at_factor_one_reproduce_the_model_bit_for_bit(family, hea
     """The installed builders keep each family's own arithmetic (positions, dtype, order of heads):
     with slopes unchanged (s = 1, α = 1) the logits are exactly the model's own."""
     from conftest import ALIBI_MODELS, ids, logits
+
     import evalkit
+
     model = ALIBI_MODELS[family](heads=heads)
     x = ids(40)
     want = logits(model, x)
@@ -354,10 +417,12 @@ def test_mpt_slopes_are_those_its_forward_uses_whatever_the_config_says():
     (modeling_mpt: build_mpt_alibi_tensor(num_heads, max_seq_len, device=...)): with a config saying 16,
     evalkit must still start from the bias-max-8 slopes, so alibi-pi at s = 1 is the model itself."""
     from conftest import ids, logits
+
     import evalkit
     from evalkit.patches import alibi_models
+
     model = _mpt(16)
-    assert alibi_models._mpt_base(model).tolist() == pytest.approx([2 ** -2, 2 ** -4, 2 ** -6, 2 ** -8], rel=1e-6)
+    assert alibi_models._mpt_base(model).tolist() == pytest.approx([2**-2, 2**-4, 2**-6, 2**-8], rel=1e-6)
     x = ids(30)
     want = logits(model, x)
     with evalkit.patched(model, "alibi-pi", scale=1.0, trained_len=16):
@@ -370,7 +435,9 @@ def test_bloom_patch_keeps_a_given_padding_mask_and_keyword_or_embedding_inputs(
     """The pre-hook adds an all-ones mask only when none is given, for input_ids by keyword or position
     and for inputs_embeds; a given (left-padded) mask is kept."""
     from conftest import ids, tiny_bloom
+
     import evalkit
+
     model = tiny_bloom(heads=4)
     x = ids(24, batch=2)
     mask = torch.ones(2, 24, dtype=torch.long)
@@ -390,19 +457,23 @@ def test_bloom_patch_keeps_a_given_padding_mask_and_keyword_or_embedding_inputs(
 # --- the registry's helpers (evalkit.patches), called directly: mutmut swaps a mutant in only after
 # import, so what runs at import (the lazy formula wrappers, the ramp checks) needs a direct call ---
 
+
 def test_lazy_calls_the_named_formula_with_every_argument():
     from evalkit.patches.methods import _lazy
+
     call = _lazy("rope", "rope_yarn")
     assert call.__name__ == "rope_yarn"
     inv, factor = call(8, 10.0, 4.0, trained_len=1024, beta_fast=32, beta_slow=1)
-    torch.testing.assert_close(inv.double(), _plain(8, 10.0) * torch.tensor([1, 1, 1, 0.85], dtype=torch.float64),
-                               rtol=1e-6, atol=0)
+    torch.testing.assert_close(
+        inv.double(), _plain(8, 10.0) * torch.tensor([1, 1, 1, 0.85], dtype=torch.float64), rtol=1e-6, atol=0
+    )
     assert factor == pytest.approx(0.1 * math.log(4) + 1)
     assert _lazy("alibi", "alibi_interpolate")(torch.tensor([0.5]), scale=2.0).tolist() == [0.25]
 
 
 def test_ramp_check_says_when_the_low_end_is_not_below_the_high_end():
     from evalkit.patches.methods import _ramp
+
     check = _ramp("beta_slow", "beta_fast")
     assert check({"beta_slow": 1.0, "beta_fast": 32.0}) is None
     assert check({"beta_slow": 32.0, "beta_fast": 32.0}) == "beta_slow must be below beta_fast"
@@ -412,6 +483,7 @@ def test_ramp_check_says_when_the_low_end_is_not_below_the_high_end():
 def test_param_example_is_its_default_else_its_low_end_else_one():
     from evalkit.patches import METHODS, Param
     from evalkit.patches.methods import ALPHA
+
     assert METHODS.get("self-extend").param("window").example() == 1024
     assert ALPHA.example() == 1  # no default: the low end
     assert Param("x", "h", low=0.5).example() == 0.5
@@ -421,32 +493,51 @@ def test_param_example_is_its_default_else_its_low_end_else_one():
 
 def test_resolved_reads_missing_factors_as_none_and_other_names_as_errors():
     from evalkit.patches import Resolved, parse_call
+
     r = Resolved(parse_call("self-extend"), 16, {"window": 4, "group": 2})
     assert r.window == 4 and r.scale is None and r.alpha is None
     with pytest.raises(AttributeError, match="^nothing$"):
         r.nothing
 
 
-@pytest.mark.parametrize("content, want", [
-    ("[1, 2.5]", (1.0, 2.5)),
-    ('{"long_factor": [1.5]}', (1.5,)),
-    ('{"rope_scaling": {"long_factor": [2]}}', (2.0,)),
-    ('{"rope_parameters": {"long_factor": [3]}}', (3.0,)),
-    ('{"rope_scaling": {"type": "su"}, "long_factor": [4]}', (4.0,)),  # the first dict that has them
-    ('{"rope_scaling": null, "rope_parameters": {"long_factor": [5]}, "long_factor": [6]}', (5.0,)),
-])
+@pytest.mark.parametrize(
+    "content, want",
+    [
+        ("[1, 2.5]", (1.0, 2.5)),
+        ('{"long_factor": [1.5]}', (1.5,)),
+        ('{"rope_scaling": {"long_factor": [2]}}', (2.0,)),
+        ('{"rope_parameters": {"long_factor": [3]}}', (3.0,)),
+        ('{"rope_scaling": {"type": "su"}, "long_factor": [4]}', (4.0,)),  # the first dict that has them
+        ('{"rope_scaling": null, "rope_parameters": {"long_factor": [5]}, "long_factor": [6]}', (5.0,)),
+    ],
+)
 def test_factor_file_reads_every_documented_form(tmp_path, content, want):
     from evalkit.patches.methods import _factor_file
+
     path = tmp_path / "f.json"
     path.write_text(content, encoding="utf-8")
     assert _factor_file(str(path)) == want
 
 
-@pytest.mark.parametrize("content", ["[]", "5", '{"rope_scaling": {"type": "su"}}', "[1, true]", "[1, -1]", "[0]",
-                                     "[1, NaN]", '["1"]', "{}", '{"long_factor": 2}'])
+@pytest.mark.parametrize(
+    "content",
+    [
+        "[]",
+        "5",
+        '{"rope_scaling": {"type": "su"}}',
+        "[1, true]",
+        "[1, -1]",
+        "[0]",
+        "[1, NaN]",
+        '["1"]',
+        "{}",
+        '{"long_factor": 2}',
+    ],
+)
 def test_factor_file_refuses_anything_but_a_list_of_positive_numbers(tmp_path, content):
     from evalkit.errors import EvalkitError
     from evalkit.patches.methods import _factor_file
+
     path = tmp_path / "f.json"
     path.write_text(content, encoding="utf-8")
     with pytest.raises(EvalkitError, match="holds no list of positive factors"):
@@ -456,6 +547,7 @@ def test_factor_file_refuses_anything_but_a_list_of_positive_numbers(tmp_path, c
 def test_factor_file_unreadable_or_not_json(tmp_path):
     from evalkit.errors import EvalkitError
     from evalkit.patches.methods import _factor_file
+
     with pytest.raises(EvalkitError, match="cannot read the factors file .*absent.json: No such file"):
         _factor_file(str(tmp_path / "absent.json"))
     (tmp_path / "bad.json").write_text("[1,", encoding="utf-8")
@@ -468,7 +560,9 @@ def test_gemma3_shipped_yarn_on_its_full_attention_layers_is_kept_exactly_at_sca
     0.1·ln 4 + 1 ≠ 1): PI at s = 1 multiplies the shipped frequencies by 1 and keeps the shipped factor, so the
     logits are the model's own, bit for bit (the shipped frequencies come from transformers for that layer type)."""
     from conftest import ids, logits, tiny_gemma3
+
     import evalkit
+
     model = tiny_gemma3(rope={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16})
     assert model.model.rotary_emb.full_attention_attention_scaling == pytest.approx(0.1 * math.log(4) + 1)
     x = ids(40)
@@ -479,7 +573,9 @@ def test_gemma3_shipped_yarn_on_its_full_attention_layers_is_kept_exactly_at_sca
 
 def test_alibi_adapters_trained_length_type_and_static():
     from conftest import tiny_bloom, tiny_falcon_alibi, tiny_mpt
+
     from evalkit.patches import find_adapter
+
     for model, length in ((tiny_bloom(), 2048), (tiny_mpt(max_seq_len=48), 48), (tiny_falcon_alibi(), 64)):
         adapter = find_adapter(model)
         assert adapter.trained_len(model) == length and isinstance(adapter.trained_len(model), int)
@@ -489,8 +585,11 @@ def test_alibi_adapters_trained_length_type_and_static():
 
 def test_alibi_helpers_model_type_config_len_and_baichuan_detection():
     from types import SimpleNamespace
+
     from conftest import tiny_bloom
+
     from evalkit.patches import alibi_models as am
+
     assert am.model_type(SimpleNamespace(config=SimpleNamespace())) == ""
     assert am.model_type(SimpleNamespace(config=SimpleNamespace(model_type="bloom"))) == "bloom"
     read = am._config_len("model_max_length", "max_position_embeddings")
@@ -504,7 +603,9 @@ def test_alibi_helpers_model_type_config_len_and_baichuan_detection():
 
 def test_baichuan_mask_cache_reset():
     from torch import nn
+
     from evalkit.patches.alibi_models import _baichuan_reset_mask_cache
+
     base = nn.Module()
     base.register_buffer("future_mask", torch.zeros(1))
     base.first_run, base.max_cache_pos, base.alibi_mask = False, 7, torch.zeros(1)
@@ -520,7 +621,9 @@ def test_baichuan_mask_cache_reset():
 def test_falcon_and_bloom_patch_keep_padded_rows_bit_for_bit():
     """Left padding: (cumsum − 1) · mask positions, as the models compute them (padded rows stay finite)."""
     from conftest import ids, tiny_bloom, tiny_falcon_alibi
+
     import evalkit
+
     x = ids(24, batch=2)
     mask = torch.ones(2, 24, dtype=torch.long)
     mask[0, :5] = 0
@@ -533,7 +636,9 @@ def test_falcon_and_bloom_patch_keep_padded_rows_bit_for_bit():
 
 def test_mpt_patch_at_the_full_max_seq_len_and_bloom_in_bfloat16():
     from conftest import ids, logits, tiny_bloom, tiny_mpt
+
     import evalkit
+
     mpt = tiny_mpt(max_seq_len=32)
     x = ids(32)  # as many keys as the alibi built for max_seq_len
     want = logits(mpt, x)
@@ -547,18 +652,21 @@ def test_mpt_patch_at_the_full_max_seq_len_and_bloom_in_bfloat16():
 
 # --- the two-region attention's own rotation (evalkit.patches.attention.rotate) ---
 
+
 def test_rotate_is_rotate_half_rope_on_the_rotary_part_only_times_the_factor():
     """Partial rotary: the first 2·len(θ) dims rotate ((a, b) -> (a cos − b sin, b cos + a sin), times the
     attention factor), the rest pass unchanged; bfloat16 in, bfloat16 out."""
     from evalkit.patches.attention import rotate
+
     g = torch.Generator().manual_seed(0)
     x = torch.randn(1, 2, 3, 6, generator=g)
     pos = torch.tensor([0.0, 1.0, 5.0])
     theta = torch.tensor([1.0, 0.5])
     ang = pos.double()[:, None] * theta.double()[None, :]  # (T, 2)
     a, b = x.double()[..., :2], x.double()[..., 2:4]
-    want = torch.cat((1.5 * (a * ang.cos() - b * ang.sin()), 1.5 * (b * ang.cos() + a * ang.sin()),
-                      x.double()[..., 4:]), dim=-1)
+    want = torch.cat(
+        (1.5 * (a * ang.cos() - b * ang.sin()), 1.5 * (b * ang.cos() + a * ang.sin()), x.double()[..., 4:]), dim=-1
+    )
     out = rotate(x, pos, theta, 1.5)
     assert out.shape == x.shape and out.dtype == torch.float32
     torch.testing.assert_close(out.double(), want, rtol=1e-5, atol=1e-6)
@@ -592,9 +700,14 @@ def _two_region_reference(q, k, v, window, far_q, far_k, theta, factor, scaling,
 @pytest.mark.parametrize("method", ["self-extend", "rerope", "leaky-rerope"])
 def test_two_region_attention_equals_a_full_matrix_reference(monkeypatch, n, budget_rows, method):
     from evalkit.patches import attention
+
     W, G, K = 4, 2, 2.0
     region, far_q, far_k = {
-        "self-extend": (attention.self_extend(W, G), lambda p: torch.floor(p / G) + W - W / G, lambda p: torch.floor(p / G)),
+        "self-extend": (
+            attention.self_extend(W, G),
+            lambda p: torch.floor(p / G) + W - W / G,
+            lambda p: torch.floor(p / G),
+        ),
         "rerope": (attention.rerope(W), lambda p: torch.full_like(p, float(W)), lambda p: torch.zeros_like(p)),
         "leaky-rerope": (attention.leaky_rerope(W, K), lambda p: p / K + W - W / K, lambda p: p / K),
     }[method]
@@ -613,12 +726,24 @@ def test_two_region_attention_equals_a_full_matrix_reference(monkeypatch, n, bud
 
 def test_two_region_attention_keeps_bfloat16():
     from evalkit.patches import attention
+
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, 2, 9, 8, generator=g).bfloat16() for _ in range(3))
     pos = torch.arange(9, dtype=torch.float64)
-    out = attention.two_region_attention(q, k, v, pos, pos, attention.rerope(4), torch.tensor([1.0, 0.3, 0.1, 0.01]),
-                                         1.0, 0.35)
+    out = attention.two_region_attention(
+        q, k, v, pos, pos, attention.rerope(4), torch.tensor([1.0, 0.3, 0.1, 0.01]), 1.0, 0.35
+    )
     assert out.dtype == torch.bfloat16
-    want = _two_region_reference(q.float(), k.float(), v.float(), 4, lambda p: torch.full_like(p, 4.0),
-                                 lambda p: torch.zeros_like(p), torch.tensor([1.0, 0.3, 0.1, 0.01]), 1.0, 0.35, 1)
+    want = _two_region_reference(
+        q.float(),
+        k.float(),
+        v.float(),
+        4,
+        lambda p: torch.full_like(p, 4.0),
+        lambda p: torch.zeros_like(p),
+        torch.tensor([1.0, 0.3, 0.1, 0.01]),
+        1.0,
+        0.35,
+        1,
+    )
     torch.testing.assert_close(out.double(), want, rtol=0.05, atol=0.05)

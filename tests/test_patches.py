@@ -1,13 +1,22 @@
 """Patches applied to tiny models of every family: equal to independent references,
 fully undone on exit, refused on the wrong encoding."""
+
 import math
 import sys
 
 import pytest
 import torch
+from conftest import (
+    ALIBI_MODELS,
+    ATTENTION_HOOK_REFUSED,
+    LOGN_REFUSED,
+    ROPE_MODELS,
+    ids,
+    logits,
+    method_params,
+    tiny_llama,
+)
 
-from conftest import (ALIBI_MODELS, ATTENTION_HOOK_REFUSED, LOGN_REFUSED, ROPE_MODELS, ids, logits, method_params,
-                      tiny_llama)
 from evalkit.errors import EvalkitError
 from evalkit.patches import METHODS, methods_for, patched
 
@@ -86,8 +95,9 @@ def test_pi_equals_transformers_linear_model():
 
 
 def test_yarn_equals_transformers_yarn_model():
-    model, ref = _reference_llama({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16,
-                                   "_max_pos": 64})
+    model, ref = _reference_llama(
+        {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16, "_max_pos": 64}
+    )
     x = ids(60)
     with patched(model, "yarn", scale=4.0, trained_len=16):
         torch.testing.assert_close(logits(model, x), logits(ref, x), rtol=1e-6, atol=1e-6)
@@ -117,7 +127,7 @@ def test_dynamic_ntk_decode_with_cache_keeps_the_prefill_frequencies():
         out = model(input_ids=prompt, use_cache=True)
         cache, step_logits = out.past_key_values, []
         for t in range(extra.shape[1]):
-            out = model(input_ids=extra[:, t:t + 1], past_key_values=cache, use_cache=True)
+            out = model(input_ids=extra[:, t : t + 1], past_key_values=cache, use_cache=True)
             cache = out.past_key_values
             step_logits.append(out.logits[:, -1])
     base = 1e4 * (2.0 * 40 / 16 - 1) ** (16 / 14)  # b·(α·l/L − (α−1))^(d/(d−2)): d 16, l 40, L 16, α 2
@@ -129,6 +139,7 @@ def test_dynamic_ntk_decode_with_cache_keeps_the_prefill_frequencies():
 
 class _DigitTokenizer:
     """Enough of a tokenizer for evalkit's greedy decoding: ids as text, no EOS."""
+
     eos_token_id = None
 
     @staticmethod
@@ -143,6 +154,7 @@ def _decode_with_evalkit(model, prompt, steps, monkeypatch):
 
     from evalkit import forward
     from evalkit.tasks.retrieval import generate
+
     seen, real = [], forward.next_token_logits
 
     def recording(*args, **kwargs):
@@ -163,7 +175,7 @@ def _greedy_by_full_forwards(model, prompt, steps):
         last = logits(model, seq)[:, -1]
         out.append(last)
         seq = torch.cat([seq, last.argmax(-1, keepdim=True)], 1)
-    return torch.cat(out), seq[0, prompt.shape[1]:].tolist()
+    return torch.cat(out), seq[0, prompt.shape[1] :].tolist()
 
 
 @pytest.mark.parametrize("family", ["llama", "baichuan-7b"])
@@ -211,6 +223,7 @@ def attention_scores(run, monkeypatch) -> list[torch.Tensor]:
             if scores.dim() == 4:
                 seen.append(scores.detach().float().clone())
             return real(scores, *args, **kwargs)
+
         return softmax
 
     sdpa = torch.nn.functional.scaled_dot_product_attention
@@ -218,8 +231,11 @@ def attention_scores(run, monkeypatch) -> list[torch.Tensor]:
     def recording_sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **kwargs):
         scores = (q.float() @ k.float().transpose(-2, -1)) * (scale or q.shape[-1] ** -0.5)
         if attn_mask is not None:
-            scores = scores.masked_fill(~attn_mask, -torch.inf) if attn_mask.dtype == torch.bool \
+            scores = (
+                scores.masked_fill(~attn_mask, -torch.inf)
+                if attn_mask.dtype == torch.bool
                 else scores + attn_mask.float()
+            )
         if is_causal:
             scores = scores.masked_fill(torch.ones(scores.shape[-2:], dtype=torch.bool).triu(1), -torch.inf)
         seen.append(scores.detach())
@@ -282,6 +298,7 @@ def test_baichuan_rope_ntk_equals_the_model_with_its_own_rotary_rebuilt_at_the_n
     """The per-layer Baichuan installer: patched with ntk, the model equals the same weights
     with every layer's RotaryEmbedding (the module's own class) built with b·α^(d/(d-2))."""
     from conftest import tiny_baichuan
+
     model, ref = tiny_baichuan(release), tiny_baichuan(release)
     rotary_class = type(ref.model.layers[0].self_attn.rotary_emb)
     ntk = 1e4 * 2.0 ** (16 / 14)  # head dim 16, alpha 2: closed form, not evalkit's
@@ -294,10 +311,12 @@ def test_baichuan_rope_ntk_equals_the_model_with_its_own_rotary_rebuilt_at_the_n
 
 # --- ALiBi: patched logits equal those of a model whose slopes were set by hand ---
 
+
 @pytest.mark.parametrize("heads", [4, 6])
 @pytest.mark.parametrize("method", ["ntk-alibi", "alibi-pi"])
 def test_bloom_patch_equals_hand_set_slopes(monkeypatch, heads, method):
     from conftest import tiny_bloom
+
     bloom = sys.modules[type(tiny_bloom().transformer).__module__]
     base = torch.tensor(ALIBI_SLOPES[heads])
     want_slopes = per_slope_ntk_alibi(base.tolist(), 4.0) if method == "ntk-alibi" else base / 4.0
@@ -308,7 +327,10 @@ def test_bloom_patch_equals_hand_set_slopes(monkeypatch, heads, method):
     original_build = bloom.build_alibi_tensor
 
     def hand_set(attention_mask, num_heads, dtype):  # the model's own builder, slopes replaced
-        unit = original_build(attention_mask, num_heads, torch.float32) / base.repeat(attention_mask.shape[0])[:, None, None]
+        unit = (
+            original_build(attention_mask, num_heads, torch.float32)
+            / base.repeat(attention_mask.shape[0])[:, None, None]
+        )
         return (unit * want_slopes.repeat(attention_mask.shape[0])[:, None, None]).to(dtype)
 
     monkeypatch.setattr(bloom, "build_alibi_tensor", hand_set)
@@ -322,6 +344,7 @@ def test_bloom_patch_equals_hand_set_slopes(monkeypatch, heads, method):
 @pytest.mark.parametrize("heads", [4, 6])
 def test_mpt_patch_equals_hand_set_slopes(heads):
     from conftest import tiny_mpt
+
     model, ref, x = tiny_mpt(heads), tiny_mpt(heads), ids(30)
     base = torch.tensor(ALIBI_SLOPES[heads])  # MPT's alibi_bias_max 8 gives the same slopes
     want_slopes = per_slope_ntk_alibi(base.tolist(), 3.0)
@@ -330,22 +353,27 @@ def test_mpt_patch_equals_hand_set_slopes(heads):
     # by hand: the model's own bias with every head rescaled
     own = type(ref.transformer).build_mpt_alibi_tensor
     ref.transformer.build_mpt_alibi_tensor = lambda n, s, m=8, device=None: (
-        own(ref.transformer, n, s, m, device) * (want_slopes / base)[:, None, None].to(device))
+        own(ref.transformer, n, s, m, device) * (want_slopes / base)[:, None, None].to(device)
+    )
     torch.testing.assert_close(got, logits(ref, x), rtol=1e-5, atol=1e-5)
 
 
 def test_mpt_base_slopes_are_read_from_the_model():
     from conftest import tiny_mpt
+
     from evalkit.patches.alibi_models import _mpt_base
+
     for heads in (4, 6):
         torch.testing.assert_close(_mpt_base(tiny_mpt(heads)), torch.tensor(ALIBI_SLOPES[heads]))
 
 
 # ALiBi's slopes by hand (Press et al. 2022, sec. 3): 2^(-8h/n) for n a power of two; otherwise
 # those of the power of two below, then every other slope of the one above (BLOOM, MPT, Baichuan)
-ALIBI_SLOPES = {4: [2 ** -2, 2 ** -4, 2 ** -6, 2 ** -8],
-                5: [2 ** -2, 2 ** -4, 2 ** -6, 2 ** -8, 2 ** -1],
-                6: [2 ** -2, 2 ** -4, 2 ** -6, 2 ** -8, 2 ** -1, 2 ** -3]}
+ALIBI_SLOPES = {
+    4: [2**-2, 2**-4, 2**-6, 2**-8],
+    5: [2**-2, 2**-4, 2**-6, 2**-8, 2**-1],
+    6: [2**-2, 2**-4, 2**-6, 2**-8, 2**-1, 2**-3],
+}
 
 
 def per_slope_ntk_alibi(slopes, a):
@@ -358,6 +386,7 @@ def per_slope_ntk_alibi(slopes, a):
 @pytest.mark.parametrize("release", ["baichuan-13b", "baichuan2-13b"])
 def test_baichuan_alibi_patch_scales_every_head_once_and_resets_the_mask_cache(release):
     from conftest import tiny_baichuan
+
     model, ref, x = tiny_baichuan(release), tiny_baichuan(release), ids(30)
     module = sys.modules[type(model).__module__]
     heads = model.config.num_attention_heads  # 5: not a power of two
@@ -383,7 +412,9 @@ def test_baichuan_alibi_patch_scales_every_head_once_and_resets_the_mask_cache(r
 @pytest.mark.parametrize("method", ["ntk", "pi", "yarn", "dynamic-ntk", "logn"])
 @pytest.mark.parametrize("family", list(ALIBI_MODELS))
 def test_rope_method_on_alibi_model_is_refused(family, method):
-    with pytest.raises(EvalkitError, match="methods for alibi: none, ntk-alibi, ntk-alibi-index, ntk-alibi-keezen, alibi-pi"):
+    with pytest.raises(
+        EvalkitError, match="methods for alibi: none, ntk-alibi, ntk-alibi-index, ntk-alibi-keezen, alibi-pi"
+    ):
         with patched(ALIBI_MODELS[family](), method, trained_len=16):
             pass
 
@@ -437,8 +468,8 @@ def test_patching_after_half_precision_recomputes_frequencies_in_fp32():
 def test_interleaved_rope_is_refused_not_patched_wrongly(method):
     """Cohere interleaves its cos/sin; a rotate-half replacement would silently rotate it wrongly."""
     import transformers
-
     from conftest import llama_config
+
     torch.manual_seed(0)
     model = transformers.CohereForCausalLM(llama_config(cls=transformers.CohereConfig)).eval()
     x = ids(20)
@@ -448,6 +479,7 @@ def test_interleaved_rope_is_refused_not_patched_wrongly(method):
             pass
     assert torch.equal(logits(model, x), before)
     from evalkit.patches.rope_models import check_layout
+
     with pytest.raises(EvalkitError, match="lays out its cos/sin differently"):  # nor would the layout check pass
         check_layout(model.model.rotary_emb, "model.rotary_emb")
 
@@ -476,9 +508,10 @@ def test_a_rotary_that_disagrees_with_its_config_is_refused_not_patched(family, 
 
 def test_rotate_half_rope_of_other_families_passes_the_layout_check():
     import transformers
-
     from conftest import llama_config
+
     from evalkit.patches.rope_models import check_layout
+
     for family in ("Gemma2", "Granite", "Llama"):
         cfg = llama_config(cls=getattr(transformers, f"{family}Config"), head_dim=16)
         check_layout(getattr(transformers, f"{family}ForCausalLM")(cfg).model.rotary_emb, "model.rotary_emb")
@@ -486,8 +519,8 @@ def test_rotate_half_rope_of_other_families_passes_the_layout_check():
 
 def test_an_attention_method_on_a_fused_qkv_projection_is_refused_before_anything_is_patched():
     import transformers
-
     from conftest import llama_config
+
     torch.manual_seed(0)
     model = transformers.Phi3ForCausalLM(llama_config(cls=transformers.Phi3Config, pad_token_id=0)).eval()
     rotary = model.model.rotary_emb

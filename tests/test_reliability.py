@@ -1,12 +1,15 @@
 """Results under faults: foreign files never touched, torn files repaired CSV-aware, every cell
 exactly once (kills between writes, duplicates in lists, two runs at once), non-finite numbers
 never scored, one cell identity everywhere, and every user mistake one line with exit code 2."""
+
 import csv
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from evalkit01 import POSITIONS_HEADER as V01_POSITIONS
+from evalkit01 import RESULTS_HEADER as V01
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -14,8 +17,6 @@ from typer.testing import CliRunner
 from evalkit.cli import app, parse_length, split_list
 from evalkit.errors import EvalkitError
 from evalkit.results import PROFILE_COLUMNS, CsvAppender, FolderLock, read_profile, read_rows, result_columns
-
-from evalkit01 import POSITIONS_HEADER as V01_POSITIONS, RESULTS_HEADER as V01
 
 runner = CliRunner()
 QUICK = ("--len", "160")
@@ -41,10 +42,12 @@ def run(tiny_model_dir, tmp_path):
     def go(*extra, out=None, model=None):
         out = out or tmp_path / "res"
         return evalkit("run", "--model", model or tiny_model_dir, "--out", out, *extra), out
+
     return go
 
 
 # --- files evalkit does not own ---
+
 
 @pytest.mark.parametrize("name", ["results.csv", "positions.csv"])
 @pytest.mark.parametrize("content", [b"my notes", b"my notes\n", b"model,method\n1,2\n", b""])
@@ -114,6 +117,7 @@ def test_a_torn_row_with_a_quoted_newline_does_not_swallow_later_rows(tmp_path):
 
 # --- exactly once ---
 
+
 @pytest.mark.parametrize("dies_at", [1, 2, 3, 4])
 def test_a_kill_at_any_write_boundary_leaves_each_cell_once_after_a_rerun(run, monkeypatch, dies_at):
     """Two perplexity cells write four times: profile, results, profile, results. A kill before
@@ -142,8 +146,9 @@ def test_a_kill_at_any_write_boundary_leaves_each_cell_once_after_a_rerun(run, m
     assert per_cell["none"] == per_cell["pi"] and len(set(per_cell["pi"])) == len(per_cell["pi"])
 
 
-@pytest.mark.parametrize("option, values", [("--method", "none,none"), ("--task", "ppl,ppl"),
-                                            ("--len", "160,160"), ("--depths", "0.5,0.5")])
+@pytest.mark.parametrize(
+    "option, values", [("--method", "none,none"), ("--task", "ppl,ppl"), ("--len", "160,160"), ("--depths", "0.5,0.5")]
+)
 def test_a_value_listed_twice_runs_once(run, option, values):
     base = {"--method": "none", "--task": "passkey", "--len": "160", "--depths": "0.5"}
     base[option] = values
@@ -177,6 +182,7 @@ def test_duplicates_left_by_an_older_version_are_removed_on_the_next_run(run, tm
 
 # --- one identity: resume, compare and the summary agree ---
 
+
 @pytest.mark.parametrize("change", [("--seed", "1"), ("--trained-len", "32")])
 def test_a_run_with_another_seed_or_trained_length_succeeds_and_compare_still_works(run, change):
     result, out = run("--task", "passkey,ppl", "--method", "none,ntk", *QUICK)
@@ -205,6 +211,7 @@ def test_an_alias_moved_to_another_checkpoint_is_measured_again(run, tiny_model_
 
 # --- non-finite numbers ---
 
+
 @pytest.mark.parametrize("args", [("--alpha", "nan"), ("--scale", "nan"), ("--alpha", "inf"), ("--scale", "inf")])
 def test_non_finite_factors_are_refused(run, tmp_path, args):
     result, out = run("--method", "ntk,pi", *QUICK, *args)
@@ -214,6 +221,7 @@ def test_non_finite_factors_are_refused(run, tmp_path, args):
 
 def test_a_non_finite_loss_is_a_nan_row_and_compare_shows_it(run, monkeypatch):
     from evalkit import forward
+
     monkeypatch.setattr(forward, "token_nll", lambda model, ids: torch.full((ids.shape[1] - 1,), float("nan")))
     result, out = run("--task", "ppl", "--method", "none", *QUICK)
     assert result.exit_code == 0, result.output
@@ -226,14 +234,18 @@ def test_a_non_finite_loss_is_a_nan_row_and_compare_shows_it(run, monkeypatch):
 
 # --- every mistake one line, nothing written ---
 
-@pytest.mark.parametrize("args, needle", [
-    (("--len", ""), "--len was given an empty list"),
-    (("--method", ""), "--method was given an empty list"),
-    (("--len", "infk"), "bad length 'infk'"),
-    (("--len", "1e400"), "bad length"),
-    (("--len", "1", "--task", "ppl"), "needs lengths of at least 2 tokens"),
-    (("--depths", "nan"), "bad --depths value 'nan'"),
-])
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (("--len", ""), "--len was given an empty list"),
+        (("--method", ""), "--method was given an empty list"),
+        (("--len", "infk"), "bad length 'infk'"),
+        (("--len", "1e400"), "bad length"),
+        (("--len", "1", "--task", "ppl"), "needs lengths of at least 2 tokens"),
+        (("--depths", "nan"), "bad --depths value 'nan'"),
+    ],
+)
 def test_option_mistakes(run, args, needle):
     result, out = run(*args)
     one_line_error(result, needle)
@@ -249,18 +261,22 @@ def recorded_folder(tiny_model_dir, tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("args, needle", [
-    (("--method", "ntk-alibi"), "methods for rope"),
-    (("--method", "ntk:alpha=0.5"), "alpha must be between"),
-    (("--method", "dynamic_ntk"), "did you mean"),
-    (("--task", "pplx"), "did you mean"),
-    (("--len", "160,abc"), "bad length"),
-    (("--task", "ppl", "--data", "/nonexistent/docs.txt"), "/nonexistent/docs.txt"),
-    (("--task", "ppl", "--len", "10000000"), "longer than the data"),
-    (("--shard", "2/2"), "--shard"),
-])
-def test_a_mistake_leaves_an_existing_results_folder_byte_for_byte(recorded_folder, tiny_model_dir, tmp_path, args,
-                                                                   needle):
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (("--method", "ntk-alibi"), "methods for rope"),
+        (("--method", "ntk:alpha=0.5"), "alpha must be between"),
+        (("--method", "dynamic_ntk"), "did you mean"),
+        (("--task", "pplx"), "did you mean"),
+        (("--len", "160,abc"), "bad length"),
+        (("--task", "ppl", "--data", "/nonexistent/docs.txt"), "/nonexistent/docs.txt"),
+        (("--task", "ppl", "--len", "10000000"), "longer than the data"),
+        (("--shard", "2/2"), "--shard"),
+    ],
+)
+def test_a_mistake_leaves_an_existing_results_folder_byte_for_byte(
+    recorded_folder, tiny_model_dir, tmp_path, args, needle
+):
     """The README: a mistake is one line and nothing is written, also where evalkit's own files
     already are (results, positions, notes: every file of the folder, and no new one)."""
     out = tmp_path / "copy"
@@ -272,27 +288,35 @@ def test_a_mistake_leaves_an_existing_results_folder_byte_for_byte(recorded_fold
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
-@pytest.mark.parametrize("content, needle", [
-    (b"this is not parquet", "not a readable parquet file"),
-])
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        (b"this is not parquet", "not a readable parquet file"),
+    ],
+)
 def test_a_text_file_named_parquet(run, tmp_path, content, needle):
     bad = tmp_path / "docs.parquet"
     bad.write_bytes(content)
     one_line_error(run("--task", "ppl", "--data", bad, *QUICK)[0], needle)
 
 
-@pytest.mark.parametrize("content, needle", [(b'["a list"]\n', "is a JSON list, not an object"),
-                                             (b'{"text": "caf\xe9"}\n', "is not UTF-8")])
+@pytest.mark.parametrize(
+    "content, needle", [(b'["a list"]\n', "is a JSON list, not an object"), (b'{"text": "caf\xe9"}\n', "is not UTF-8")]
+)
 def test_bad_jsonl_lines(run, tmp_path, content, needle):
     bad = tmp_path / "docs.jsonl"
     bad.write_bytes(content)
     one_line_error(run("--task", "ppl", "--data", bad, *QUICK)[0], needle)
 
 
-@pytest.mark.parametrize("toml, needle", [('[models.x]\nsource = "/data/x"\ntrained_len = "abc"\nencoding = "rope"\n',
-                                           "trained_len must be a int"),
-                                          ("models = 5\n", "models must be a table"),
-                                          ("[models]\nx = 3\n", "models.x must be a table")])
+@pytest.mark.parametrize(
+    "toml, needle",
+    [
+        ('[models.x]\nsource = "/data/x"\ntrained_len = "abc"\nencoding = "rope"\n', "trained_len must be a int"),
+        ("models = 5\n", "models must be a table"),
+        ("[models]\nx = 3\n", "models.x must be a table"),
+    ],
+)
 def test_wrong_types_in_evalkit_toml(run, tmp_path, monkeypatch, toml, needle):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "evalkit.toml").write_text(toml)
@@ -338,6 +362,7 @@ def test_plot_out_that_is_a_file_and_rows_without_trained_length(run, tmp_path):
 
 # --- option parsing never raises anything but a one-line error ---
 
+
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=12))
 def test_length_parsing_is_a_whole_positive_finite_number_or_a_clear_error(text):
@@ -346,7 +371,6 @@ def test_length_parsing_is_a_whole_positive_finite_number_or_a_clear_error(text)
     except EvalkitError:
         return
     assert values is None or all(isinstance(v, int) for v in values)
-
 
 
 def test_a_quote_inside_an_unquoted_field_is_an_ordinary_character(tmp_path):
@@ -380,8 +404,7 @@ def test_mistakes_found_while_planning_write_nothing(run, tiny_model_dir, tmp_pa
     # a method the checkpoint refuses (factors for another rotary dimension), behind `none`
     factors = tmp_path / "factors.json"
     factors.write_text("[1.0, 2.0, 3.0]")
-    result, out = run("--task", "passkey", "--method", f"none,longrope:factors={factors}", *QUICK,
-                      out=tmp_path / "r2")
+    result, out = run("--task", "passkey", "--method", f"none,longrope:factors={factors}", *QUICK, out=tmp_path / "r2")
     one_line_error(result, "longrope needs 8 factors")
     assert not out.exists()
 
@@ -392,21 +415,30 @@ def test_two_depths_that_are_recorded_alike_are_one_cell(run):
     assert sorted(r["depth"] for r in results_of(out)) == ["0", "0.1"]
 
 
-@pytest.mark.parametrize("args, needle", [(("--alpha", "1e300", "--method", "ntk"), "from 1 to 1e+06"),
-                                          (("--samples", "99999999999"), "--samples must be between 1 and")])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (("--alpha", "1e300", "--method", "ntk"), "from 1 to 1e+06"),
+        (("--samples", "99999999999"), "--samples must be between 1 and"),
+    ],
+)
 def test_factors_and_counts_beyond_reason(run, args, needle):
     result, out = run("--task", "passkey", *QUICK, *args)
     one_line_error(result, needle)
     assert not out.exists()
 
 
-@pytest.mark.parametrize("edit, needle", [
-    (lambda c: c.update(max_position_embeddings="abc"), "states its length as 'abc', not a positive whole"),
-    (lambda c: c.update(max_position_embeddings=0), "not a positive whole number"),
-    (lambda c: c.update(model_type=["llama"]), "model_type = ['llama'], not a string"),
-])
+@pytest.mark.parametrize(
+    "edit, needle",
+    [
+        (lambda c: c.update(max_position_embeddings="abc"), "states its length as 'abc', not a positive whole"),
+        (lambda c: c.update(max_position_embeddings=0), "not a positive whole number"),
+        (lambda c: c.update(model_type=["llama"]), "model_type = ['llama'], not a string"),
+    ],
+)
 def test_wrong_values_in_config_json(run, tiny_model_dir, tmp_path, edit, needle):
     import json
+
     folder = tmp_path / "ckpt"
     shutil.copytree(tiny_model_dir, folder)
     config = json.loads((folder / "config.json").read_text())
@@ -472,30 +504,42 @@ def test_an_alias_moved_to_another_checkpoint_keeps_both_profiles(run, tiny_mode
 
 def test_a_cell_with_some_nan_rows_says_so(tmp_path):
     from tests.test_compare_plot import ppl_row, write
+
     rows = [ppl_row("none", 4096, 0, 2.0, 4095), ppl_row("none", 4096, 1, float("nan"), 4095)]
     table = evalkit("compare", write(tmp_path / "r" / "results.csv", rows)).output
     assert "(1; 1 NaN left out)" in table
 
 
-@pytest.mark.parametrize("name, content, needle", [("docs.jsonl", b'{"text": null}\n', "or it is null"),
-                                                   ("doc.txt", b"caf\xe9 " * 400, "is not UTF-8")])
+@pytest.mark.parametrize(
+    "name, content, needle",
+    [("docs.jsonl", b'{"text": null}\n', "or it is null"), ("doc.txt", b"caf\xe9 " * 400, "is not UTF-8")],
+)
 def test_null_text_and_non_utf8_text(run, tmp_path, name, content, needle):
     bad = tmp_path / name
     bad.write_bytes(content)
     one_line_error(run("--task", "ppl", "--data", bad, *QUICK)[0], needle)
 
 
-@pytest.mark.parametrize("error, oom", [
-    (torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), True),
-    (RuntimeError("CUDA out of memory. Tried to allocate 512.00 MiB (GPU 0; 79.15 GiB total capacity)"), True),
-    (RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to "
-                  "allocate 68719476736 bytes"), True),
-    (MemoryError(), True),
-    (RuntimeError("shape '[1, 32, 128]' is invalid for input of size 4096"), False),
-    (ValueError("out of memory"), False),  # only memory errors of torch / Python count
-])
+@pytest.mark.parametrize(
+    "error, oom",
+    [
+        (torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), True),
+        (RuntimeError("CUDA out of memory. Tried to allocate 512.00 MiB (GPU 0; 79.15 GiB total capacity)"), True),
+        (
+            RuntimeError(
+                "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to "
+                "allocate 68719476736 bytes"
+            ),
+            True,
+        ),
+        (MemoryError(), True),
+        (RuntimeError("shape '[1, 32, 128]' is invalid for input of size 4096"), False),
+        (ValueError("out of memory"), False),  # only memory errors of torch / Python count
+    ],
+)
 def test_out_of_memory_is_recognised_in_the_forms_torch_raises(error, oom):
     from evalkit.memory import is_oom as _is_oom
+
     assert _is_oom(error) is oom
 
 

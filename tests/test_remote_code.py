@@ -5,6 +5,7 @@ unmaterialised, and ``evalkit run`` end to end through an alias.
 Runs on the stand-ins in tests/standins; with $EVALKIT_BAICHUAN_TEMPLATES pointing at
 the real upstream files, on Baichuan's own code.
 """
+
 import json
 import re
 import shutil
@@ -14,9 +15,9 @@ import pytest
 import sentencepiece as spm
 import torch
 import transformers
+from conftest import HF5, baichuan_checkpoint, ids, logits, tiny_baichuan
 from typer.testing import CliRunner
 
-from conftest import HF5, baichuan_checkpoint, ids, logits, tiny_baichuan
 from evalkit.errors import EvalkitError
 from evalkit.loading import load_model
 from evalkit.models import encoding_from_code, spec_from_config
@@ -32,6 +33,7 @@ def _own_tokenizer_class(folder):
     config = json.loads((folder / "tokenizer_config.json").read_text())
     ref = config["auto_map"]["AutoTokenizer"][0]
     from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
     return get_class_from_dynamic_module(ref, str(folder))
 
 
@@ -40,8 +42,11 @@ def test_own_tokenizer_fails_and_evalkits_encodes_like_it_once_it_is_mended(rele
     folder = baichuan_checkpoint(release)
     with pytest.raises(Exception):  # the checkpoint's class, as shipped
         transformers.AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
-    loaded = load_model(spec_from_config(release, str(folder)), device="cpu", trust_remote_code=True,
-                        )
+    loaded = load_model(
+        spec_from_config(release, str(folder)),
+        device="cpu",
+        trust_remote_code=True,
+    )
     tok = loaded.tokenizer
     assert isinstance(tok, SentencePieceTokenizer)
 
@@ -81,6 +86,7 @@ def test_code_importing_a_missing_package_loads_and_any_use_of_it_is_one_clear_e
 def test_a_missing_package_that_transformers_does_not_name_is_not_hidden():
     def load():
         raise ImportError("No module named 'something_else'")
+
     with pytest.raises(ImportError, match="something_else"):
         without_missing_imports(load)
 
@@ -91,11 +97,13 @@ def test_rotary_caches_are_rebuilt_after_loading_to_equal_a_model_built_directly
     Baichuan-7B's non-persistent cache buffers uninitialised; evalkit's loaded model must equal
     the same code and weights built without the meta device (from_config + state dict)."""
     from safetensors.torch import load_file
+
     folder = baichuan_checkpoint(release)
     loaded = tiny_baichuan(release)
     config = transformers.AutoConfig.from_pretrained(folder, trust_remote_code=True)
     direct = without_missing_imports(
-        lambda: transformers.AutoModelForCausalLM.from_config(config, trust_remote_code=True))
+        lambda: transformers.AutoModelForCausalLM.from_config(config, trust_remote_code=True)
+    )
     direct.load_state_dict(load_file(folder / "model.safetensors"), strict=False)
     direct.eval()
     x = ids(40)
@@ -103,7 +111,7 @@ def test_rotary_caches_are_rebuilt_after_loading_to_equal_a_model_built_directly
     if HF5 and release == "baichuan2-7b":  # the fact being repaired
         plain = without_missing_imports(
             lambda: transformers.AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True),
-            )
+        )
         assert plain.model.layers[0].self_attn.rotary_emb.cos_cached.is_meta
 
 
@@ -125,19 +133,43 @@ def test_encoding_is_read_from_the_modeling_code(release):
 def test_evalkit_run_through_the_alias_with_every_method_and_both_tasks(release, tmp_path, monkeypatch):
     from evalkit.cli import app
     from evalkit.models import MODELS
+
     spec = MODELS.get(release)
     monkeypatch.chdir(tmp_path)  # evalkit.toml points the alias at the tiny checkpoint
     (tmp_path / "evalkit.toml").write_text(
-        f'[models.{release}]\nsource = "{baichuan_checkpoint(release)}"\ntrained_len = 64\n')
+        f'[models.{release}]\nsource = "{baichuan_checkpoint(release)}"\ntrained_len = 64\n'
+    )
     from evalkit.patches import METHODS
+
     # every method Baichuan's layout takes with its defaults (attention hooks need separate q/k/v
     # projections: refused on W_pack; longrope needs a factors file)
-    methods = ",".join(m for m in methods_for(spec.encoding) if not METHODS.get(m).attention
-                       and all(p.default is not None or p.derive for p in METHODS.get(m).params))
-    result = CliRunner().invoke(app, ["run", "--model", release, "--trust-remote-code", "--method", methods,
-                                      "--task", "passkey,ppl", "--len", "160", "--out", "res", "--device", "cpu"])
+    methods = ",".join(
+        m
+        for m in methods_for(spec.encoding)
+        if not METHODS.get(m).attention and all(p.default is not None or p.derive for p in METHODS.get(m).params)
+    )
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "--model",
+            release,
+            "--trust-remote-code",
+            "--method",
+            methods,
+            "--task",
+            "passkey,ppl",
+            "--len",
+            "160",
+            "--out",
+            "res",
+            "--device",
+            "cpu",
+        ],
+    )
     assert result.exit_code == 0, result.output
     import csv
+
     with open(tmp_path / "res" / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert {r["method"] for r in rows} == set(methods.split(","))
@@ -150,6 +182,7 @@ def test_evalkit_run_through_the_alias_with_every_method_and_both_tasks(release,
 
 def test_remote_code_without_the_flag_is_one_line(tmp_path, monkeypatch):
     from evalkit.cli import app
+
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, ["run", "--model", str(baichuan_checkpoint("baichuan-7b")), "--len", "160"])
     assert result.exit_code == 2 and "--trust-remote-code" in result.output
@@ -162,12 +195,15 @@ def _broken_copy(tmp_path, release, edit, name):
     return folder
 
 
-@pytest.mark.parametrize("damage, message", [
-    ("syntax", "own code fails to load .* SyntaxError"),
-    ("raises", "own code fails to load .* RuntimeError: broken at import"),
-    ("no-modeling-file", r"modeling_baichuan\.py \(named in config\.json's auto_map\) is missing"),
-    ("no-tokenizer-model", "no SentencePiece tokenizer.model"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("syntax", "own code fails to load .* SyntaxError"),
+        ("raises", "own code fails to load .* RuntimeError: broken at import"),
+        ("no-modeling-file", r"modeling_baichuan\.py \(named in config\.json's auto_map\) is missing"),
+        ("no-tokenizer-model", "no SentencePiece tokenizer.model"),
+    ],
+)
 def test_broken_remote_code_is_one_line_and_exit_code_2(tmp_path, monkeypatch, damage, message):
     from evalkit.cli import app
 
@@ -181,16 +217,20 @@ def test_broken_remote_code_is_one_line_and_exit_code_2(tmp_path, monkeypatch, d
             code.unlink()
         else:
             (folder / "tokenizer.model").unlink()
+
     folder = _broken_copy(tmp_path, "baichuan2-13b", edit, f"broken-{damage}")
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(app, ["run", "--model", str(folder), "--trust-remote-code", "--method", "none",
-                                      "--len", "160", "--device", "cpu"])
+    result = CliRunner().invoke(
+        app,
+        ["run", "--model", str(folder), "--trust-remote-code", "--method", "none", "--len", "160", "--device", "cpu"],
+    )
     assert result.exit_code == 2, result.output
     assert re.search(message, result.output) and "Traceback" not in result.output
 
 
 def test_a_mistyped_local_path_is_not_sent_to_the_hub(tmp_path, monkeypatch):
     from evalkit.cli import app
+
     (tmp_path / "ckpt").mkdir()
     monkeypatch.chdir(tmp_path)
     for given in ("ckpt/nope", "./ckpt/nope", str(tmp_path / "nope")):

@@ -1,7 +1,6 @@
 """evalkit report on small hand-made results folders; expected values computed by hand."""
-import base64
 
-import evalkit
+import base64
 import csv
 import math
 import os
@@ -12,14 +11,26 @@ from html.parser import HTMLParser
 
 import pytest
 
+import evalkit
 from evalkit.cli import main
 from evalkit.results import PROFILE_COLUMNS, result_columns
 
 PNG = b"\x89PNG\r\n\x1a\n"
 Z = 1.959963984540054  # 97.5% normal quantile
-BASE = dict(model="m", source="hub:m", trained_len="4096", seed="0", evalkit_version="0.3.0", status="ok",
-            device="cpu", dtype="float32", transformers_version="5.23.0", torch_version="2.13.0",
-            rope_scaling="default", created_at="2026-01-01T00:00:00+00:00")
+BASE = dict(
+    model="m",
+    source="hub:m",
+    trained_len="4096",
+    seed="0",
+    evalkit_version="0.3.0",
+    status="ok",
+    device="cpu",
+    dtype="float32",
+    transformers_version="5.23.0",
+    torch_version="2.13.0",
+    rope_scaling="default",
+    created_at="2026-01-01T00:00:00+00:00",
+)
 PPL = dict(task="ppl", data="stdlib", text_field="text", stride="0", min_doc_tokens="0", shared="none")
 SHARD = dict(device="cuda:0", dtype="bfloat16", transformers_version="4.57.1", created_at="2026-01-03T12:00:00+00:00")
 SKIPPED = "ppl at 8192: skipped 2 document(s) shorter than 8193 tokens"
@@ -28,15 +39,43 @@ OOM = "CUDA out of memory <tried 2 GiB>"
 
 
 def ppl(method, length, sample, nll, tokens, seconds, mem, params="", **kw):
-    return dict(BASE, **PPL, method=method, params=params, alpha=params.partition("=")[2], length=length,
-                sample=sample, doc=f"d{sample}", nll=nll, tokens=tokens, ppl=math.exp(nll), seconds=seconds,
-                peak_mem_mb=mem, **kw)
+    return dict(
+        BASE,
+        **PPL,
+        method=method,
+        params=params,
+        alpha=params.partition("=")[2],
+        length=length,
+        sample=sample,
+        doc=f"d{sample}",
+        nll=nll,
+        tokens=tokens,
+        ppl=math.exp(nll),
+        seconds=seconds,
+        peak_mem_mb=mem,
+        **kw,
+    )
 
 
 def passkey(method, length, depth, sample, correct, seconds, mem, params="", **kw):
-    return dict(BASE, method=method, params=params, alpha=params.partition("=")[2], task="passkey", length=length,
-                depth=depth, sample=sample, correct=correct, tokens=length, passkey="12345", answer="12345",
-                chat_template="0", seconds=seconds, peak_mem_mb=mem, **kw)
+    return dict(
+        BASE,
+        method=method,
+        params=params,
+        alpha=params.partition("=")[2],
+        task="passkey",
+        length=length,
+        depth=depth,
+        sample=sample,
+        correct=correct,
+        tokens=length,
+        passkey="12345",
+        answer="12345",
+        chat_template="0",
+        seconds=seconds,
+        peak_mem_mb=mem,
+        **kw,
+    )
 
 
 def write(path, rows, columns=None):
@@ -53,27 +92,64 @@ def run(tmp_path):
     """run/ (ppl, passkey, an OOM, notes.txt, positions.csv), run/shards/0-of-2 (passkey of ntk on
     another machine, its own notes.txt) and run/shards/1-of-2 (no notes.txt)."""
     run = tmp_path / "run"
-    write(run / "results.csv", [
-        ppl("none", 4096, 0, 2.0, 4095, 10, 1000), ppl("none", 4096, 1, 3.0, 1000, 20, 1200),
-        ppl("none", 8192, 0, 4.0, 8191, 30, 1500),
-        ppl("ntk", 4096, 0, 2.5, 4095, 12, 1100, params="alpha=2"),
-        dict(ppl("ntk", 8192, 0, 0, 0, 99, 9000, params="alpha=2"), nll="", ppl="", tokens="", status="oom", error=OOM),
-        passkey("none", 4096, 0.0, 0, 1, 5, 800), passkey("none", 4096, 0.0, 1, 0, 7, 900),
-        passkey("none", 4096, 1.0, 0, 1, 9, 850),
-        passkey("none", 8192, 0.0, 0, 0, 11, 950), passkey("none", 8192, 1.0, 0, 0, 13, 990),
-    ])
-    (run / "notes.txt").write_text(f"2026-01-01T00:00:00+00:00\t{SKIPPED}\n2026-01-01T00:05:00+00:00\t{SKIPPED}\n"
-                                   f"2026-01-01T00:06:00+00:00\t{ODD}\n")
-    keys = dict(model="m", source="hub:m", trained_len="4096", length="4096", sample="0", doc="d0", data="stdlib",
-                stride="0", seed="0", min_doc_tokens="0", text_field="text", rope_scaling="default")
-    write(run / "positions.csv", [dict(keys, method=m, params=p, alpha=p.partition("=")[2], position_start=a,
-                                       position_end=a + 2048, nll=v)
-                                  for m, p, a, v in (("none", "", 0, 2.0), ("none", "", 2048, 2.4),
-                                                     ("ntk", "alpha=2", 0, 2.1), ("ntk", "alpha=2", 2048, 2.2))],
-          PROFILE_COLUMNS)
+    write(
+        run / "results.csv",
+        [
+            ppl("none", 4096, 0, 2.0, 4095, 10, 1000),
+            ppl("none", 4096, 1, 3.0, 1000, 20, 1200),
+            ppl("none", 8192, 0, 4.0, 8191, 30, 1500),
+            ppl("ntk", 4096, 0, 2.5, 4095, 12, 1100, params="alpha=2"),
+            dict(
+                ppl("ntk", 8192, 0, 0, 0, 99, 9000, params="alpha=2"),
+                nll="",
+                ppl="",
+                tokens="",
+                status="oom",
+                error=OOM,
+            ),
+            passkey("none", 4096, 0.0, 0, 1, 5, 800),
+            passkey("none", 4096, 0.0, 1, 0, 7, 900),
+            passkey("none", 4096, 1.0, 0, 1, 9, 850),
+            passkey("none", 8192, 0.0, 0, 0, 11, 950),
+            passkey("none", 8192, 1.0, 0, 0, 13, 990),
+        ],
+    )
+    (run / "notes.txt").write_text(
+        f"2026-01-01T00:00:00+00:00\t{SKIPPED}\n2026-01-01T00:05:00+00:00\t{SKIPPED}\n"
+        f"2026-01-01T00:06:00+00:00\t{ODD}\n"
+    )
+    keys = dict(
+        model="m",
+        source="hub:m",
+        trained_len="4096",
+        length="4096",
+        sample="0",
+        doc="d0",
+        data="stdlib",
+        stride="0",
+        seed="0",
+        min_doc_tokens="0",
+        text_field="text",
+        rope_scaling="default",
+    )
+    write(
+        run / "positions.csv",
+        [
+            dict(keys, method=m, params=p, alpha=p.partition("=")[2], position_start=a, position_end=a + 2048, nll=v)
+            for m, p, a, v in (
+                ("none", "", 0, 2.0),
+                ("none", "", 2048, 2.4),
+                ("ntk", "alpha=2", 0, 2.1),
+                ("ntk", "alpha=2", 2048, 2.2),
+            )
+        ],
+        PROFILE_COLUMNS,
+    )
     shard = run / "shards" / "0-of-2"
-    write(shard / "results.csv", [dict(passkey("ntk", 4096, d, 0, 1, 6, 2000, params="alpha=2"), **SHARD)
-                                  for d in (0.0, 1.0)])
+    write(
+        shard / "results.csv",
+        [dict(passkey("ntk", 4096, d, 0, 1, 6, 2000, params="alpha=2"), **SHARD) for d in (0.0, 1.0)],
+    )
     (shard / "notes.txt").write_text("2026-01-03T12:00:00+00:00\tpasskey: resumed after a restart\n")
     write(run / "shards" / "1-of-2" / "results.csv", [])
     return run
@@ -88,17 +164,28 @@ def wilson(k, n):
 # ppl cells (ci): token-weighted exp(Σ nll·t / Σ t); with two documents a quarter of all bootstrap
 # resamples draw one document twice, so the 2.5% / 97.5% percentiles are exp(2) and exp(3) exactly
 RESULTS = {
-    "perplexity": [["m", "none",
-                    f"{math.exp((2 * 4095 + 3 * 1000) / 5095):.3f} [{math.exp(2):.3f}, {math.exp(3):.3f}] (2)",
-                    f"{math.exp(4):.3f} [one sample] (1)"],
-                   ["m", "ntk alpha=2", f"{math.exp(2.5):.3f} [one sample] (1)", "OOM"]],
-    "passkey accuracy": [["m", "none", f"67% [{wilson(2, 3)}] (3)", f"0% [{wilson(0, 2)}] (2)"],
-                         ["m", "ntk alpha=2", f"100% [{wilson(2, 2)}] (2)", ""]],
+    "perplexity": [
+        [
+            "m",
+            "none",
+            f"{math.exp((2 * 4095 + 3 * 1000) / 5095):.3f} [{math.exp(2):.3f}, {math.exp(3):.3f}] (2)",
+            f"{math.exp(4):.3f} [one sample] (1)",
+        ],
+        ["m", "ntk alpha=2", f"{math.exp(2.5):.3f} [one sample] (1)", "OOM"],
+    ],
+    "passkey accuracy": [
+        ["m", "none", f"67% [{wilson(2, 3)}] (3)", f"0% [{wilson(0, 2)}] (2)"],
+        ["m", "ntk alpha=2", f"100% [{wilson(2, 2)}] (2)", ""],
+    ],
     # mean seconds of the ok rows / their largest peak memory (the OOM row's 99 s / 9000 MB left out)
-    "ppl: mean seconds": [["m", "none", "15.0 s / 1200 MB", "30.0 s / 1500 MB"],
-                          ["m", "ntk alpha=2", "12.0 s / 1100 MB", ""]],
-    "passkey: mean seconds": [["m", "none", "7.0 s / 900 MB", "12.0 s / 990 MB"],
-                              ["m", "ntk alpha=2", "6.0 s / 2000 MB", ""]],
+    "ppl: mean seconds": [
+        ["m", "none", "15.0 s / 1200 MB", "30.0 s / 1500 MB"],
+        ["m", "ntk alpha=2", "12.0 s / 1100 MB", ""],
+    ],
+    "passkey: mean seconds": [
+        ["m", "none", "7.0 s / 900 MB", "12.0 s / 990 MB"],
+        ["m", "ntk alpha=2", "6.0 s / 2000 MB", ""],
+    ],
 }
 FIGURES = ["m_ppl", "m_passkey", "m_passkey_heatmap", "m_positions"]  # ppl and passkey vs length, heatmap, positions
 
@@ -204,7 +291,7 @@ def test_markdown_report(run, tmp_path):
     assert text.count(SKIPPED) == 1 and "cache &lt;b&gt;cleared&lt;/b&gt; &amp; resumed" in text
     assert "| m | ntk alpha=2 | ppl | 8192 | oom | 1 | CUDA out of memory &lt;tried 2 GiB&gt; |" in text
     images = [line for line in text.splitlines() if line.startswith("![")]
-    assert [line[2:line.index("]")] for line in images] == FIGURES
+    assert [line[2 : line.index("]")] for line in images] == FIGURES
     for line in images:
         data = line.split("(data:image/png;base64,", 1)[1].rstrip(")")
         assert base64.b64decode(data, validate=True).startswith(PNG)
@@ -254,19 +341,44 @@ def test_a_browser_shows_the_tables_and_figures(run, tmp_path):
     out = tmp_path / "report.html"
     assert report([run], out) == 0
     shot = tmp_path / "shot.png"
-    subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                    f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1280,5000",
-                    out.as_uri()], check=True, timeout=180, capture_output=True)
+    subprocess.run(
+        [
+            _chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            f"--screenshot={shot}",
+            "--window-size=1280,5000",
+            out.as_uri(),
+        ],
+        check=True,
+        timeout=180,
+        capture_output=True,
+    )
     pixels = Image.open(shot).convert("RGB")
     assert pixels.size == (1280, 5000)
     counts = {rgb: n for n, rgb in pixels.getcolors(1280 * 5000)}
     assert len(counts) > 100  # not blank
     # matplotlib's first two line colours (none, ntk), the zebra rows and the table headers
     for colour in ("#1f77b4", "#ff7f0e", "#f2f5fa", "#e6ebf3"):
-        rgb = tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5))
+        rgb = tuple(int(colour[i : i + 2], 16) for i in (1, 3, 5))
         assert counts.get(rgb, 0) > 200, colour
     # every figure is drawn at its full width or the page's (max-width 100%), none cut or missing
-    dom = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu",
-                          f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", out.as_uri()],
-                         check=True, timeout=180, capture_output=True, text=True).stdout
+    dom = subprocess.run(
+        [
+            _chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--dump-dom",
+            out.as_uri(),
+        ],
+        check=True,
+        timeout=180,
+        capture_output=True,
+        text=True,
+    ).stdout
     assert dom.count("<img") == len(FIGURES) and dom.count("<table") == 10

@@ -1,6 +1,7 @@
 """The retrieval suite (niah, RULER-style variants, LongEval lines) and what they share:
 exact-length prompts, needles fixed by (seed, sample, depth), the built-in prose haystack,
 RULER scoring, the chat-template frame, and the plugin contract of tasks."""
+
 import ast
 import csv
 import re
@@ -12,24 +13,28 @@ import pytest
 from typer.testing import CliRunner
 
 from evalkit.cli import app
+from evalkit.config import RunConfig
 from evalkit.errors import EvalkitError
 from evalkit.results import read_rows
-from evalkit.config import RunConfig
 from evalkit.sweep import RunContext
 from evalkit.tasks import TASKS, haystack, retrieval
 from evalkit.tasks.niah import INSTRUCTION, NEEDLE
 
 NEEDLE_TASKS = ["niah", "niah-multikey", "niah-multivalue", "niah-multiquery"]
-CHATML = ("{% for m in messages %}<|user|>{{ m['content'] }}<|end|>{% endfor %}"
-          "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+CHATML = (
+    "{% for m in messages %}<|user|>{{ m['content'] }}<|end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
 
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    return SimpleNamespace(model=AutoModelForCausalLM.from_pretrained(tiny_model_dir),
-                           tokenizer=AutoTokenizer.from_pretrained(tiny_model_dir))
+    return SimpleNamespace(
+        model=AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        tokenizer=AutoTokenizer.from_pretrained(tiny_model_dir),
+    )
 
 
 def context(tiny, tasks=tuple(NEEDLE_TASKS), **options):
@@ -65,8 +70,10 @@ def test_needle_prompts_have_the_exact_length_and_every_needle(tiny, task, lengt
     for value in trial.expected:
         assert f"is: {value}." in text
     assert len(trial.expected) == {"niah": 1, "niah-multikey": 1, "niah-multivalue": 4, "niah-multiquery": 4}[task]
-    assert len(re.findall(r"One of the special magic numbers for [\w-]+ is: \d{7}\.", text)) == \
-        {"niah": 1, "niah-multikey": 4, "niah-multivalue": 4, "niah-multiquery": 4}[task]
+    assert (
+        len(re.findall(r"One of the special magic numbers for [\w-]+ is: \d{7}\.", text))
+        == {"niah": 1, "niah-multikey": 4, "niah-multivalue": 4, "niah-multiquery": 4}[task]
+    )
 
 
 @pytest.mark.parametrize("task", NEEDLE_TASKS + ["passkey"])
@@ -74,6 +81,7 @@ def test_the_same_needles_at_every_length(tiny, task):
     ctx = context(tiny, tasks=(task,))
     if task == "passkey":
         from evalkit.tasks.passkey import passkey_for
+
         assert passkey_for(0, 1, 0.25) == passkey_for(0, 1, 0.25)
         return
     short, long = (TASKS.get(task).trial(ctx, n, 1, 0.25) for n in (1500, 6000))
@@ -88,7 +96,7 @@ def test_the_asked_needle_sits_at_its_depth(tiny, depth):
     ctx = context(tiny)
     trial = TASKS.get("niah").trial(ctx, 4000, 0, depth)
     tok, p = tiny.tokenizer, trial.prompt
-    find = lambda ids: next(i for i in range(len(p)) if p[i:i + len(ids)] == ids)  # noqa: E731
+    find = lambda ids: next(i for i in range(len(p)) if p[i : i + len(ids)] == ids)  # noqa: E731
     start = len(retrieval.raw_frame(tok).head) + len(retrieval.encode(tok, INSTRUCTION.format(kind="numbers")))
     key = re.search(r"numbers for ([\w-]+) is:", text_of(tiny, p)).group(1)
     needle = retrieval.encode(tok, " " + NEEDLE.format(kind="numbers", key=key, value=trial.expected[0]))
@@ -120,13 +128,16 @@ def test_multiquery_asks_for_four_keys_as_ruler_lists_them(tiny):
     assert keys and len(set(keys.groups())) == 4
 
 
-@pytest.mark.parametrize("answer, values, score", [
-    (": 1234567.", ["1234567"], 1.0),
-    (": 12345678.", ["1234567"], 0.0),  # not part of a longer number
-    ("7654321, 1234567 and 1111111", ["1234567", "1111111", "2222222", "3333333"], 0.5),
-    ("The ID is 9A1B2C3D-0000-4000-8000-000000000000", ["9a1b2c3d-0000-4000-8000-000000000000"], 1.0),
-    ("", ["1"], 0.0),
-])
+@pytest.mark.parametrize(
+    "answer, values, score",
+    [
+        (": 1234567.", ["1234567"], 1.0),
+        (": 12345678.", ["1234567"], 0.0),  # not part of a longer number
+        ("7654321, 1234567 and 1111111", ["1234567", "1111111", "2222222", "3333333"], 0.5),
+        ("The ID is 9A1B2C3D-0000-4000-8000-000000000000", ["9a1b2c3d-0000-4000-8000-000000000000"], 1.0),
+        ("", ["1"], 0.0),
+    ],
+)
 def test_ruler_scoring_is_the_fraction_of_values_found_as_whole_tokens(answer, values, score):
     assert retrieval.recalled(answer, values) == score
 
@@ -154,8 +165,11 @@ def test_a_chat_template_frames_every_retrieval_prompt_at_the_exact_length(tiny)
         trial = TASKS.get("niah").trial(ctx, 2000, 0, 0.5)
         text = text_of(tiny, trial.prompt)
         assert len(trial.prompt) == 2000
-        assert text.startswith("<|user|>Some special magic") and "provided text?<|end|><|assistant|> The special" in text
+        assert (
+            text.startswith("<|user|>Some special magic") and "provided text?<|end|><|assistant|> The special" in text
+        )
         from evalkit.tasks import passkey
+
         pieces = passkey.Pieces.of(tiny.tokenizer, retrieval.frame(ctx))
         prompt = passkey.build_prompt(pieces, retrieval.encode(tiny.tokenizer, "The pass key is 1."), 900, 0.5)
         assert len(prompt) == 900 and text_of(tiny, prompt).startswith("<|user|>There is an important info")
@@ -192,8 +206,11 @@ def test_the_core_names_no_task():
     names = (set(TASKS.names()) | set(METRICS.names())) - set(PROFILE_COLUMNS)
     core = Path(__file__).parent.parent / "evalkit"
     for module in ("sweep.py", "results.py", "compare.py", "plots.py", "cli.py"):
-        strings = {n.value for n in ast.walk(ast.parse((core / module).read_text()))
-                   if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+        strings = {
+            n.value
+            for n in ast.walk(ast.parse((core / module).read_text()))
+            if isinstance(n, ast.Constant) and isinstance(n.value, str)
+        }
         assert not strings & names, f"{module} names {strings & names}"
 
 
@@ -214,7 +231,7 @@ def test_a_run_records_the_new_columns_and_an_old_file_keeps_its_rows(tiny_model
     assert again.exit_code == 0, again.output
     assert "1 row(s) written" in again.output and "1 cell(s) already there" in again.output
     header = (out / "results.csv").read_text().splitlines()[0].split(",")
-    assert header[:len(RESULTS_HEADER)] == RESULTS_HEADER and {"haystack", "chat_template", "score"} <= set(header)
+    assert header[: len(RESULTS_HEADER)] == RESULTS_HEADER and {"haystack", "chat_template", "score"} <= set(header)
     got = {r["task"]: r for r in read_rows(out / "results.csv")}
     assert got["passkey"]["answer"] == rows[0]["answer"] and got["passkey"]["chat_template"] == ""
     assert got["niah"]["chat_template"] == "0" and got["niah"]["haystack"] == haystack.BUILTIN
@@ -224,8 +241,19 @@ def test_a_run_records_the_new_columns_and_an_old_file_keeps_its_rows(tiny_model
 
 def test_a_column_this_version_does_not_know_is_kept(tiny_model_dir, tmp_path):
     runner, out = CliRunner(), tmp_path / "r"
-    args = ["run", "--model", str(tiny_model_dir), "--method", "none", "--len", "700", "--task", "passkey",
-            "--out", str(out)]
+    args = [
+        "run",
+        "--model",
+        str(tiny_model_dir),
+        "--method",
+        "none",
+        "--len",
+        "700",
+        "--task",
+        "passkey",
+        "--out",
+        str(out),
+    ]
     assert runner.invoke(app, args).exit_code == 0
     rows = read_rows(out / "results.csv")
     header = list(rows[0]) + ["from_the_future"]
@@ -242,9 +270,26 @@ def test_a_column_this_version_does_not_know_is_kept(tiny_model_dir, tmp_path):
 
 def test_needle_rows_compare_with_intervals(tiny_model_dir, tmp_path):
     out = tmp_path / "r"
-    result = CliRunner().invoke(app, ["run", "--model", str(tiny_model_dir), "--method", "none", "--len", "900",
-                                      "--task", "niah-multivalue,lines", "--depths", "0,0.5,1", "--samples", "2",
-                                      "--out", str(out)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "--model",
+            str(tiny_model_dir),
+            "--method",
+            "none",
+            "--len",
+            "900",
+            "--task",
+            "niah-multivalue,lines",
+            "--depths",
+            "0,0.5,1",
+            "--samples",
+            "2",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     rows = read_rows(out / "results.csv")
     assert len(rows) == 12 and all(r["status"] == "ok" for r in rows)
@@ -262,20 +307,48 @@ def test_rows_of_different_task_settings_are_separate_rows_in_tables(tiny_model_
     essay = tmp_path / "essay.txt"
     essay.write_text(" ".join(f"Sentence number {w} of the essay is here." for w in ["one", "two", "three"] * 80))
     out, runner = tmp_path / "r", CliRunner()
-    base = ["run", "--model", str(tiny_model_dir), "--method", "none", "--len", "900", "--task", "niah",
-            "--depths", "0,1", "--out", str(out)]
+    base = [
+        "run",
+        "--model",
+        str(tiny_model_dir),
+        "--method",
+        "none",
+        "--len",
+        "900",
+        "--task",
+        "niah",
+        "--depths",
+        "0,1",
+        "--out",
+        str(out),
+    ]
     assert runner.invoke(app, base).exit_code == 0
     assert runner.invoke(app, base + ["--haystack", str(essay)]).exit_code == 0
     table = runner.invoke(app, ["compare", str(out), "--format", "csv"]).output
     lines = [line for line in table.splitlines() if line.startswith(str(tiny_model_dir))]
-    assert sorted(line.split(",")[1] for line in lines) == sorted([f"none haystack={haystack.BUILTIN}",
-                                                                    "none haystack=essay.txt"])
+    assert sorted(line.split(",")[1] for line in lines) == sorted(
+        [f"none haystack={haystack.BUILTIN}", "none haystack=essay.txt"]
+    )
     assert all(line.endswith("(2)") for line in lines)  # two depths each, not four pooled
 
 
 def test_a_bad_value_is_an_error_even_for_an_option_no_chosen_task_reads(tiny_model_dir, tmp_path):
-    result = CliRunner().invoke(app, ["run", "--model", str(tiny_model_dir), "--task", "niah", "--len", "900",
-                                      "--multikey-variant", "4", "--out", str(tmp_path / "r")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "--model",
+            str(tiny_model_dir),
+            "--task",
+            "niah",
+            "--len",
+            "900",
+            "--multikey-variant",
+            "4",
+            "--out",
+            str(tmp_path / "r"),
+        ],
+    )
     assert result.exit_code == 2 and "--multikey-variant must be 1, 2 or 3" in result.output
     assert not (tmp_path / "r").exists()
 
@@ -284,9 +357,24 @@ def test_every_lines_sample_is_checked_before_anything_is_written(tiny_model_dir
     """At a length where some samples' questions do not fit, the run stops before its first row."""
     lengths = []
     for length in range(150, 1500, 25):
-        result = CliRunner().invoke(app, ["run", "--model", str(tiny_model_dir), "--task", "lines", "--len",
-                                          str(length), "--samples", "12", "--method", "none", "--out",
-                                          str(tmp_path / f"r{length}")])
+        result = CliRunner().invoke(
+            app,
+            [
+                "run",
+                "--model",
+                str(tiny_model_dir),
+                "--task",
+                "lines",
+                "--len",
+                str(length),
+                "--samples",
+                "12",
+                "--method",
+                "none",
+                "--out",
+                str(tmp_path / f"r{length}"),
+            ],
+        )
         lengths.append((length, result.exit_code, (tmp_path / f"r{length}" / "results.csv").exists()))
         if result.exit_code == 0:
             break

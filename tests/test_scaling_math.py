@@ -1,11 +1,12 @@
 """The scaling formulas against closed-form values and transformers' own rope types."""
+
 import math
 
 import pytest
 import torch
+from conftest import llama_config
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-from conftest import llama_config
 from evalkit.patches import alibi, rope
 
 
@@ -30,8 +31,9 @@ def test_yarn_attention_factor(s, m):
 
 
 def _transformers(rope_type, theta=1e4, max_pos=2048, seq_len=None, heads=4, hidden=512, **params):
-    cfg = llama_config(theta=theta, max_pos=max_pos, heads=heads, hidden=hidden,
-                       rope={"rope_type": rope_type, **params})
+    cfg = llama_config(
+        theta=theta, max_pos=max_pos, heads=heads, hidden=hidden, rope={"rope_type": rope_type, **params}
+    )
     return ROPE_INIT_FUNCTIONS[rope_type](cfg, "cpu", seq_len=seq_len)
 
 
@@ -66,8 +68,15 @@ def test_ntk_is_rope_with_the_new_base():
 
 def test_scale_one_is_identity_for_every_rope_formula():
     plain = 1.0 / (1e4 ** (torch.arange(0, 64, 2).float() / 64))
-    for fn in (rope.rope_pi, rope.rope_ntk, rope.rope_yarn, rope.rope_ntk_by_parts, rope.rope_llama3,
-               rope.rope_dynamic_ntk, rope.rope_dynamic_yarn):
+    for fn in (
+        rope.rope_pi,
+        rope.rope_ntk,
+        rope.rope_yarn,
+        rope.rope_ntk_by_parts,
+        rope.rope_llama3,
+        rope.rope_dynamic_ntk,
+        rope.rope_dynamic_yarn,
+    ):
         inv, factor = fn(dim=64, base=1e4, scale=1.0, alpha=1.0, trained_len=2048, seq_len=2048)
         if inv is not None:  # None: "the frequencies as they are" (dynamic methods within L)
             torch.testing.assert_close(inv, plain)
@@ -82,7 +91,7 @@ def test_logn_factor():
 
 
 def test_alibi_paper_slopes():
-    assert alibi.alibi_slopes(8).tolist() == [1 / 2 ** h for h in range(1, 9)]
+    assert alibi.alibi_slopes(8).tolist() == [1 / 2**h for h in range(1, 9)]
     torch.testing.assert_close(alibi.alibi_slopes(16), torch.tensor([2 ** (-h / 2) for h in range(1, 17)]))
 
 
@@ -110,8 +119,8 @@ def test_ntk_alibi_divisors_follow_the_slope_for_other_head_counts(heads):
     assert divisors[slopes.argmax()] == 1.0 and divisors[slopes.argmin()].item() == pytest.approx(4.0)
     # the extra heads (last in head order) carry the largest slopes: divided by little, not by ~a
     closest = 2 ** int(math.log2(heads))
-    assert torch.all(divisors[closest:] < 4.0 ** 0.5)
-    assert torch.all(alibi.ntk_alibi_index_divisors(heads, 4.0)[closest:] > 4.0 ** 0.7)  # the literal reading
+    assert torch.all(divisors[closest:] < 4.0**0.5)
+    assert torch.all(alibi.ntk_alibi_index_divisors(heads, 4.0)[closest:] > 4.0**0.7)  # the literal reading
 
 
 @pytest.mark.parametrize("heads", [6, 12, 40])

@@ -1,6 +1,7 @@
 """A sweep split over workers: the deal of groups, the launcher's rank, shard folders read as one
 result set, exactly-once under kills and under another worker count, and the launch lines of
 docs/scaling-out.md (torchrun, accelerate launch, a Slurm array's --shard) run on the CPU."""
+
 import os
 import signal
 import socket
@@ -41,6 +42,7 @@ def once_each(out: Path, expected: int):
 
 # --- the deal ---
 
+
 def test_the_deal_by_hand():
     # costliest first to the least loaded worker: 8 -> w0; 4 -> w1; 4 -> w1 (4 < 8); 2 -> w0 (tie: lower); 2 -> w1
     assert assign([8, 4, 4, 2, 2], 2) == [0, 1, 1, 0, 1]
@@ -64,6 +66,7 @@ def test_a_prefix_group_costs_its_longest_forward():
 
 
 # --- rank, world size, device ---
+
 
 def test_shard_text_and_its_mistakes():
     assert parse_shard("3/8") == Shard(3, 8) and parse_shard(" 0 / 1 ").folder == "0-of-1"
@@ -114,16 +117,23 @@ def test_rank_and_world_size_from_an_open_gloo_group(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(GLOO_WORKER)
     port = free_port()
-    procs = [subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env=dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(r),
-                                       WORLD_SIZE="2"))
-             for r in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(r), WORLD_SIZE="2"),
+        )
+        for r in range(2)
+    ]
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     assert sorted(o.split() for o, _ in outs) == [["0", "2"], ["1", "2"]]
 
 
 # --- shard folders as one result set (in process) ---
+
 
 @pytest.fixture
 def sweep(tiny_model_dir, tmp_path):
@@ -213,9 +223,16 @@ def test_max_memory_with_several_workers_per_node_is_refused(tiny_model_dir, tmp
 
 # --- the launch lines of docs/scaling-out.md, with a worker killed mid-run ---
 
+
 def launch(line: list[str], out: Path) -> subprocess.Popen:
-    return subprocess.Popen(line, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    return subprocess.Popen(
+        line,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
 
 
 def kill_when_it_has_written(out: Path, folder: str, procs: list, timeout: float = 120) -> None:
@@ -244,9 +261,18 @@ def evalkit_line(tiny_model_dir, out):
 @pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
 def test_a_launched_sweep_survives_a_killed_worker(tiny_model_dir, tmp_path, launcher):
     out = tmp_path / "res"
-    line = {"torchrun": [str(BIN / "torchrun"), "--standalone", "--nproc-per-node", "2"],
-            "accelerate": [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
-                           "--main_process_port", str(free_port())]}[launcher]
+    line = {
+        "torchrun": [str(BIN / "torchrun"), "--standalone", "--nproc-per-node", "2"],
+        "accelerate": [
+            str(BIN / "accelerate"),
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--main_process_port",
+            str(free_port()),
+        ],
+    }[launcher]
     line += ["-m", "evalkit", *evalkit_line(tiny_model_dir, out)]
     first = launch(line, out)
     kill_when_it_has_written(out, "1-of-2", [first])

@@ -2,17 +2,18 @@
 last prompt position's logits and the greedy answers, for every static method on every
 family whose cache can be cut back; the fallbacks (dynamic methods, sliding windows, remote
 code, --no-prefix); and the rows of a sweep with and without sharing."""
+
 from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import ALIBI_MODELS, ATTENTION_HOOK_REFUSED, LOGN_REFUSED, ROPE_MODELS, ids, method_params
 from typer.testing import CliRunner
 
-from conftest import ALIBI_MODELS, ATTENTION_HOOK_REFUSED, LOGN_REFUSED, ROPE_MODELS, ids, method_params
 from evalkit.cli import app
 from evalkit.forward import croppable, next_token_logits
-from evalkit.patches import METHODS, parse_call, patched
 from evalkit.kvcache import cache_arg, cache_in, cache_out
+from evalkit.patches import METHODS, parse_call, patched
 from evalkit.results import read_rows
 from evalkit.tasks.retrieval import SharedPrefix, generate
 
@@ -36,18 +37,27 @@ def fake_ctx(model):
 
 def refused(family: str, method: str) -> bool:
     m = METHODS.get(method)
-    return (m.attention is not None and family in ATTENTION_HOOK_REFUSED) or (method == "logn" and family in LOGN_REFUSED)
+    return (m.attention is not None and family in ATTENTION_HOOK_REFUSED) or (
+        method == "logn" and family in LOGN_REFUSED
+    )
 
 
-CASES = [(f, m) for f in FAMILIES for m in METHODS.names()
-         if METHODS.get(m).encoding in ("any", "rope" if f in ROPE_MODELS else "alibi") and not refused(f, m)]
+CASES = [
+    (f, m)
+    for f in FAMILIES
+    for m in METHODS.names()
+    if METHODS.get(m).encoding in ("any", "rope" if f in ROPE_MODELS else "alibi") and not refused(f, m)
+]
 
 
 @pytest.mark.parametrize("family, method", CASES)
 def test_a_trial_from_the_shared_cache_equals_a_full_prefill(family, method, tmp_path, monkeypatch):
     monkeypatch.setattr(SharedPrefix, "MIN_PART", 3)  # the rest of a prompt in parts, as at real lengths
-    model = FAMILIES[family](max_pos=L) if family in ROPE_MODELS and not family.startswith("baichuan") \
+    model = (
+        FAMILIES[family](max_pos=L)
+        if family in ROPE_MODELS and not family.startswith("baichuan")
         else FAMILIES[family]()
+    )
     call = parse_call(method).with_defaults(method_params(method, model, folder=tmp_path))
     ctx = fake_ctx(model)
     with patched(model, call, trained_len=L, target_len=64):
@@ -80,6 +90,7 @@ def test_a_hook_finds_the_cache_under_every_name_transformers_has_given_it():
     """5.24 renamed ``past_key_values`` to ``cache``; 4.x attention took ``past_key_value``: a
     hook (BLOOM's mask, two-region attention) that misses it works on an empty cache, silently."""
     from transformers import DynamicCache
+
     cache, other = DynamicCache(), torch.zeros(1, 3)
     for name in ("cache", "past_key_values", "past_key_value", "a_future_name"):
         assert cache_in({"position_ids": other, name: cache}) is cache, name
@@ -115,8 +126,8 @@ def test_decoding_passes_and_reads_the_cache_under_the_model_s_own_name():
 
 
 def test_how_far_trials_share_follows_the_method_and_the_checkpoint(tiny_model_dir):
-    from evalkit.loading import load_model
     from evalkit.config import RunConfig
+    from evalkit.loading import load_model
     from evalkit.plan import reuse_mode
     from evalkit.sweep import RunContext
 
@@ -134,8 +145,21 @@ def test_how_far_trials_share_follows_the_method_and_the_checkpoint(tiny_model_d
 
 def test_a_sweep_shares_prefixes_and_records_it_with_the_same_answers(tiny_model_dir, tmp_path):
     runner = CliRunner()
-    sweep = ["run", "--model", str(tiny_model_dir), "--len", "512,640", "--method", "none,pi,dynamic-ntk",
-             "--task", "passkey,niah,lines", "--depths", "0,0.5,1", "--samples", "2"]
+    sweep = [
+        "run",
+        "--model",
+        str(tiny_model_dir),
+        "--len",
+        "512,640",
+        "--method",
+        "none,pi,dynamic-ntk",
+        "--task",
+        "passkey,niah,lines",
+        "--depths",
+        "0,0.5,1",
+        "--samples",
+        "2",
+    ]
     for out, extra in (("shared", []), ("whole", ["--no-prefix"])):
         result = runner.invoke(app, sweep + ["--out", str(tmp_path / out)] + extra)
         assert result.exit_code == 0, result.output
@@ -166,9 +190,26 @@ def test_each_trial_of_a_shared_group_is_committed_as_it_ends(tiny_model_dir, tm
         return real(*args, **kw)
 
     monkeypatch.setattr(retrieval, "generate", third_runs_out)
-    result = CliRunner().invoke(app, ["run", "--model", str(tiny_model_dir), "--len", "512,640", "--method", "none",
-                                      "--task", "passkey", "--depths", "0,1", "--samples", "2",
-                                      "--out", str(tmp_path / "r")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "--model",
+            str(tiny_model_dir),
+            "--len",
+            "512,640",
+            "--method",
+            "none",
+            "--task",
+            "passkey",
+            "--depths",
+            "0,1",
+            "--samples",
+            "2",
+            "--out",
+            str(tmp_path / "r"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     rows = read_rows(tmp_path / "r" / "results.csv")
     by_depth = {d: sorted(r["status"] for r in rows if r["depth"] == d) for d in ("0", "1")}

@@ -1,4 +1,5 @@
 """Row sinks (``--sink``) and the results schema's ``shared`` column, through the CLI on a tiny model."""
+
 from __future__ import annotations
 
 import csv
@@ -21,8 +22,7 @@ def csv_rows(path):
 
 def test_jsonl_holds_every_row_of_results_csv_as_written(tiny_model_dir, tmp_path):
     out = tmp_path / "r"
-    common = ("--model", tiny_model_dir, "--len", "160,320", "--task", "ppl,passkey", "--depths", "0.5",
-              "--out", out)
+    common = ("--model", tiny_model_dir, "--len", "160,320", "--task", "ppl,passkey", "--depths", "0.5", "--out", out)
     first = run(*common, "--method", "none", "--sink", "jsonl")
     assert first.exit_code == 0, first.output
     again = run(*common, "--method", "none,pi", "--sink", "jsonl")  # resumes: only pi's cells are new
@@ -34,8 +34,9 @@ def test_jsonl_holds_every_row_of_results_csv_as_written(tiny_model_dir, tmp_pat
 
 
 def test_an_unknown_sink_is_one_line_before_the_model_loads(tiny_model_dir, tmp_path):
-    result = run("--model", tiny_model_dir, "--len", "160", "--task", "ppl", "--sink", "jsonll", "--out",
-                 tmp_path / "r")
+    result = run(
+        "--model", tiny_model_dir, "--len", "160", "--task", "ppl", "--sink", "jsonll", "--out", tmp_path / "r"
+    )
     assert result.exit_code == 2
     assert "unknown row sink 'jsonll'" in result.output and "did you mean 'jsonl'" in result.output
     assert not (tmp_path / "r").exists()
@@ -43,8 +44,22 @@ def test_an_unknown_sink_is_one_line_before_the_model_loads(tiny_model_dir, tmp_
 
 def test_shared_says_what_was_shared_and_old_rows_read_the_same(tiny_model_dir, tmp_path):
     out = tmp_path / "r"
-    result = run("--model", tiny_model_dir, "--len", "160,320", "--task", "ppl,passkey", "--depths", "0.5",
-                 "--samples", "2", "--method", "none,dynamic-ntk", "--out", out)
+    result = run(
+        "--model",
+        tiny_model_dir,
+        "--len",
+        "160,320",
+        "--task",
+        "ppl,passkey",
+        "--depths",
+        "0.5",
+        "--samples",
+        "2",
+        "--method",
+        "none,dynamic-ntk",
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.output
     rows = csv_rows(out / "results.csv")
     assert {r["schema_version"] for r in rows} == {"2"} and "prefix_mode" not in rows[0]

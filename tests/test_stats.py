@@ -1,4 +1,5 @@
 """Confidence intervals against published values and hand-checkable properties."""
+
 import math
 
 import pytest
@@ -6,12 +7,15 @@ import pytest
 from evalkit.stats import bootstrap_ppl, wilson
 
 
-@pytest.mark.parametrize("k, n, low, high", [
-    (8, 10, 0.4902, 0.9433),  # Newcombe 1998, Table I style values for the Wilson interval
-    (0, 10, 0.0, 0.2775),
-    (10, 10, 0.7225, 1.0),
-    (15, 148, 0.0624, 0.1605),  # Newcombe 1998 (Stat Med 17:857), example (iii): 15/148
-])
+@pytest.mark.parametrize(
+    "k, n, low, high",
+    [
+        (8, 10, 0.4902, 0.9433),  # Newcombe 1998, Table I style values for the Wilson interval
+        (0, 10, 0.0, 0.2775),
+        (10, 10, 0.7225, 1.0),
+        (15, 148, 0.0624, 0.1605),  # Newcombe 1998 (Stat Med 17:857), example (iii): 15/148
+    ],
+)
 def test_wilson_matches_published_values(k, n, low, high):
     got = wilson(k, n)
     assert got[0] == pytest.approx(low, abs=1e-4) and got[1] == pytest.approx(high, abs=1e-4)

@@ -1,5 +1,6 @@
 """A task is a plugin: one registered from this test file runs, resumes, compares and plots
 with no change to the core (sweep, results, compare, plots, CLI)."""
+
 import pytest
 from typer.testing import CliRunner
 
@@ -20,8 +21,9 @@ class EvenLength:
     min_length = 1
     default = False
     profile = False
-    metrics = (Metric("even", "even-length", "even lengths", stats.accuracy("correct"), percent=True,
-                      relative="difference"),)
+    metrics = (
+        Metric("even", "even-length", "even lengths", stats.accuracy("correct"), percent=True, relative="difference"),
+    )
 
     def cells(self, ctx, lengths):
         return [Cell(self.name, n, s) for n in lengths for s in range(ctx.cfg.samples)]
@@ -43,8 +45,21 @@ def toy_task():
 
 def test_a_task_from_a_test_file_runs_resumes_compares_and_plots(toy_task, tiny_model_dir, tmp_path):
     runner = CliRunner()
-    args = ["run", "--model", str(tiny_model_dir), "--task", "even-length", "--method", "none,ntk",
-            "--len", "160,161", "--samples", "2", "--out", str(tmp_path / "r")]
+    args = [
+        "run",
+        "--model",
+        str(tiny_model_dir),
+        "--task",
+        "even-length",
+        "--method",
+        "none,ntk",
+        "--len",
+        "160,161",
+        "--samples",
+        "2",
+        "--out",
+        str(tmp_path / "r"),
+    ]
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
     assert "8 row(s) written" in first.output

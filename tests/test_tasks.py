@@ -1,11 +1,12 @@
 """Task mechanics: passkey prompts and scoring, perplexity maths, data sources."""
+
 import json
 
 import pytest
 import torch
 import transformers
-
 from conftest import ids, llama_config, tiny_llama
+
 from evalkit.errors import EvalkitError
 from evalkit.forward import next_token_logits, token_nll
 from evalkit.tasks import passkey
@@ -16,6 +17,7 @@ from evalkit.tasks.perplexity import bucket_profile, strided_nll
 @pytest.fixture(scope="module")
 def tokenizer(tiny_model_dir):
     from transformers import AutoTokenizer
+
     return AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
@@ -28,7 +30,7 @@ def test_prompt_has_exactly_the_requested_length_and_the_needle_at_its_depth(tok
     assert len(prompt) == length
     text = tokenizer.decode(prompt)
     assert text.startswith(passkey.INSTRUCTION.strip()[:40]) and text.endswith("The pass key is")
-    at = next(i for i in range(len(prompt)) if prompt[i:i + len(needle)] == needle)
+    at = next(i for i in range(len(prompt)) if prompt[i : i + len(needle)] == needle)
     filler_span = length - len(pieces.prefix) - len(needle) - len(pieces.question)
     assert abs((at - len(pieces.prefix)) / filler_span - depth) < 0.02 + len(pieces.filler) / filler_span
 
@@ -40,8 +42,17 @@ def test_keys_are_five_digits_and_fixed_by_seed_sample_depth():
     assert passkey.passkey_for(1, 3, 0.5) != k
 
 
-@pytest.mark.parametrize("answer, ok", [(" 12345.", True), ("12345 is it", True), ("123456", False),
-                                         ("The key 99999, no 12345", False), ("", False), ("112345", False)])
+@pytest.mark.parametrize(
+    "answer, ok",
+    [
+        (" 12345.", True),
+        ("12345 is it", True),
+        ("123456", False),
+        ("The key 99999, no 12345", False),
+        ("", False),
+        ("112345", False),
+    ],
+)
 def test_scoring_takes_the_first_integer_exactly(answer, ok):
     assert passkey.score(answer, 12345) is ok
 
@@ -86,6 +97,7 @@ def test_local_sources(tmp_path):
     assert [d.doc_id for d in documents(str(jl), "body")] == ["d.jsonl#0", "d.jsonl#1"]
     pq = tmp_path / "d.parquet"
     import pandas as pd
+
     pd.DataFrame({"text": ["p", "q"]}).to_parquet(pq)
     assert [d.text for d in documents(str(pq))] == ["p", "q"]
     (tmp_path / "x.csv").write_text("text\nz\n")
@@ -100,9 +112,14 @@ def _tiny_family(family: str, **extra):
     return getattr(transformers, f"{family}ForCausalLM")(cfg).eval()
 
 
-@pytest.mark.parametrize("family, extra", [("Gemma2", {"final_logit_softcapping": 0.05}),
-                                           ("Cohere", {"logit_scale": 0.5}),
-                                           ("Granite", {"logits_scaling": 4.0})])
+@pytest.mark.parametrize(
+    "family, extra",
+    [
+        ("Gemma2", {"final_logit_softcapping": 0.05}),
+        ("Cohere", {"logit_scale": 0.5}),
+        ("Granite", {"logits_scaling": 4.0}),
+    ],
+)
 def test_chunked_nll_applies_what_the_model_does_after_its_head(family, extra):
     model, x = _tiny_family(family, **extra), ids(40)
     with torch.no_grad():
@@ -134,7 +151,7 @@ def _doc_folder(tmp_path, tokenizer, sizes):
     text = next(documents("stdlib")).text
     counts = []
     for i, n in enumerate(sizes):
-        ids = tokenizer(text, verbose=False).input_ids[1 + 1000 * i: 1 + 1000 * i + n]
+        ids = tokenizer(text, verbose=False).input_ids[1 + 1000 * i : 1 + 1000 * i + n]
         (folder / f"{i}.txt").write_text(tokenizer.decode(ids))
         counts.append(len(tokenizer((folder / f"{i}.txt").read_text(), verbose=False).input_ids))
     return folder, counts
@@ -150,8 +167,26 @@ def test_a_stride_scores_the_whole_document_as_the_window_sees_it(tokenizer, tin
 
     folder, (n,) = _doc_folder(tmp_path, tokenizer, [700])
     out = tmp_path / "r"
-    result = CliRunner().invoke(app, ["run", "--model", str(tiny_model_dir), "--task", "ppl", "--method", "none",
-                                      "--len", "200", "--stride", "64", "--data", str(folder), "--out", str(out)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "--model",
+            str(tiny_model_dir),
+            "--task",
+            "ppl",
+            "--method",
+            "none",
+            "--len",
+            "200",
+            "--stride",
+            "64",
+            "--data",
+            str(folder),
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     (row,) = read_rows(out / "results.csv")
     assert int(row["tokens"]) == n - 1 and row["stride"] == "64"
@@ -162,8 +197,8 @@ def test_a_stride_scores_the_whole_document_as_the_window_sees_it(tokenizer, tin
         for end in range(200, n + 64, 64):
             end, start = min(end, n), max(0, min(end, n) - 200)
             logp = torch.log_softmax(model(x[:, start:end]).logits[0, :-1].float(), -1)
-            nll = -logp.gather(1, x[0, start + 1:end, None])[:, 0]  # predictions of tokens start+1..end-1
-            losses.append(nll[scored - start - 1:])
+            nll = -logp.gather(1, x[0, start + 1 : end, None])[:, 0]  # predictions of tokens start+1..end-1
+            losses.append(nll[scored - start - 1 :])
             scored = end
             if end == n:
                 break
@@ -178,8 +213,23 @@ def test_min_doc_tokens_keeps_only_long_documents(tokenizer, tiny_model_dir, tmp
 
     folder, counts = _doc_folder(tmp_path, tokenizer, [300, 900])
     out = tmp_path / "r"
-    args = ["run", "--model", str(tiny_model_dir), "--task", "ppl", "--method", "none", "--len", "160",
-            "--samples", "2", "--data", str(folder), "--out", str(out)]
+    args = [
+        "run",
+        "--model",
+        str(tiny_model_dir),
+        "--task",
+        "ppl",
+        "--method",
+        "none",
+        "--len",
+        "160",
+        "--samples",
+        "2",
+        "--data",
+        str(folder),
+        "--out",
+        str(out),
+    ]
     result = CliRunner().invoke(app, args + ["--min-doc-tokens", "500"])
     assert result.exit_code == 0, result.output
     assert "skipped 1 document(s) shorter than 500 tokens" in result.output
@@ -187,8 +237,9 @@ def test_min_doc_tokens_keeps_only_long_documents(tokenizer, tiny_model_dir, tmp
     assert CliRunner().invoke(app, args + ["--min-doc-tokens", "5000"]).exit_code == 2
 
 
-def test_short_documents_are_skipped_and_counted_and_positions_hold_the_bucket_means(tokenizer, tiny_model_dir,
-                                                                                      tmp_path):
+def test_short_documents_are_skipped_and_counted_and_positions_hold_the_bucket_means(
+    tokenizer, tiny_model_dir, tmp_path
+):
     """A document shorter than the length is skipped (said in the output and in notes.txt), never
     padded; each used document is cut to its first ``length`` tokens; positions.csv holds the mean
     NLL of every 64 predicted positions, computed here from the model's own logits."""
@@ -200,9 +251,28 @@ def test_short_documents_are_skipped_and_counted_and_positions_hold_the_bucket_m
     folder, counts = _doc_folder(tmp_path, tokenizer, [120, 400, 900])
     assert counts[0] < 200 < counts[1]
     out = tmp_path / "r"
-    result = CliRunner().invoke(app, ["run", "--model", str(tiny_model_dir), "--task", "ppl", "--method", "none",
-                                      "--len", "200", "--samples", "2", "--bucket", "64", "--data", str(folder),
-                                      "--out", str(out)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "--model",
+            str(tiny_model_dir),
+            "--task",
+            "ppl",
+            "--method",
+            "none",
+            "--len",
+            "200",
+            "--samples",
+            "2",
+            "--bucket",
+            "64",
+            "--data",
+            str(folder),
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     note = "ppl at 200: skipped 1 document(s) shorter than 200 tokens"
     assert note in result.output and note in (out / "notes.txt").read_text()
@@ -216,9 +286,12 @@ def test_short_documents_are_skipped_and_counted_and_positions_hold_the_bucket_m
             logp = torch.log_softmax(model(x).logits[0, :-1].float(), -1)
         nll = -logp.gather(1, x[0, 1:, None])[:, 0]  # 199 predicted positions
         want = [(0, 64), (64, 128), (128, 192), (192, 199)]
-        got = [(int(p["position_start"]), int(p["position_end"]), float(p["nll"])) for p in profile
-               if p["doc"] == row["doc"]]
+        got = [
+            (int(p["position_start"]), int(p["position_end"]), float(p["nll"]))
+            for p in profile
+            if p["doc"] == row["doc"]
+        ]
         assert [(s, e) for s, e, _ in got] == want
-        for (s, e, value) in got:
+        for s, e, value in got:
             assert value == pytest.approx(float(nll[s:e].mean()), rel=1e-5)
         assert float(row["nll"]) == pytest.approx(float(nll.mean()), rel=1e-5)

@@ -5,6 +5,7 @@ resume reads; a sink receives a copy of each committed batch of rows (see
 :class:`evalkit.interfaces.RowSink`). Every module here is imported when the sink
 registry is first read, so a new sink is one new file (``jsonl.py`` is the example).
 """
+
 from __future__ import annotations
 
 import importlib

@@ -6,6 +6,7 @@ The file is a log of rows as they were measured: a rerun appends the cells it me
 (a torn last line, from a kill, is cut first); ``results.csv`` stays the record that
 resume and ``--force`` read and rewrite.
 """
+
 from __future__ import annotations
 
 import json

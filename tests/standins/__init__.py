@@ -12,6 +12,7 @@ with ``trust_remote_code=True``, exactly as it would load the real one.
 Set ``EVALKIT_BAICHUAN_TEMPLATES`` to a folder with the same four sub-folders
 holding the real upstream files to run the same tests on Baichuan's own code.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,9 +55,20 @@ def train_tokenizer(out: Path, vocab_size: int = 600) -> Path:
     corpus = out / "corpus.txt"
     corpus.write_text(CORPUS * 4, encoding="utf-8")
     spm.SentencePieceTrainer.train(
-        input=str(corpus), model_prefix=str(out / "tokenizer"), vocab_size=vocab_size, model_type="bpe",
-        byte_fallback=True, character_coverage=1.0, hard_vocab_limit=False, num_threads=1, bos_id=1, eos_id=2, unk_id=0, pad_id=-1,
-        minloglevel=2)
+        input=str(corpus),
+        model_prefix=str(out / "tokenizer"),
+        vocab_size=vocab_size,
+        model_type="bpe",
+        byte_fallback=True,
+        character_coverage=1.0,
+        hard_vocab_limit=False,
+        num_threads=1,
+        bos_id=1,
+        eos_id=2,
+        unk_id=0,
+        pad_id=-1,
+        minloglevel=2,
+    )
     corpus.unlink()
     (out / "tokenizer.vocab").unlink()
     return out / "tokenizer.model"
@@ -65,9 +77,18 @@ def train_tokenizer(out: Path, vocab_size: int = 600) -> Path:
 def config_fields(release: str, vocab_size: int) -> dict:
     """Tiny dimensions; the length fields each release's config class has."""
     heads = 5 if release in ALIBI_RELEASES else 4  # 5: a non-power-of-two ALiBi head count, like 13B's 40
-    fields = dict(vocab_size=vocab_size, hidden_size=16 * heads, num_attention_heads=heads, num_hidden_layers=2,
-                  intermediate_size=96, rms_norm_eps=1e-6, bos_token_id=1, eos_token_id=2, pad_token_id=0,
-                  tie_word_embeddings=False)
+    fields = dict(
+        vocab_size=vocab_size,
+        hidden_size=16 * heads,
+        num_attention_heads=heads,
+        num_hidden_layers=2,
+        intermediate_size=96,
+        rms_norm_eps=1e-6,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+        tie_word_embeddings=False,
+    )
     if release != "baichuan-7b":
         fields["model_max_length"] = 64
     if release not in ALIBI_RELEASES:
@@ -97,17 +118,36 @@ def make_checkpoint(release: str, out: Path, seed: int = 0, root: Path | None = 
     vocab = spm.SentencePieceProcessor(model_file=str(out / "tokenizer.model")).get_piece_size()
     config_class = _class_name(out / "configuration_baichuan.py", r"\w+Config")
     model_class = _class_name(out / "modeling_baichuan.py", r"\w+ForCausalLM")
-    tokenizer_class = _class_name(out / "tokenization_baichuan.py", r"\w+Tokenizer",
-                                  prefer=model_class.split("For")[0] + "Tokenizer")  # BaiChuan / Baichuan
-    config = dict(config_fields(release, vocab), model_type="baichuan", architectures=[model_class],
-                  auto_map={"AutoConfig": f"configuration_baichuan.{config_class}",
-                            "AutoModelForCausalLM": f"modeling_baichuan.{model_class}"})
+    tokenizer_class = _class_name(
+        out / "tokenization_baichuan.py", r"\w+Tokenizer", prefer=model_class.split("For")[0] + "Tokenizer"
+    )  # BaiChuan / Baichuan
+    config = dict(
+        config_fields(release, vocab),
+        model_type="baichuan",
+        architectures=[model_class],
+        auto_map={
+            "AutoConfig": f"configuration_baichuan.{config_class}",
+            "AutoModelForCausalLM": f"modeling_baichuan.{model_class}",
+        },
+    )
     (out / "config.json").write_text(json.dumps(config, indent=2))
-    (out / "tokenizer_config.json").write_text(json.dumps({
-        "auto_map": {"AutoTokenizer": [f"tokenization_baichuan.{tokenizer_class}", None]},
-        "tokenizer_class": tokenizer_class, "add_bos_token": release == "baichuan-7b", "add_eos_token": False,
-        "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<unk>",
-        "clean_up_tokenization_spaces": False, "model_max_length": 64}, indent=2))
+    (out / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "auto_map": {"AutoTokenizer": [f"tokenization_baichuan.{tokenizer_class}", None]},
+                "tokenizer_class": tokenizer_class,
+                "add_bos_token": release == "baichuan-7b",
+                "add_eos_token": False,
+                "bos_token": "<s>",
+                "eos_token": "</s>",
+                "unk_token": "<unk>",
+                "pad_token": "<unk>",
+                "clean_up_tokenization_spaces": False,
+                "model_max_length": 64,
+            },
+            indent=2,
+        )
+    )
 
     cfg = AutoConfig.from_pretrained(out, trust_remote_code=True)
     # Baichuan-7B's code imports xformers

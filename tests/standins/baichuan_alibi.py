@@ -8,6 +8,7 @@ The module-level ``_get_interleave`` / ``_gen_alibi_mask`` of each release are
 looked up in that release's module (``self.alibi_functions``), as upstream
 calls its own module globals.
 """
+
 import torch
 
 from .baichuan_common import BaichuanModelBase, PackedAttention, attend, split_packed
@@ -18,7 +19,7 @@ class AlibiAttention(PackedAttention):
         q, k, v = split_packed(self.W_pack(hidden_states), self.num_heads, self.head_dim)
         if past_key_value is not None:
             k, v = torch.cat([past_key_value[0], k], dim=2), torch.cat([past_key_value[1], v], dim=2)
-        bias = attention_mask[:, -q.shape[2]:, :]  # (H, T, S): the queries' rows of the cached mask
+        bias = attention_mask[:, -q.shape[2] :, :]  # (H, T, S): the queries' rows of the cached mask
         return self.o_proj(attend(q, k, v, bias)), ((k, v) if use_cache else None)
 
 
@@ -39,12 +40,14 @@ class AlibiModelBase(BaichuanModelBase):
             return gen(tensor, self.n_head, seq_length_with_past).to(tensor)
         if self.first_run:
             self.first_run = False
-            self.register_buffer("future_mask", gen(tensor, self.n_head, self.max_cache_pos).to(tensor),
-                                 persistent=False)
+            self.register_buffer(
+                "future_mask", gen(tensor, self.n_head, self.max_cache_pos).to(tensor), persistent=False
+            )
         if seq_length_with_past > self.max_cache_pos:
             self.max_cache_pos = seq_length_with_past
-            self.register_buffer("future_mask", gen(tensor, self.n_head, self.max_cache_pos).to(tensor),
-                                 persistent=False)
+            self.register_buffer(
+                "future_mask", gen(tensor, self.n_head, self.max_cache_pos).to(tensor), persistent=False
+            )
         return self.future_mask[: self.n_head, :seq_length_with_past, :seq_length_with_past]
 
     def attention_inputs(self, hidden, past_len, position_ids):

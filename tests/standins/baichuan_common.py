@@ -5,6 +5,7 @@ packed q/k/v, decoder layer, the layer loop and the causal-LM output) are the
 same in all four releases; what differs between releases and matters to evalkit
 lives in each release's ``modeling_baichuan.py``.
 """
+
 import math
 
 import torch
@@ -17,15 +18,34 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 class BaichuanConfigBase(PretrainedConfig):
     model_type = "baichuan"
 
-    def __init__(self, vocab_size=64000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                 num_attention_heads=32, hidden_act="silu", rms_norm_eps=1e-6, initializer_range=0.02,
-                 use_cache=True, pad_token_id=0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False, **kwargs):
+    def __init__(
+        self,
+        vocab_size=64000,
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        hidden_act="silu",
+        rms_norm_eps=1e-6,
+        initializer_range=0.02,
+        use_cache=True,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        tie_word_embeddings=False,
+        **kwargs,
+    ):
         self.vocab_size, self.hidden_size, self.intermediate_size = vocab_size, hidden_size, intermediate_size
         self.num_hidden_layers, self.num_attention_heads = num_hidden_layers, num_attention_heads
         self.hidden_act, self.rms_norm_eps, self.initializer_range = hidden_act, rms_norm_eps, initializer_range
         self.use_cache = use_cache
-        super().__init__(pad_token_id=pad_token_id, bos_token_id=bos_token_id, eos_token_id=eos_token_id,
-                         tie_word_embeddings=tie_word_embeddings, **kwargs)
+        super().__init__(
+            pad_token_id=pad_token_id,
+            bos_token_id=bos_token_id,
+            eos_token_id=eos_token_id,
+            tie_word_embeddings=tie_word_embeddings,
+            **kwargs,
+        )
 
 
 class RMSNorm(nn.Module):
@@ -86,8 +106,12 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
     def forward(self, hidden_states, past_key_value=None, use_cache=False, **attention_inputs):
-        attn, present = self.self_attn(hidden_states=self.input_layernorm(hidden_states),
-                                       past_key_value=past_key_value, use_cache=use_cache, **attention_inputs)
+        attn, present = self.self_attn(
+            hidden_states=self.input_layernorm(hidden_states),
+            past_key_value=past_key_value,
+            use_cache=use_cache,
+            **attention_inputs,
+        )
         hidden_states = hidden_states + attn
         return hidden_states + self.mlp(self.post_attention_layernorm(hidden_states)), present
 
@@ -120,15 +144,17 @@ class BaichuanModelBase(BaichuanPreTrainedBase):
     def attention_inputs(self, hidden, past_len, position_ids):
         raise NotImplementedError
 
-    def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
-                use_cache=None, **_):
+    def forward(
+        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, use_cache=None, **_
+    ):
         past_len = past_key_values[0][0].shape[-2] if past_key_values else 0
         hidden = self.embed_tokens(input_ids)
         inputs = self.attention_inputs(hidden, past_len, position_ids)
         presents = []
         for i, layer in enumerate(self.layers):
-            hidden, present = layer(hidden, past_key_values[i] if past_key_values else None, use_cache=use_cache,
-                                    **inputs)
+            hidden, present = layer(
+                hidden, past_key_values[i] if past_key_values else None, use_cache=use_cache, **inputs
+            )
             presents.append(present)
         return self.norm(hidden), tuple(presents) if use_cache else None
 
@@ -147,7 +173,8 @@ def causal_mask(hidden, past_len):
     q_len = hidden.shape[1]
     allowed = torch.ones(q_len, past_len + q_len, dtype=torch.bool, device=hidden.device).tril(past_len)
     return torch.zeros(allowed.shape, dtype=hidden.dtype, device=hidden.device).masked_fill(
-        ~allowed, torch.finfo(hidden.dtype).min)[None, None]
+        ~allowed, torch.finfo(hidden.dtype).min
+    )[None, None]
 
 
 class NormHead(nn.Module):
@@ -180,7 +207,8 @@ class BaichuanCausalLMBase(BaichuanPreTrainedBase):
         super().__init__(config)
         self.model = self.model_class(config)
         self.lm_head = (self.head_class or (lambda h, v: nn.Linear(h, v, bias=False)))(
-            config.hidden_size, config.vocab_size)
+            config.hidden_size, config.vocab_size
+        )
         self.post_init()
 
     def get_input_embeddings(self):
@@ -189,8 +217,16 @@ class BaichuanCausalLMBase(BaichuanPreTrainedBase):
     def get_output_embeddings(self):
         return self.lm_head
 
-    def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, labels=None,
-                use_cache=None, **_):
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        position_ids=None,
+        past_key_values=None,
+        labels=None,
+        use_cache=None,
+        **_,
+    ):
         hidden, presents = self.model(input_ids, attention_mask, position_ids, past_key_values, use_cache)
         logits = self.lm_head(hidden)
         loss = None

@@ -5,6 +5,7 @@ slow tokenizer over a SentencePiece ``tokenizer.model`` whose ``__init__`` calls
 class's before loading the SentencePiece model, while the base class reads
 ``vocab_size`` (from that model): construction fails on transformers 4.57 and 5.x.
 """
+
 import os
 import shutil
 
@@ -16,12 +17,25 @@ class BaichuanTokenizer(PreTrainedTokenizer):
     vocab_files_names = {"vocab_file": "tokenizer.model"}
     model_input_names = ["input_ids", "attention_mask"]
 
-    def __init__(self, vocab_file, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token=None,
-                 sp_model_kwargs=None, add_bos_token=True, add_eos_token=False, **kwargs):
+    def __init__(
+        self,
+        vocab_file,
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token=None,
+        sp_model_kwargs=None,
+        add_bos_token=True,
+        add_eos_token=False,
+        **kwargs,
+    ):
         self.sp_model_kwargs = sp_model_kwargs or {}
-        tokens = {name: AddedToken(t, lstrip=False, rstrip=False) if isinstance(t, str) else t
-                  for name, t in dict(bos_token=bos_token, eos_token=eos_token, unk_token=unk_token,
-                                      pad_token=pad_token).items()}
+        tokens = {
+            name: AddedToken(t, lstrip=False, rstrip=False) if isinstance(t, str) else t
+            for name, t in dict(
+                bos_token=bos_token, eos_token=eos_token, unk_token=unk_token, pad_token=pad_token
+            ).items()
+        }
         super().__init__(add_bos_token=add_bos_token, add_eos_token=add_eos_token, **tokens, **kwargs)
         self.vocab_file, self.add_bos_token, self.add_eos_token = vocab_file, add_bos_token, add_eos_token
         self.sp_model = spm.SentencePieceProcessor(**self.sp_model_kwargs)

@@ -1,5 +1,6 @@
 """Stand-in for Baichuan-13B's ``configuration_baichuan.py`` (evalkit tests; not Baichuan's code).
 As upstream: ``BaichuanConfig`` whose only length field is ``model_max_length``."""
+
 from .baichuan_common import BaichuanConfigBase
 
 

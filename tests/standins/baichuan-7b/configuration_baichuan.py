@@ -1,5 +1,6 @@
 """Stand-in for Baichuan-7B's ``configuration_baichuan.py`` (evalkit tests; not Baichuan's code).
 As upstream: the class is spelled ``BaiChuanConfig`` and the length is ``max_position_embeddings``."""
+
 from .baichuan_common import BaichuanConfigBase
 
 

@@ -1,5 +1,6 @@
 """Stand-in for Baichuan2-7B's ``configuration_baichuan.py`` (evalkit tests; not Baichuan's code).
 As upstream: ``BaichuanConfig`` with both ``max_position_embeddings`` and ``model_max_length``."""
+
 from .baichuan_common import BaichuanConfigBase
 
 
