@@ -15,7 +15,7 @@ from typing import List, Optional
 import typer
 
 from evalkit import catalog, log
-from evalkit.cli_options import param_values, parse_length, split_list, task_values, with_task_options
+from evalkit.cli_options import RunOptions, param_values, parse_length, split_list, task_values, with_task_options
 from evalkit.compare import frame_of, load_results, render_tables
 from evalkit.config import DEMO_LENGTHS, RunConfig, ignored_options
 from evalkit.errors import EvalkitError
@@ -84,119 +84,32 @@ def user_errors(fn):
     return wrapper
 
 
-# the options of `evalkit run` (module constants keep its signature readable)
-_MODEL = typer.Option(
-    None,
-    metavar="NAME|DIR",
-    help="Alias (evalkit models), Hugging Face id or local checkpoint folder. Default: the embedded smollm2-135m.",
-)
-_METHOD = typer.Option(
-    None,
-    "--method",
-    "-m",
-    metavar="METHOD[:K=V],...",
-    help="Scaling method(s), comma list or "
-    "repeated, each with its parameters: ntk:alpha=2, "
-    "self-extend:window=512,group=4 (evalkit methods). Default: none,ntk.",
-)
-_LENGTH = typer.Option(
-    None,
-    "--len",
-    "-l",
-    metavar="N,...",
-    help="Context length(s) in the model's tokens (8192 or 8k), comma list or repeated. Default: 4096,12288.",
-)
-_TASK = typer.Option(
-    None,
-    "--task",
-    "-t",
-    metavar="TASK,...",
-    help="Task(s), comma list or repeated (evalkit tasks). Default: ppl,passkey.",
-)
-_SAMPLES = typer.Option(1, metavar="N", help="Trials per depth (retrieval tasks) / documents per length (ppl).")
-_SCALE = typer.Option(
-    None,
-    metavar="S",
-    help="Fixed scale s for pi/yarn/alibi-pi. Default: length / trained length, per length (never below 1).",
-)
-_ALPHA = typer.Option(None, metavar="A", help="Fixed alpha for ntk/dynamic-ntk/ntk-alibi. Default: the scale.")
-_PARAM = typer.Option(
-    None,
-    "--param",
-    "-p",
-    metavar="K=V,...",
-    help="Method parameter(s) k=v for every method that has them, comma list or repeated: --param window=512.",
-)
-_ROPE_RESET = typer.Option(
-    False,
-    "--rope-reset",
-    help="Remove the RoPE scaling a checkpoint ships "
-    "(llama3, yarn, longrope, ...): plain RoPE over its pretraining length.",
-)
-_TRAINED_LEN = typer.Option(
-    None, metavar="TOKENS", help="Override the trained context length (tokens) read from the registry / config."
-)
-_ADAPTER = typer.Option(None, metavar="DIR", help="A PEFT adapter folder (LoRA, ...), merged into the model.")
-_QUANTIZE = typer.Option(None, metavar="4bit|8bit", help="4bit or 8bit weights through bitsandbytes (CUDA only).")
-_OUT = typer.Option(
-    None, metavar="DIR", help="Folder for results.csv, positions.csv and figures/. Default: runs/MODEL (git-ignored)."
-)
-_SHARD = typer.Option(
-    None,
-    metavar="K/N",
-    help="Run worker K's part (from 0) of the sweep split "
-    "over N workers, e.g. a Slurm array: --shard $SLURM_ARRAY_TASK_ID/8. "
-    "Under torchrun / accelerate launch the launcher's rank is used.",
-)
-_MAX_MEMORY = typer.Option(
-    None,
-    metavar="DEV=SIZE,...",
-    help="Spread one model over several GPUs within these budgets (accelerate): 0=70GiB,1=70GiB.",
-)
-_DEVICE = typer.Option("auto", metavar="DEVICE", help="auto, cpu, cuda or cuda:N (auto: GPU if there is one).")
-_DTYPE = typer.Option("auto", metavar="DTYPE", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16.")
-_SEED = typer.Option(
-    0, metavar="N", help="Seed of the retrieval tasks' keys and needles; part of each cell's identity."
-)
-_TRUST_REMOTE_CODE = typer.Option(
-    False, "--trust-remote-code", help="Allow checkpoints that ship their own Python code (Baichuan)."
-)
-_FORCE = typer.Option(False, "--force", help="Redo cells already in the results (their old rows are replaced).")
-_NO_PREFIX = typer.Option(False, "--no-prefix", help="Separate forwards per length even where one forward serves all.")
-_SINK = typer.Option(
-    None,
-    "--sink",
-    metavar="SINK,...",
-    help="Also write every row to these sinks (`evalkit sinks` lists them); results.csv is always written.",
-)
-
-
 @app.command()
 @user_errors
 @with_task_options
 def run(
-    model: Optional[str] = _MODEL,
-    method: Optional[List[str]] = _METHOD,
-    length: Optional[List[str]] = _LENGTH,
-    task: Optional[List[str]] = _TASK,
-    samples: int = _SAMPLES,
-    scale: Optional[float] = _SCALE,
-    alpha: Optional[float] = _ALPHA,
-    param: Optional[List[str]] = _PARAM,
-    rope_reset: bool = _ROPE_RESET,
-    trained_len: Optional[int] = _TRAINED_LEN,
-    adapter: Optional[str] = _ADAPTER,
-    quantize: Optional[str] = _QUANTIZE,
-    out: Optional[Path] = _OUT,
-    shard: Optional[str] = _SHARD,
-    max_memory: Optional[str] = _MAX_MEMORY,
-    device: str = _DEVICE,
-    dtype: str = _DTYPE,
-    seed: int = _SEED,
-    trust_remote_code: bool = _TRUST_REMOTE_CODE,
-    force: bool = _FORCE,
-    sink: Optional[List[str]] = _SINK,
-    no_prefix: bool = _NO_PREFIX,
+    model: Optional[str] = RunOptions.model,
+    method: Optional[List[str]] = RunOptions.method,
+    length: Optional[List[str]] = RunOptions.length,
+    task: Optional[List[str]] = RunOptions.task,
+    samples: int = RunOptions.samples,
+    scale: Optional[float] = RunOptions.scale,
+    alpha: Optional[float] = RunOptions.alpha,
+    param: Optional[List[str]] = RunOptions.param,
+    rope_reset: bool = RunOptions.rope_reset,
+    trained_len: Optional[int] = RunOptions.trained_len,
+    adapter: Optional[str] = RunOptions.adapter,
+    quantize: Optional[str] = RunOptions.quantize,
+    out: Optional[Path] = RunOptions.out,
+    shard: Optional[str] = RunOptions.shard,
+    max_memory: Optional[str] = RunOptions.max_memory,
+    device: str = RunOptions.device,
+    dtype: str = RunOptions.dtype,
+    seed: int = RunOptions.seed,
+    trust_remote_code: bool = RunOptions.trust_remote_code,
+    force: bool = RunOptions.force,
+    sink: Optional[List[str]] = RunOptions.sink,
+    no_prefix: bool = RunOptions.no_prefix,
     task_options: Optional[dict] = None,
 ):
     """Sweep methods × lengths × tasks on one model; rows go to OUT/results.csv as each cell finishes.

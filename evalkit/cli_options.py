@@ -111,3 +111,96 @@ def with_task_options(fn):
     )
     wrapper.__annotations__ = annotations
     return wrapper
+
+
+class RunOptions:
+    """The options of ``evalkit run``, one attribute each (they keep its signature readable)."""
+
+    model = typer.Option(
+        None,
+        metavar="NAME|DIR",
+        help="Alias (evalkit models), Hugging Face id or local checkpoint folder. Default: the embedded smollm2-135m.",
+    )
+    method = typer.Option(
+        None,
+        "--method",
+        "-m",
+        metavar="METHOD[:K=V],...",
+        help="Scaling method(s), comma list or "
+        "repeated, each with its parameters: ntk:alpha=2, "
+        "self-extend:window=512,group=4 (evalkit methods). Default: none,ntk.",
+    )
+    length = typer.Option(
+        None,
+        "--len",
+        "-l",
+        metavar="N,...",
+        help="Context length(s) in the model's tokens (8192 or 8k), comma list or repeated. Default: 4096,12288.",
+    )
+    task = typer.Option(
+        None,
+        "--task",
+        "-t",
+        metavar="TASK,...",
+        help="Task(s), comma list or repeated (evalkit tasks). Default: ppl,passkey.",
+    )
+    samples = typer.Option(1, metavar="N", help="Trials per depth (retrieval tasks) / documents per length (ppl).")
+    scale = typer.Option(
+        None,
+        metavar="S",
+        help="Fixed scale s for pi/yarn/alibi-pi. Default: length / trained length, per length (never below 1).",
+    )
+    alpha = typer.Option(None, metavar="A", help="Fixed alpha for ntk/dynamic-ntk/ntk-alibi. Default: the scale.")
+    param = typer.Option(
+        None,
+        "--param",
+        "-p",
+        metavar="K=V,...",
+        help="Method parameter(s) k=v for every method that has them, comma list or repeated: --param window=512.",
+    )
+    rope_reset = typer.Option(
+        False,
+        "--rope-reset",
+        help="Remove the RoPE scaling a checkpoint ships "
+        "(llama3, yarn, longrope, ...): plain RoPE over its pretraining length.",
+    )
+    trained_len = typer.Option(
+        None, metavar="TOKENS", help="Override the trained context length (tokens) read from the registry / config."
+    )
+    adapter = typer.Option(None, metavar="DIR", help="A PEFT adapter folder (LoRA, ...), merged into the model.")
+    quantize = typer.Option(None, metavar="4bit|8bit", help="4bit or 8bit weights through bitsandbytes (CUDA only).")
+    out = typer.Option(
+        None,
+        metavar="DIR",
+        help="Folder for results.csv, positions.csv and figures/. Default: runs/MODEL (git-ignored).",
+    )
+    shard = typer.Option(
+        None,
+        metavar="K/N",
+        help="Run worker K's part (from 0) of the sweep split "
+        "over N workers, e.g. a Slurm array: --shard $SLURM_ARRAY_TASK_ID/8. "
+        "Under torchrun / accelerate launch the launcher's rank is used.",
+    )
+    max_memory = typer.Option(
+        None,
+        metavar="DEV=SIZE,...",
+        help="Spread one model over several GPUs within these budgets (accelerate): 0=70GiB,1=70GiB.",
+    )
+    device = typer.Option("auto", metavar="DEVICE", help="auto, cpu, cuda or cuda:N (auto: GPU if there is one).")
+    dtype = typer.Option("auto", metavar="DTYPE", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16.")
+    seed = typer.Option(
+        0, metavar="N", help="Seed of the retrieval tasks' keys and needles; part of each cell's identity."
+    )
+    trust_remote_code = typer.Option(
+        False, "--trust-remote-code", help="Allow checkpoints that ship their own Python code (Baichuan)."
+    )
+    force = typer.Option(False, "--force", help="Redo cells already in the results (their old rows are replaced).")
+    no_prefix = typer.Option(
+        False, "--no-prefix", help="Separate forwards per length even where one forward serves all."
+    )
+    sink = typer.Option(
+        None,
+        "--sink",
+        metavar="SINK,...",
+        help="Also write every row to these sinks (`evalkit sinks` lists them); results.csv is always written.",
+    )

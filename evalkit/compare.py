@@ -130,6 +130,9 @@ def setting_label(column: str, value: str) -> str:
     return f"{OPTIONS.get(column[1:]).flag_name[2:]}={shown}"
 
 
+SUMMARY = ["model", "method", "setting", "trained_len", "depth", "length", "value", "low", "high", "n", "status"]
+
+
 def summarise(df, metric: str, per_depth: bool = False):
     """Long table: one row per (model, method label, [depth], length) with value, its 95% interval
     (``low``, ``high``: as the metric's aggregation gives it; NaN for one sample), n and status."""
@@ -138,21 +141,7 @@ def summarise(df, metric: str, per_depth: bool = False):
     m = metric_of(metric)
     sub = df[df["task"] == m.task]
     if sub.empty:
-        return pd.DataFrame(
-            columns=[
-                "model",
-                "method",
-                "setting",
-                "trained_len",
-                "depth",
-                "length",
-                "value",
-                "low",
-                "high",
-                "n",
-                "status",
-            ]
-        )
+        return pd.DataFrame(columns=SUMMARY)
     check_consistent(sub)
     sub, varying = with_settings(sub)
     out = []
@@ -166,35 +155,27 @@ def summarise(df, metric: str, per_depth: bool = False):
         label += setting
         keys = ["depth", "length"] if per_depth else ["length"]
         for k, cell in g.groupby(keys, sort=True):
-            ok = cell[cell["status"] == "ok"]
-            value, status, interval = math.nan, "ok", None
-            if len(ok):
-                value, interval = m.aggregate(ok)
-            elif (cell["status"] == "nan").any():
-                status = "nan"  # a non-finite loss: shown, never pooled into a number
-            elif (cell["status"] == "oom").any():
-                status = "oom"
-            else:
-                status = "skipped"
-            low, high = interval or (math.nan, math.nan)
             k = k if isinstance(k, tuple) else (k,)
-            out.append(
-                dict(
-                    model=model,
-                    method=label,
-                    setting=setting,
-                    trained_len=trained,
-                    depth=k[0] if per_depth else None,
-                    length=int(k[-1]),
-                    value=value,
-                    low=low,
-                    high=high,
-                    n=len(ok),
-                    status=status,
-                    n_nan=int((cell["status"] == "nan").sum()),
-                )
-            )
+            where = dict(model=model, method=label, setting=setting, trained_len=trained,
+                         depth=k[0] if per_depth else None, length=int(k[-1]))  # fmt: skip
+            out.append({**where, **_cell_summary(m, cell)})
     return pd.DataFrame(out)
+
+
+def _cell_summary(m, cell) -> dict:
+    """One table cell: the metric over the ok rows with its interval, or why there is no number."""
+    ok = cell[cell["status"] == "ok"]
+    value, status, interval = math.nan, "ok", None
+    if len(ok):
+        value, interval = m.aggregate(ok)
+    elif (cell["status"] == "nan").any():
+        status = "nan"  # a non-finite loss: shown, never pooled into a number
+    elif (cell["status"] == "oom").any():
+        status = "oom"
+    else:
+        status = "skipped"
+    low, high = interval or (math.nan, math.nan)
+    return dict(value=value, low=low, high=high, n=len(ok), status=status, n_nan=int((cell["status"] == "nan").sum()))
 
 
 def _with_legacy_params(rows: list[dict]) -> list[dict]:

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from evalkit.errors import EvalkitError
+from evalkit.loading import check_adapter, check_quantize
 from evalkit.method import MAX_FACTOR, default_methods, parse_call, with_followers
 from evalkit.registry import METHODS, OPTIONS, SINKS, TASKS
 from evalkit.schema import FACTORS
@@ -87,13 +87,8 @@ class RunConfig:
                 )
         if not 1 <= self.samples <= MAX_SAMPLES:
             raise EvalkitError(f"--samples must be between 1 and {MAX_SAMPLES}, got {self.samples}", "e.g. --samples 5")
-        if self.quantize is not None and self.quantize not in ("4bit", "8bit"):
-            raise EvalkitError(f"--quantize {self.quantize}: unknown", "use 4bit or 8bit")
-        if self.adapter is not None and not (Path(self.adapter).expanduser() / "adapter_config.json").is_file():
-            raise EvalkitError(
-                f"--adapter {self.adapter}: no adapter_config.json there",
-                "give the folder a PEFT adapter was saved to (save_pretrained)",
-            )
+        check_quantize(self.quantize)
+        check_adapter(self.adapter)
         if self.trained_len is not None and self.trained_len <= 0:
             raise EvalkitError("--trained-len must be positive", "e.g. --trained-len 4096")
         if self.shard is not None and not isinstance(self.shard, Shard):

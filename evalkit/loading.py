@@ -114,12 +114,34 @@ def _attention_implementation(spec: ModelSpec, device: str, dtype: str) -> str |
 QUANTIZE = ("4bit", "8bit")
 
 
+def check_quantize(quantize: str | None) -> None:
+    """``--quantize`` names a known kind (or is not given)."""
+    if quantize is not None and quantize not in QUANTIZE:
+        raise EvalkitError(f"--quantize {quantize}: unknown", "use 4bit or 8bit")
+
+
+def check_adapter(adapter: str | None) -> None:
+    """``--adapter`` is a folder a PEFT adapter was saved to (or is not given)."""
+    if adapter is None:
+        return
+    path = Path(adapter).expanduser()
+    if not (path / "adapter_config.json").is_file():
+        raise EvalkitError(
+            f"--adapter {adapter}: no adapter_config.json there",
+            "give the folder a PEFT adapter was saved to (save_pretrained)",
+        )
+    if not any((path / f).is_file() for f in ("adapter_model.safetensors", "adapter_model.bin")):
+        raise EvalkitError(
+            f"--adapter {adapter}: no adapter_model.safetensors or .bin there",
+            "give the folder a PEFT adapter was saved to (save_pretrained)",
+        )
+
+
 def _quantization(quantize: str | None, device: str, dtype: str):
     """bitsandbytes' config for 4-/8-bit weights, which need a CUDA GPU."""
+    check_quantize(quantize)
     if not quantize:
         return None
-    if quantize not in QUANTIZE:
-        raise EvalkitError(f"--quantize {quantize}: unknown", "use 4bit or 8bit")
     if not device.startswith("cuda"):
         raise EvalkitError(
             f"--quantize {quantize} needs a CUDA GPU (bitsandbytes); this run is on {device}",
@@ -142,17 +164,8 @@ def _quantization(quantize: str | None, device: str, dtype: str):
 def apply_adapter(model, adapter: str):
     """A PEFT adapter (LoRA, ...) on the base model, merged into its weights so that every patch
     sees a plain transformers model."""
+    check_adapter(adapter)
     path = Path(adapter).expanduser()
-    if not (path / "adapter_config.json").is_file():
-        raise EvalkitError(
-            f"--adapter {adapter}: no adapter_config.json there",
-            "give the folder a PEFT adapter was saved to (save_pretrained)",
-        )
-    if not any((path / f).is_file() for f in ("adapter_model.safetensors", "adapter_model.bin")):
-        raise EvalkitError(
-            f"--adapter {adapter}: no adapter_model.safetensors or .bin there",
-            "give the folder a PEFT adapter was saved to (save_pretrained)",
-        )
     try:
         from peft import PeftModel
     except ImportError:
@@ -185,9 +198,6 @@ def load_model(
     """Load model and tokenizer once; ``device_map="auto"`` (accelerate) on GPUs, within
     ``max_memory`` per device when given; an ``adapter`` (PEFT) merged in; ``quantize`` 4bit /
     8bit through bitsandbytes (GPU only)."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
     spec = spec if isinstance(spec, ModelSpec) else resolve_model(spec)
     if spec.remote_code and not trust_remote_code:
         raise EvalkitError(
@@ -195,13 +205,29 @@ def load_model(
             "pass --trust-remote-code if you trust that code",
         )
     device, dtype = pick_device(device), pick_dtype(dtype, device)
-    quantization = _quantization(quantize, device, dtype)
+    kwargs = _load_kwargs(spec, device, dtype, quantize, max_memory)
     source = str(smollm2_dir()) if spec.source == "embedded:smollm2" else spec.source
     if _looks_like_a_path(source) and not Path(source).expanduser().is_dir():  # never a hub id
         raise EvalkitError(
             f"{spec.name}: its source {source} is not a folder here",
             f"fix the path in {USER_FILE}, or give an existing checkpoint folder",
         )
+    t0 = time.perf_counter()
+    tokenizer, model = _load_files(spec, source, kwargs)
+    if "device_map" not in kwargs:
+        model.to(device)
+    if adapter:
+        model = apply_adapter(model, adapter)
+    model.eval()
+    prepare_loaded(model, spec)
+    return Loaded(model, tokenizer, spec, device, dtype, time.perf_counter() - t0)
+
+
+def _load_kwargs(spec: ModelSpec, device: str, dtype: str, quantize: str | None, max_memory: dict | None) -> dict:
+    """``from_pretrained``'s arguments: dtype, attention kernel, device map, memory, quantisation."""
+    import torch
+
+    quantization = _quantization(quantize, device, dtype)
     kwargs = dict(dtype=getattr(torch, dtype), trust_remote_code=spec.remote_code)
     attn = _attention_implementation(spec, device, dtype)
     if attn:
@@ -213,13 +239,18 @@ def load_model(
     if quantization is not None:
         kwargs["quantization_config"] = quantization
         kwargs.setdefault("device_map", "auto")
+    return kwargs
+
+
+def _load_files(spec: ModelSpec, source: str, kwargs: dict):
+    """(tokenizer, model) from ``source``; a checkpoint that cannot be loaded is one line."""
+    from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # evalkit shows one progress bar of its own
-    t0 = time.perf_counter()
     try:
         tokenizer = load_tokenizer(source, spec.remote_code)
-        model = without_missing_imports(lambda: _from_pretrained(AutoModelForCausalLM, source, kwargs))
+        return tokenizer, without_missing_imports(lambda: _from_pretrained(AutoModelForCausalLM, source, kwargs))
     except OSError as e:
         raise EvalkitError(
             f"cannot load {spec.name} from {source}: {str(e).splitlines()[0]}",
@@ -240,13 +271,6 @@ def load_model(
             f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}",
             "check its config.json, weights and .py files" + (", or try transformers 4.57" if spec.remote_code else ""),
         ) from None
-    if "device_map" not in kwargs:
-        model.to(device)
-    if adapter:
-        model = apply_adapter(model, adapter)
-    model.eval()
-    prepare_loaded(model, spec)
-    return Loaded(model, tokenizer, spec, device, dtype, time.perf_counter() - t0)
 
 
 def _from_pretrained(auto_class, source: str, kwargs: dict):

@@ -22,6 +22,7 @@ from evalkit.config import ANSWER_ROOM, RunConfig
 from evalkit.errors import EvalkitError
 from evalkit.family import adapter_for as find_adapter
 from evalkit.loading import ensure_length, load_model
+from evalkit.locks import FolderLock, check_idle
 from evalkit.memory import is_oom, peak_mb, reset_peak
 from evalkit.method import check_applicable
 from evalkit.models import resolve_model
@@ -30,8 +31,6 @@ from evalkit.plan import Group, mine, plan
 from evalkit.registry import SINKS
 from evalkit.results import (
     CsvAppender,
-    FolderLock,
-    check_idle,
     drop_everywhere,
     read_profile,
     read_rows,

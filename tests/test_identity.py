@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from evalkit import locks as L
 from evalkit import results as R
 from evalkit.errors import EvalkitError
 
@@ -393,49 +394,49 @@ def test_first_of_each_keeps_order_and_first_copies():
 
 def test_folder_lock_names_its_holder_and_refuses_a_second_run(tmp_path):
     out = tmp_path / "new" / "out"
-    lock = R.FolderLock(out, wait=0)
-    text = (out / R.LOCK).read_text()
+    lock = L.FolderLock(out, wait=0)
+    text = (out / L.LOCK).read_text()
     assert text == f"pid {os.getpid()} on {__import__('socket').gethostname()}\n"
     with pytest.raises(EvalkitError, match=r"is being written by another evalkit run \(pid \d+ on .+\)$"):
-        R.FolderLock(out, wait=0)
+        L.FolderLock(out, wait=0)
     with pytest.raises(EvalkitError, match="being written by another evalkit run"):
-        R.check_idle(out)
+        L.check_idle(out)
     lock.release()
     lock.release()  # twice: no error
-    assert (out / R.LOCK).is_file()  # the lock file stays
-    R.check_idle(out)  # free again
-    R.FolderLock(out, wait=0).release()
+    assert (out / L.LOCK).is_file()  # the lock file stays
+    L.check_idle(out)  # free again
+    L.FolderLock(out, wait=0).release()
 
 
 def test_folder_lock_waits_then_refuses(tmp_path):
     import time
 
-    lock = R.FolderLock(tmp_path, wait=0)
+    lock = L.FolderLock(tmp_path, wait=0)
     start = time.monotonic()
     with pytest.raises(EvalkitError) as e:
-        R.FolderLock(tmp_path, wait=0.3)
+        L.FolderLock(tmp_path, wait=0.3)
     assert 0.25 <= time.monotonic() - start < 2
     assert e.value.args[0].startswith(f"{tmp_path} is being written by another evalkit run (pid ")
     lock.release()
 
 
 def test_check_idle_without_a_lock_file_or_with_an_empty_one(tmp_path):
-    R.check_idle(tmp_path / "absent")
-    R.check_idle(tmp_path)
-    (tmp_path / R.LOCK).write_text("")
-    R.check_idle(tmp_path)  # a lock file no one holds
+    L.check_idle(tmp_path / "absent")
+    L.check_idle(tmp_path)
+    (tmp_path / L.LOCK).write_text("")
+    L.check_idle(tmp_path)  # a lock file no one holds
     import fcntl
 
-    with open(tmp_path / R.LOCK) as f:
+    with open(tmp_path / L.LOCK) as f:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
         with pytest.raises(EvalkitError, match=r"\(another process\)"):
-            R.check_idle(tmp_path)
+            L.check_idle(tmp_path)
 
 
 def test_drop_everywhere_drops_the_planned_cells_in_every_free_folder(tmp_path, monkeypatch):
     clock = iter(range(0, 1000, 1))  # FolderLock's 2 s of retries pass at once
-    monkeypatch.setattr(R.time, "monotonic", lambda: float(next(clock)))
-    monkeypatch.setattr(R.time, "sleep", lambda _: None)
+    monkeypatch.setattr(L.time, "monotonic", lambda: float(next(clock)))
+    monkeypatch.setattr(L.time, "sleep", lambda _: None)
     own, other, busy, busy_other = (tmp_path / n for n in ("own", "other", "busy", "busy_other"))
     cols = list(PPL)
     planned = dict(PPL, sample="0")
@@ -446,16 +447,16 @@ def test_drop_everywhere_drops_the_planned_cells_in_every_free_folder(tmp_path, 
         _write(folder / R.PROFILE, [_profile(planned, 0), _profile(kept, 0)], R.PROFILE_COLUMNS)
     busy_other.mkdir()
     _write(busy_other / R.RESULTS, [kept], cols)
-    own_lock = R.FolderLock(own)
-    holder = R.FolderLock(busy_other)
+    own_lock = L.FolderLock(own)
+    holder = L.FolderLock(busy_other)
     R.drop_everywhere([own, busy_other, other], own, [planned])  # a busy folder without the cells is skipped
     for folder in (own, other):
         assert [r["sample"] for r in R.read_rows(folder / R.RESULTS, cols)] == ["1"]
         assert [p["sample"] for p in R.read_profile(folder / R.PROFILE)] == ["1"]
     assert [r["sample"] for r in R.read_rows(busy_other / R.RESULTS, cols)] == ["1"]
-    R.FolderLock(other, wait=0).release()  # the lock taken on `other` was released
+    L.FolderLock(other, wait=0).release()  # the lock taken on `other` was released
     holder.release()
-    holder = R.FolderLock(busy)
+    holder = L.FolderLock(busy)
     with pytest.raises(EvalkitError, match="--force: .* records cells of this run and is being written by another run"):
         R.drop_everywhere([own, busy], own, [planned])
     assert [r["sample"] for r in R.read_rows(busy / R.RESULTS, cols)] == ["0", "1"]
@@ -559,16 +560,16 @@ def test_tidy_counts_each_cell_recorded_twice(tmp_path):
 
 
 def test_folder_lock_retries_every_50_ms_for_its_wait_then_refuses(tmp_path, monkeypatch):
-    lock = R.FolderLock(tmp_path, wait=0)
+    lock = L.FolderLock(tmp_path, wait=0)
     clock, sleeps = iter(range(0, 1000)), []
-    monkeypatch.setattr(R.time, "monotonic", lambda: float(next(clock)))
-    monkeypatch.setattr(R.time, "sleep", sleeps.append)
+    monkeypatch.setattr(L.time, "monotonic", lambda: float(next(clock)))
+    monkeypatch.setattr(L.time, "sleep", sleeps.append)
     with pytest.raises(EvalkitError):
-        R.FolderLock(tmp_path)  # default wait 2 s: the clock reads 0 (deadline 2), then 1 (retry), then 2 (stop)
+        L.FolderLock(tmp_path)  # default wait 2 s: the clock reads 0 (deadline 2), then 1 (retry), then 2 (stop)
     assert sleeps == [0.05]
     sleeps.clear()
     with pytest.raises(EvalkitError):
-        R.FolderLock(tmp_path, wait=4)
+        L.FolderLock(tmp_path, wait=4)
     assert sleeps == [0.05] * 3
     lock.release()
 
@@ -576,8 +577,8 @@ def test_folder_lock_retries_every_50_ms_for_its_wait_then_refuses(tmp_path, mon
 def test_folder_lock_held_by_a_process_that_wrote_nothing(tmp_path):
     import fcntl
 
-    (tmp_path / R.LOCK).write_text("")
-    with open(tmp_path / R.LOCK) as f:
+    (tmp_path / L.LOCK).write_text("")
+    with open(tmp_path / L.LOCK) as f:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
         with pytest.raises(EvalkitError, match=r"being written by another evalkit run \(another process\)"):
-            R.FolderLock(tmp_path, wait=0)
+            L.FolderLock(tmp_path, wait=0)

@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 
 from evalkit.cli import app
 from evalkit.errors import EvalkitError
-from evalkit.results import FolderLock, read_rows, row_key
+from evalkit.locks import FolderLock
+from evalkit.results import read_rows, row_key
 from evalkit.shards import Shard, assign, choose, from_launcher, group_cost, parse_shard, worker_device
 
 runner = CliRunner()
