@@ -70,13 +70,14 @@ def model_type(model) -> str:
 # --- BLOOM ---
 
 
-def _bloom_module(model):
+def _modeling_module(model):
+    """The modeling module of a BLOOM or Falcon model (where its ``build_alibi_tensor`` lives)."""
     return sys.modules[type(model.transformer).__module__]
 
 
 def _bloom_base(model) -> torch.Tensor:
     heads = model.transformer.num_heads
-    built = _bloom_module(model).build_alibi_tensor(torch.ones(1, 2), heads, torch.float32)
+    built = _modeling_module(model).build_alibi_tensor(torch.ones(1, 2), heads, torch.float32)
     return built.reshape(heads, 2)[:, 1]  # slope × distance 1
 
 
@@ -107,13 +108,9 @@ def _bloom_install(model, slopes, stack) -> None:
 # --- Falcon with ALiBi (the RW releases) ---
 
 
-def _falcon_module(model):
-    return sys.modules[type(model.transformer).__module__]
-
-
 def _falcon_base(model) -> torch.Tensor:
     heads = model.transformer.num_heads
-    built = _falcon_module(model).build_alibi_tensor(torch.ones(1, 2, dtype=torch.long), heads, torch.float32)
+    built = _modeling_module(model).build_alibi_tensor(torch.ones(1, 2, dtype=torch.long), heads, torch.float32)
     return built.reshape(heads, 2)[:, 1]  # slope × distance 1 (bf16-rounded, as Falcon multiplies)
 
 
@@ -127,7 +124,7 @@ def _falcon_install(model, slopes, stack) -> None:
         bias = slopes.to(attention_mask.device)[..., None].bfloat16() * positions  # (H, 1) x (B, 1, T)
         return bias.reshape(batch * num_heads, 1, length).to(dtype)
 
-    swap(stack, _falcon_module(model), "build_alibi_tensor", build_alibi_tensor)
+    swap(stack, _modeling_module(model), "build_alibi_tensor", build_alibi_tensor)
 
 
 # --- MPT ---

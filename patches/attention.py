@@ -30,6 +30,7 @@ from torch import nn
 
 from evalkit.errors import EvalkitError
 from evalkit.kvcache import cache_in
+from evalkit.patches import rope
 
 SCORE_BUDGET = 1 << 24  # scores in flight per block (B·H·rows·keys): 64 MiB in fp32 for each of the two regions
 
@@ -85,9 +86,7 @@ def rotate(x: torch.Tensor, positions: torch.Tensor, inv_freq: torch.Tensor, fac
     """Rotate-half RoPE of ``x`` (B, H, T, D) at float ``positions`` (T,), on its first
     2·len(inv_freq) dims (partial rotary leaves the rest); cos/sin as transformers builds them."""
     rd = 2 * inv_freq.numel()
-    freqs = positions.float()[:, None] * inv_freq.to(x.device)[None, :]  # (T, rd/2)
-    emb = torch.cat((freqs, freqs), dim=-1)
-    cos, sin = (emb.cos() * factor).to(x.dtype), (emb.sin() * factor).to(x.dtype)
+    cos, sin = rope.cos_sin(positions.to(x.device), inv_freq, factor, x.dtype)  # (T, rd) each
     x_rot, x_pass = x[..., :rd], x[..., rd:]
     half = rd // 2
     rotated = x_rot * cos + torch.cat((-x_rot[..., half:], x_rot[..., :half]), dim=-1) * sin

@@ -43,9 +43,8 @@ class ScaledBaichuanRotary(ScaledRotary):
         if getattr(self, "_key", None) != key:
             inv_freq, factor = self.select(seq_len - q_len, seq_len)
             t = torch.arange(seq_len, device=x.device, dtype=torch.float32)
-            freqs = torch.outer(t, inv_freq.to(x.device))
-            emb = torch.cat((freqs, freqs), dim=-1)[None, None]  # (1, 1, L, d)
-            self._cached = ((emb.cos() * factor).to(x.dtype), (emb.sin() * factor).to(x.dtype))
+            cos, sin = rope.cos_sin(t, inv_freq, factor, x.dtype)  # (L, d) each
+            self._cached = (cos[None, None], sin[None, None])  # (1, 1, L, d)
             self.positions = torch.arange(seq_len - q_len, seq_len, device=x.device)[None]
             self._key = key
         return self._cached
@@ -93,9 +92,8 @@ def _repair_baichuan_rotary(model) -> None:
         if rot.inv_freq.is_meta:
             _set_tensor(rot, "inv_freq", inv.to(device))
             repaired.add("inv_freq")
-        t = torch.arange(rot.max_seq_len_cached, dtype=torch.float32)
-        emb = torch.cat([torch.outer(t, inv)] * 2, dim=-1)[None, None]  # (1, 1, L, d)
-        for name, want in (("cos_cached", emb.cos()), ("sin_cached", emb.sin())):
+        cos, sin = rope.cos_sin(torch.arange(rot.max_seq_len_cached, dtype=torch.float32), inv)  # (L, d)
+        for name, want in (("cos_cached", cos[None, None]), ("sin_cached", sin[None, None])):
             have = getattr(rot, name)
             # exactly the formula: memory left over from another model can be merely close to it
             if have.is_meta or have.shape != want.shape or not torch.equal(have.detach().cpu(), want.to(have.dtype)):

@@ -165,3 +165,12 @@ def logn_factor(position: torch.Tensor, trained_len: int) -> torch.Tensor:
     the query at 1-based position n is multiplied by max(1, ln n / ln L)."""
     n = position.to(torch.float32) + 1
     return torch.clamp(torch.log(n) / math.log(trained_len), min=1.0)
+
+
+def cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor, factor: float = 1.0, dtype=None):
+    """cos and sin (..., T, d) of rotate-half RoPE at ``positions`` (..., T), as transformers builds
+    them: the frequencies over both halves, times the attention factor, then cast to ``dtype``."""
+    freqs = positions.float()[..., None] * inv_freq.to(positions.device)  # (..., T, d/2)
+    emb = torch.cat((freqs, freqs), dim=-1)  # (..., T, d)
+    cos, sin = emb.cos() * factor, emb.sin() * factor
+    return (cos, sin) if dtype is None else (cos.to(dtype), sin.to(dtype))

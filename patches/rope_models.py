@@ -124,9 +124,7 @@ class ScaledRotary(nn.Module):
         first, last = int(position_ids.min()), int(position_ids.max())
         inv_freq, factor = self.select(first, last + 1)
         self.positions = position_ids
-        freqs = position_ids[..., None].float() * inv_freq.to(x.device)  # (B, T, d/2)
-        emb = torch.cat((freqs, freqs), dim=-1)  # (B, T, d)
-        return (emb.cos() * factor).to(x.dtype), (emb.sin() * factor).to(x.dtype)
+        return rope.cos_sin(position_ids.to(x.device), inv_freq, factor, x.dtype)  # (B, T, d) each
 
 
 def check_frequencies(inv_freq: torch.Tensor, expected: torch.Tensor, where: str) -> int:
@@ -154,12 +152,10 @@ def check_layout(rotary: nn.Module, where: str, positions: int = 64) -> None:
             f"{where} of {type(rotary).__name__} is not called as forward(x, position_ids)",
             "evalkit patches rotate-half RoPE as in Llama, Mistral and Qwen2",
         ) from e
-    freqs = pos[..., None].float() * rotary.inv_freq.detach().float()
-    emb = torch.cat((freqs, freqs), dim=-1)
     factor = float(getattr(rotary, "attention_scaling", 1.0) or 1.0)
-    if cos.shape != emb.shape or not (
-        torch.allclose(cos.float(), emb.cos() * factor, atol=1e-4)
-        and torch.allclose(sin.float(), emb.sin() * factor, atol=1e-4)
+    want_cos, want_sin = rope.cos_sin(pos, rotary.inv_freq.detach().float(), factor)
+    if cos.shape != want_cos.shape or not (
+        torch.allclose(cos.float(), want_cos, atol=1e-4) and torch.allclose(sin.float(), want_sin, atol=1e-4)
     ):
         raise EvalkitError(
             f"{where} ({type(rotary).__name__}) lays out its cos/sin differently from "
