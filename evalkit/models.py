@@ -86,7 +86,7 @@ def user_models(path: Path | None = None) -> dict[str, ModelSpec]:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise EvalkitError(f"{path} is not valid TOML: {e}", "fix the file or move it away") from None
     if not isinstance(tables, dict):
-        raise EvalkitError(f"{path}: models must be a table of [models.NAME] tables", "see the README, Models")
+        raise EvalkitError(f"{path}: models must be a table of [models.NAME] tables", "see docs/models.md")
     out = {}
     for name, fields in tables.items():
         if not isinstance(fields, dict):

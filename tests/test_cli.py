@@ -59,7 +59,7 @@ def test_schema_of_both_tasks(tiny_run):
     assert result.exit_code == 0, result.output
     with open(out / "results.csv", newline="") as f:
         header = next(csv.reader(f))
-    assert sorted(header) == sorted(documented_columns()), "results.csv and the README's schema table differ"
+    assert sorted(header) == sorted(documented_columns()), "results.csv and the schema table of docs/results.md differ"
     assert header[:5] == ["model", "method", "scale", "alpha", "params"]  # the common columns come first
     with open(out / "positions.csv", newline="") as f:
         assert next(csv.reader(f)) == documented_profile_columns()
@@ -304,7 +304,7 @@ def _prefix_cases():
 def test_every_static_method_gives_prefix_mode_the_nll_of_separate_forwards(
     method, encoding, static, tiny_model_dir, tmp_path
 ):
-    """What the README promises for prefix mode, per method and through the CLI: one forward at the
+    """What docs/tasks.md promises for prefix mode, per method and through the CLI: one forward at the
     longest length gives each shorter length the NLL of its own forward (--no-prefix). Dynamic
     methods never share a forward."""
     model = tiny_model_dir if encoding == "rope" else save_tiny_bloom(tmp_path / "bloom", tiny_model_dir)

@@ -180,7 +180,7 @@ def _greedy_by_full_forwards(model, prompt, steps):
 
 @pytest.mark.parametrize("family", ["llama", "baichuan-7b"])
 def test_dynamic_ntk_through_evalkits_decode_loop_keeps_the_base_of_the_prompt(family, monkeypatch):
-    """The README's promise for dynamic methods and the KV cache, through the loop the retrieval
+    """The docs' promise (docs/tasks.md) for dynamic methods and the KV cache, through the loop the retrieval
     tasks use: every decode step equals a full forward of a model rotated with the base chosen for
     the 40-token prompt, b·(α·l/L − (α−1))^(d/(d−2)) written out here (transformers' own ``dynamic``
     re-bases at each step and differs). Baichuan-7B's remote code keeps a tuple cache and a rotary

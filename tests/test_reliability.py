@@ -277,7 +277,7 @@ def recorded_folder(tiny_model_dir, tmp_path_factory):
 def test_a_mistake_leaves_an_existing_results_folder_byte_for_byte(
     recorded_folder, tiny_model_dir, tmp_path, args, needle
 ):
-    """The README: a mistake is one line and nothing is written, also where evalkit's own files
+    """docs/running.md, "Mistakes": a mistake is one line and nothing is written, also where evalkit's own files
     already are (results, positions, notes: every file of the folder, and no new one)."""
     out = tmp_path / "copy"
     shutil.copytree(recorded_folder, out)

@@ -4,7 +4,7 @@ Each release folder here (``baichuan-7b/``, ``baichuan2-7b/``, ``baichuan-13b/``
 ``baichuan2-13b/``) holds stand-in ``configuration_baichuan.py``,
 ``modeling_baichuan.py`` and ``tokenization_baichuan.py`` written for evalkit's
 tests. They are not Baichuan's code; they mirror the facts of the real files
-that matter to evalkit (see the README, "Baichuan"). :func:`make_checkpoint`
+that matter to evalkit (see docs/models.md, "Baichuan"). :func:`make_checkpoint`
 turns a template folder into a checkpoint (config.json with ``auto_map``,
 random weights, a SentencePiece ``tokenizer.model``) that transformers loads
 with ``trust_remote_code=True``, exactly as it would load the real one.
