@@ -34,7 +34,7 @@ def methods_table() -> Table:
     def independent(m) -> str:
         if not m.static:
             return "no"
-        derived = [p.name for p in m.params if p.derive]
+        derived = [p.name for p in m.params if p.derive and p.per_length]
         return f"if {','.join(derived)} given" if derived else "yes"
 
     header = ["method", "encoding", "parameters (default)", "length-independent", "what it does"]

@@ -39,6 +39,8 @@ class Param:
     high: float | None = None
     load: Callable[[str], object] | None = None
     derived_text: str = "derived"  # how a derived default reads in listings
+    per_length: bool = True  # ``derive`` reads the sequence length (False: the trained length only)
+    below_trained: bool = False  # the value must be below the trained length (DCA's chunk)
     column: bool = False  # a factor: recorded in a column of its own (scale, alpha) rather than in params
     follows: str | None = None  # a factor that takes the value given for this other factor (alpha: scale)
 
@@ -199,6 +201,12 @@ class MethodCall:
                 )
             else:
                 values[p.name] = p.default
+        for p in self.method.params:
+            if p.below_trained and values[p.name] >= trained_len:
+                raise EvalkitError(
+                    f"{self.text}: {p.name} = {values[p.name]} must be below the trained length {trained_len}",
+                    f"e.g. --method {self.name}:{p.name}={trained_len * 3 // 4}",
+                )
         problem = self.method.check(values) if self.method.check else None
         if problem:
             raise EvalkitError(f"{self.text}: {problem}", f"see evalkit methods for {self.name}'s parameters")
@@ -209,7 +217,9 @@ class MethodCall:
         """Position i's output is the same at every sequence length: a static method none of whose
         parameters is derived from the length."""
         given = dict(self.given)
-        return self.method.static and all(p.derive is None or p.name in given for p in self.method.params)
+        return self.method.static and all(
+            p.derive is None or p.name in given or not p.per_length for p in self.method.params
+        )
 
     def fixed(self) -> dict:
         """The values that are the same at every length (given or constant); derived ones are left out."""

@@ -1,4 +1,4 @@
-"""Two-region attention: Self-Extend and ReRoPE as one attention hook.
+"""Two-region attention: Self-Extend and ReRoPE, and the attention hook every region method uses.
 
 Both methods score a query at position i against a key at position j with ordinary
 RoPE when the two are close (i - j < W) and with remapped positions beyond:
@@ -10,14 +10,15 @@ RoPE when the two are close (i - j < W) and with remapped positions beyond:
 - Leaky ReRoPE (``leaky_rerope_patch.py``): far query at i/k + W - W/k, far key at j/k
   (far distance W + (i - j - W)/k).
 
-Scores of the two regions are merged per query (a mask, not a sum), then one softmax.
-The hook replaces the forward of each attention module of a LLaMA-like layout (q/k/v/o
-projections, optional per-head q/k norms, partial rotary); keys enter the KV cache
-unrotated, so cached decoding rotates them afresh for each new query, as the reference
-code does. Memory: queries are taken in row blocks so that one block's scores stay
-within :data:`SCORE_BUDGET` elements; there is never a full L × L matrix per head.
-Work: a block scores only the keys it can see (causal) in the region where each
-applies, about half of two full products.
+The hook (:func:`two_region_forward`) replaces the forward of each attention module of a
+LLaMA-like layout (q/k/v/o projections, optional per-head q/k norms, partial rotary) and
+runs a method's regions on :mod:`evalkit.patches.regions` (fused kernels, merged by their
+LSE); keys enter the KV cache unrotated, so cached decoding rotates them afresh for each
+new query, as the reference code does.
+
+:func:`two_region_attention` is the eager reference the region path is tested against:
+scores of the two regions merged per query (a mask, not a sum), then one softmax; query
+row blocks keep one block's scores within :data:`SCORE_BUDGET` elements.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from torch import nn
 from evalkit.errors import EvalkitError
 from evalkit.kvcache import cache_in
 from evalkit.patches import rope
+from evalkit.patches.regions import Layout, Region, region_attention
 
 SCORE_BUDGET = 1 << 24  # scores in flight per block (B·H·rows·keys): 64 MiB in fp32 for each of the two regions
 
@@ -40,6 +42,11 @@ class TwoRegion:
     window: int
     far_query: Callable[[torch.Tensor], torch.Tensor]  # float positions -> positions
     far_key: Callable[[torch.Tensor], torch.Tensor]
+
+    def layout(self) -> Layout:
+        """Near (i - j < W, positions as they are) and far (i - j >= W, remapped) regions."""
+        same = lambda p: p  # noqa: E731
+        return Layout((Region(same, same, 0, self.window - 1), Region(self.far_query, self.far_key, self.window)))
 
 
 def self_extend(window: int, group: int, **_) -> TwoRegion:
@@ -138,19 +145,17 @@ def _repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
     return x if n_rep == 1 else x.repeat_interleave(n_rep, dim=1)
 
 
-def two_region_forward(attn: nn.Module, region: TwoRegion, rotary) -> Callable:
+def two_region_forward(attn: nn.Module, region, rotary, trained_len: int | None = None) -> Callable:
     """A forward for ``attn`` (transformers' attention call signature, both lines) computing the
-    two-region attention with the frequencies of ``rotary`` (a ScaledRotary: the checkpoint's own,
-    or scaled by another method) at the positions it saw in this forward."""
+    attention of ``region`` (anything with a ``layout()``: a :class:`TwoRegion`, a method's
+    :class:`~evalkit.patches.regions.Layout`) with the frequencies of ``rotary`` (a ScaledRotary:
+    the checkpoint's own, or scaled by another method) at the positions it saw in this forward."""
+    layout = region.layout()
+    chosen: dict = {}  # the temperature chosen at the prefill, kept for the cached decode steps
 
     def forward(hidden_states, position_embeddings=None, attention_mask=None, **kwargs):
         batch, n_new, _ = hidden_states.shape
-        shape = (batch, n_new, -1, attn.head_dim)
-        q, k = attn.q_proj(hidden_states).view(shape), attn.k_proj(hidden_states).view(shape)
-        v = attn.v_proj(hidden_states).view(shape).transpose(1, 2)
-        if isinstance(getattr(attn, "q_norm", None), nn.Module):  # Qwen3, Gemma 3: per-head norms first
-            q, k = attn.q_norm(q), attn.k_norm(k)
-        q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, H, T, D)
+        q, k, v = _project(attn, hidden_states)  # (B, H, T, D)
         cache = cache_in(kwargs)
         if cache is not None:  # unrotated keys: every step rotates them for its own queries
             k, v = cache.update(k, v, attn.layer_idx)
@@ -161,21 +166,23 @@ def two_region_forward(attn: nn.Module, region: TwoRegion, rotary) -> Callable:
                 f"{type(attn).__name__}: positions end at {int(positions[-1])} but {n_keys} keys are cached",
                 "two-region attention needs positions 0..n-1 without padding",
             )
-        k_pos = torch.arange(n_keys, device=k.device, dtype=torch.float64)
+        if int(positions[0]) == 0 or "temperature" not in chosen:
+            chosen["temperature"] = layout.factor(n_keys, trained_len or n_keys)
         inv_freq, factor = rotary.current
-        out = two_region_attention(
-            q,
-            k,
-            v,
-            positions.double(),
-            k_pos,
-            region,
-            inv_freq,
-            factor,
-            float(attn.scaling),
-            groups=q.shape[1] // k.shape[1],
-        )
-        out = out.transpose(1, 2).reshape(batch, n_new, -1)
-        return attn.o_proj(out), None
+        groups = q.shape[1] // k.shape[1]
+        out = region_attention(q, k, v, positions, layout.regions, inv_freq, factor * chosen["temperature"],
+                               float(attn.scaling), groups)  # fmt: skip
+        return attn.o_proj(out.transpose(1, 2).reshape(batch, n_new, -1)), None
 
     return forward
+
+
+def _project(attn: nn.Module, hidden_states: torch.Tensor):
+    """q, k, v (B, H, T, D) of ``attn``, unrotated (per-head q/k norms applied first)."""
+    batch, n_new, _ = hidden_states.shape
+    shape = (batch, n_new, -1, attn.head_dim)
+    q, k = attn.q_proj(hidden_states).view(shape), attn.k_proj(hidden_states).view(shape)
+    v = attn.v_proj(hidden_states).view(shape).transpose(1, 2)
+    if isinstance(getattr(attn, "q_norm", None), nn.Module):  # Qwen3, Gemma 3: per-head norms first
+        q, k = attn.q_norm(q), attn.k_norm(k)
+    return q.transpose(1, 2), k.transpose(1, 2), v

@@ -309,7 +309,7 @@ def _install_hf(model, method, resolved, stack, rope_reset: bool) -> None:
     model_type = getattr(model.config, "model_type", "")
     targets = [query_target(a, model_type) for a in attentions] if method.logn else []
     if method.attention:
-        region = method.attention(**resolved.values)
+        region = method.attention(trained_len=resolved.trained_len, **resolved.values)
         for a in attentions:
             attention.check_supported(a)
     swap(stack, owner, "rotary_emb", PerTypeRotary(rotary, scaled) if layer_type else scaled)
@@ -319,7 +319,7 @@ def _install_hf(model, method, resolved, stack, rope_reset: bool) -> None:
             _learn_token_axes(model, attentions, axes)
     if method.attention:
         for a in attentions:
-            swap(stack, a, "forward", attention.two_region_forward(a, region, scaled))
+            swap(stack, a, "forward", attention.two_region_forward(a, region, scaled, resolved.trained_len))
 
 
 ADAPTERS = (RopeAdapter("hf-rope", lambda m: _hf_rotary_owner(m) is not None, _install_hf),)

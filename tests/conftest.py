@@ -208,6 +208,8 @@ def method_params(method: str, model=None, s: float = 3.0, folder=None) -> dict:
             "self-extend": {"window": 4, "group": 2},
             "rerope": {"window": 4},
             "leaky-rerope": {"window": 4, "k": 2.0},
+            "dca": {"chunk_size": 12, "local_window": 2},  # chunks of 10 tokens: several in 40
+            "string": {"shift": 10, "window": 3},
         }.get(method, {})
     )
     if "factors" in names:

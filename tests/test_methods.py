@@ -56,7 +56,16 @@ ORACLES = {
     "dynamic-yarn": ({}, lambda d: {"rope_type": "yarn", "factor": N / L, "original_max_position_embeddings": L}),
 }
 # not a transformers rope type: checked against hand-written maths or reference attention below
-OTHER_REFERENCES = {"none", "ntk", "logn", "self-extend", "rerope", "leaky-rerope"}
+OTHER_REFERENCES = {
+    "none",
+    "ntk",
+    "logn",
+    "self-extend",
+    "rerope",
+    "leaky-rerope",
+    "dca",
+    "string",
+}  # dca, string: test_regions.py
 HF_FAMILIES = [f for f in ROPE_MODELS if not f.startswith("baichuan")]
 
 
@@ -376,6 +385,7 @@ def test_two_region_attention_refuses_positions_that_do_not_end_at_the_last_cach
 
 
 def test_two_region_attention_holds_one_block_of_scores_at_a_time(monkeypatch):
+    """The eager reference path: one block of query rows' scores at a time."""
     from evalkit.patches import attention
 
     seen = []
@@ -387,10 +397,36 @@ def test_two_region_attention_holds_one_block_of_scores_at_a_time(monkeypatch):
 
     monkeypatch.setattr(attention, "SCORE_BUDGET", 4 * 40 * 8)  # 8 query rows of 40 keys, 4 heads
     monkeypatch.setattr(attention.torch, "softmax", spy)
-    model, x = tiny_llama(), ids(40)
-    with patched(model, "self-extend", window=6, group=3, trained_len=L):
-        logits(model, x)
+    q, k, v = torch.randn(1, 4, 40, 16), torch.randn(1, 4, 40, 16), torch.randn(1, 4, 40, 16)
+    pos = torch.arange(40, dtype=torch.float64)
+    attention.two_region_attention(q, k, v, pos, pos, attention.self_extend(6, 3), torch.ones(8), 1.0, 0.25)
     assert seen and max(s[-2] for s in seen) == 8  # (B, H, rows, keys): never 40 x 40 at once
+
+
+@pytest.mark.parametrize("method", ["self-extend", "dca", "string"])
+def test_region_attention_calls_never_hold_more_than_a_block_by_a_band(monkeypatch, method):
+    """Through the hook on a model: every kernel call is at most BLOCK query rows, and a call with
+    a mask at most BLOCK × (BLOCK + band) (no L × L matrix, no score block beyond a band)."""
+    from evalkit.patches import regions
+
+    seen = []
+
+    def spy(q, k, v, mask, scale):
+        seen.append((q.shape[-2], k.shape[-2], None if mask is None else tuple(mask.shape)))
+        return regions.eager(q, k, v, mask, scale)
+
+    monkeypatch.setattr(regions, "BLOCK", 8)
+    monkeypatch.setitem(regions.KERNELS, "spy", spy)
+    monkeypatch.setattr(regions, "FORCED", ["spy"])
+    params = {"self-extend": dict(window=6, group=3), "dca": dict(chunk_size=12, local_window=2),
+              "string": dict(shift=10, window=3)}[method]  # fmt: skip
+    model, x = tiny_llama(), ids(60)
+    with patched(model, method, trained_len=16, **params):
+        logits(model, x)
+    band = {"self-extend": 6, "dca": 10, "string": 11}[method]
+    assert seen and max(rows for rows, _, _ in seen) <= 8
+    assert all(m[0] * m[1] <= 8 * (8 + band) for _, _, m in seen if m is not None)
+    assert max(keys for _, keys, m in seen if m is not None) < 60
 
 
 # --- method calls: parameters parsed, checked, written back ---

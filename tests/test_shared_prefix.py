@@ -73,7 +73,7 @@ def test_a_trial_from_the_shared_cache_equals_a_full_prefill(family, method, tmp
             if METHODS.get(method).static:
                 torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
             else:  # dynamic methods pick frequencies from the sequence: why they never share
-                differs |= not torch.allclose(got, want, atol=1e-5)
+                differs |= not torch.allclose(got, want, rtol=0, atol=1e-6)  # DCA: 0.05 ln(n/L) changes little
         assert shared.reused > 0
         if not METHODS.get(method).static:
             assert differs

@@ -1,0 +1,50 @@
+"""STRING (An et al. 2024, "Why Does the Effective Context Length of LLMs Fall Short?",
+arXiv 2410.18745), on the region mechanism (:mod:`evalkit.patches.regions`).
+
+STRING shifts the well-trained small relative positions over the large ones the model rarely
+saw: a query at ``i`` attends to keys at distance ``d <= S`` (the window, ``shift`` = S) with
+ordinary RoPE, and to keys at ``d >= S`` with its own position moved back by ``S - W``
+(``window`` = W, the small local value), so those distances read as ``d - S + W``. The key at
+exactly ``d = S`` is in both regions, as in the reference code, whose two flash-attention
+calls (``window_size=[S, 0]`` and the shifted causal triangle) are merged by their LSE.
+
+As justHungryMan/STRING ``string_for_llama.py`` (commit b80b54e; README: shifted_offset
+= 0.33 L, small_local_value = 128): defaults shift = int(0.33 L) and window = 128; cos and sin
+carry the checkpoint's own attention factor (the reference's ``attention_factor``).
+"""
+
+from __future__ import annotations
+
+from evalkit.method import Method, Param, register
+
+
+def _layout(shift: int, window: int, **_):
+    from evalkit.patches.regions import Layout, Region  # lazy: torch (listing methods needs none)
+
+    same = lambda p: p  # noqa: E731
+    return Layout((Region(same, same, 0, shift), Region(lambda p: p - shift + window, same, shift)))
+
+
+def _check(values: dict) -> str | None:
+    if values["window"] > values["shift"]:
+        return "window must not exceed shift (the shifted positions would pass the window's)"
+    return None
+
+
+SHIFT = Param("shift", "S: distances up to S keep their positions; beyond, d - S + W (default 0.33 L)",
+              kind=int, low=1, high=1 << 24, derive=lambda v, trained, n: int(0.33 * trained),
+              derived_text="0.33L", per_length=False, below_trained=True)  # fmt: skip
+WINDOW = Param("window", "W: the smallest shifted distance (the reference's small_local_value)", kind=int,
+               default=128, low=0, high=1 << 24)  # fmt: skip
+
+register(
+    Method(
+        "string",
+        "rope",
+        "shifted RoPE: distances past S read as d - S + W; two regions merged by their LSE",
+        "An et al. 2024, arXiv 2410.18745; HKUNLP/STRING",
+        (SHIFT, WINDOW),
+        attention=_layout,
+        check=_check,
+    )
+)
