@@ -31,8 +31,8 @@ from torch import nn
 
 from evalkit.errors import EvalkitError
 from evalkit.kvcache import cache_in
-from evalkit.patches import rope
-from evalkit.patches.regions import Layout, Region, region_attention
+from evalkit.patches.regions import PLAIN, Layout, Region, region_attention, repeat_kv
+from evalkit.patches.regions import rope_at as rotate  # the rotation both paths use
 
 SCORE_BUDGET = 1 << 24  # scores in flight per block (B·H·rows·keys): 64 MiB in fp32 for each of the two regions
 
@@ -45,8 +45,7 @@ class TwoRegion:
 
     def layout(self) -> Layout:
         """Near (i - j < W, positions as they are) and far (i - j >= W, remapped) regions."""
-        same = lambda p: p  # noqa: E731
-        return Layout((Region(same, same, 0, self.window - 1), Region(self.far_query, self.far_key, self.window)))
+        return Layout((Region(PLAIN, PLAIN, 0, self.window - 1), Region(self.far_query, self.far_key, self.window)))
 
 
 def self_extend(window: int, group: int, **_) -> TwoRegion:
@@ -89,17 +88,6 @@ def check_supported(attn: nn.Module) -> None:
         )
 
 
-def rotate(x: torch.Tensor, positions: torch.Tensor, inv_freq: torch.Tensor, factor: float) -> torch.Tensor:
-    """Rotate-half RoPE of ``x`` (B, H, T, D) at float ``positions`` (T,), on its first
-    2·len(inv_freq) dims (partial rotary leaves the rest); cos/sin as transformers builds them."""
-    rd = 2 * inv_freq.numel()
-    cos, sin = rope.cos_sin(positions.to(x.device), inv_freq, factor, x.dtype)  # (T, rd) each
-    x_rot, x_pass = x[..., :rd], x[..., rd:]
-    half = rd // 2
-    rotated = x_rot * cos + torch.cat((-x_rot[..., half:], x_rot[..., :half]), dim=-1) * sin
-    return torch.cat((rotated, x_pass), dim=-1) if x_pass.shape[-1] else rotated
-
-
 def two_region_attention(
     q, k, v, q_pos, k_pos, region: TwoRegion, inv_freq, factor: float, scaling: float, groups: int = 1
 ):
@@ -110,9 +98,9 @@ def two_region_attention(
     are sorted by position (0 .. S-1), so these are slices."""
     batch, heads, n_q, _ = q.shape
     n_k = k.shape[-2]
-    k_near = _repeat_kv(rotate(k, k_pos, inv_freq, factor), groups)
-    k_far = _repeat_kv(rotate(k, region.far_key(k_pos.double()), inv_freq, factor), groups)
-    v = _repeat_kv(v, groups)
+    k_near = repeat_kv(rotate(k, k_pos, inv_freq, factor), groups)
+    k_far = repeat_kv(rotate(k, region.far_key(k_pos.double()), inv_freq, factor), groups)
+    v = repeat_kv(v, groups)
     out = torch.empty(batch, heads, n_q, v.shape[-1], dtype=v.dtype, device=v.device)
     rows = max(1, SCORE_BUDGET // max(1, batch * heads * n_k))
     for start in range(0, n_q, rows):
@@ -139,10 +127,6 @@ def two_region_attention(
         probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(v.dtype)
         out[:, :, start : start + rows] = torch.matmul(probs, v[:, :, :end])
     return out
-
-
-def _repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
-    return x if n_rep == 1 else x.repeat_interleave(n_rep, dim=1)
 
 
 def two_region_forward(attn: nn.Module, region, rotary, trained_len: int | None = None) -> Callable:

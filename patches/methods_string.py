@@ -19,10 +19,9 @@ from evalkit.method import Method, Param, register
 
 
 def _layout(shift: int, window: int, **_):
-    from evalkit.patches.regions import Layout, Region  # lazy: torch (listing methods needs none)
+    from evalkit.patches.regions import PLAIN, Layout, Region  # lazy: torch (listing methods needs none)
 
-    same = lambda p: p  # noqa: E731
-    return Layout((Region(same, same, 0, shift), Region(lambda p: p - shift + window, same, shift)))
+    return Layout((Region(PLAIN, PLAIN, 0, shift), Region(lambda p: p - shift + window, PLAIN, shift)))
 
 
 def _check(values: dict) -> str | None:

@@ -111,8 +111,14 @@ def calls(region: Region, i0: int, i1: int, k_idx: torch.Tensor) -> list:
     return out
 
 
-def _repeat(x: torch.Tensor, groups: int) -> torch.Tensor:
+def repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """Grouped KV heads (B, H/groups, S, D) repeated to the query heads (B, H, S, D)."""
     return x if groups == 1 else x.repeat_interleave(groups, dim=1)
+
+
+def PLAIN(p: torch.Tensor) -> torch.Tensor:  # noqa: N802 (a constant: positions as they are)
+    """Positions as they are (a region without remapping)."""
+    return p
 
 
 def blocks(first: int, end: int, regions) -> list[tuple[int, int]]:
@@ -135,8 +141,8 @@ def region_attention(q, k, v, q_pos, regions, inv_freq, factor: float, scaling: 
     kernel = kernel or kernel_for(q)
     first = int(q_pos[0])
     k_idx = torch.arange(k.shape[-2], device=q.device)
-    keys = [_repeat(rope_at(k, r.k_pos(k_idx.double()), inv_freq, factor), groups) for r in regions]
-    v = _repeat(v, groups)
+    keys = [repeat_kv(rope_at(k, r.k_pos(k_idx.double()), inv_freq, factor), groups) for r in regions]
+    v = repeat_kv(v, groups)
     out = torch.empty(*q.shape[:-1], v.shape[-1], dtype=v.dtype, device=v.device)
     for i0, i1 in blocks(first, first + q.shape[-2], regions):
         rows = slice(i0 - first, i1 - first)
@@ -188,10 +194,17 @@ def eager(q, k, v, mask, scale):
     return torch.matmul(probs, v.float()), lse
 
 
+def _bias(mask, q):
+    """A bool mask as the additive bias the fused kernels take (0 where seen, −inf elsewhere)."""
+    if mask is None:
+        return None
+    return torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(~mask, float("-inf"))
+
+
 def sdpa_cpu(q, k, v, mask, scale):
     """PyTorch's fused CPU flash kernel (it returns the LSE); a row no key is visible to gets
     LSE −inf (the kernel reports 0)."""
-    bias = None if mask is None else torch.zeros(mask.shape, dtype=q.dtype).masked_fill(~mask, float("-inf"))
+    bias = _bias(mask, q)
     out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, attn_mask=bias,
                                                                          scale=scale)  # fmt: skip
     if mask is not None:
