@@ -224,13 +224,7 @@ def sdpa_cuda(q, k, v, mask, scale):
                 q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), softmax_scale=scale, return_attn_probs=True
             )
             return out.transpose(1, 2), lse
-    bias = (
-        None
-        if mask is None
-        else torch.zeros(mask.shape, dtype=q.dtype, device=q.device)
-        .masked_fill(~mask, float("-inf"))[None, None]
-        .expand(q.shape[0], q.shape[1], -1, -1)
-    )
+    bias = None if mask is None else _bias(mask, q)[None, None].expand(q.shape[0], q.shape[1], -1, -1)
     out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, bias, True, scale=scale)[:2]
     lse = lse[..., : q.shape[-2]]
     if mask is not None:
