@@ -75,8 +75,8 @@ def reference_forward(attn, rules, temperature=1.0):
 CASES = {  # method, params, rules for T tokens, temperature for T tokens
     "dca": (dict(chunk_size=12, local_window=2), lambda t: dca_rules(t, 12, 2), lambda t: 0.05 * math.log(t / L) + 1),
     "dca-long-window": (dict(chunk_size=9, local_window=6), lambda t: dca_rules(t, 9, 6), lambda t: 0.05 * math.log(t / L) + 1),
-    "string": (dict(shift=10, window=3), lambda t: string_rules(t, 10, 3), lambda t: 1.0),
-    "string-zero-window": (dict(shift=5, window=0), lambda t: string_rules(t, 5, 0), lambda t: 1.0),
+    "string": (dict(shift=10, window=3), lambda t: string_rules(t, 10, 3), lambda t: 0.1 * math.log(2) + 1),
+    "string-zero-window": (dict(shift=5, window=0, attention_factor=1.0), lambda t: string_rules(t, 5, 0), lambda t: 1.0),
 }  # fmt: skip
 
 
@@ -139,16 +139,51 @@ def test_the_fused_cpu_kernel_equals_the_eager_one_with_masks_and_rows_that_see_
     torch.testing.assert_close(merged[..., 2, :], out2[..., 2, :])
 
 
+def string_decode_rules(t, shift, window):
+    """STRING's flash-decoding path for the last of t tokens: the window slice [t - S, t) holds
+    distances 0..S-1, the shifted slice [0, t - S) distances >= S (d = S counted once)."""
+    i, j = torch.arange(t)[:, None], torch.arange(t)[None, :]
+    pos = torch.arange(t)
+    return [((i - j >= 0) & (i - j <= shift - 1), pos, pos), (i - j >= shift, pos - shift + window, pos)]
+
+
+@torch.no_grad()
+def test_a_string_decode_step_follows_the_reference_decoding_path():
+    """One new token after cached ones counts the key at d = S once (in the shifted region), as
+    string_for_llama.py's decode does, while its prefill counts it in both. One decoder layer, so
+    the step's logits depend only on its own row of the attention."""
+    from evalkit.forward import next_token_logits
+
+    def one_layer():
+        model = tiny_llama()
+        model.model.layers = model.model.layers[:1]
+        model.config.num_hidden_layers = 1
+        return model
+
+    model, ref, n = one_layer(), one_layer(), 30
+    x = ids(n + 1)
+    for layer in ref.model.layers:
+        layer.self_attn.forward = reference_forward(layer.self_attn, string_decode_rules(n + 1, 10, 3))
+    with patched(model, "string", trained_len=L, shift=10, window=3, attention_factor=1.0):
+        _, cache = next_token_logits(model, x[:, :n])
+        step, _ = next_token_logits(model, x[:, n:], cache)
+        full = logits(model, x)[:, -1]
+    want = logits(ref, x)[:, -1]
+    torch.testing.assert_close(step, want, rtol=1e-4, atol=1e-4)
+    assert (full - want).abs().max() > 1e-3  # the prefill's rule (d = S twice) gives other logits
+
+
 @torch.no_grad()
 @pytest.mark.parametrize(
     "method, params", [("string", dict(shift=10, window=3)), ("dca", dict(chunk_size=12, local_window=2))]
 )
 def test_cached_decoding_equals_full_forwards(method, params):
     """Keys enter the cache unrotated; every step rotates them for its own query (DCA within the
-    trained length here, where its temperature is 1 at every step)."""
+    trained length here, where its temperature is 1 at every step; STRING with fewer than S + 1
+    tokens, where its decode and prefill rules agree)."""
     from evalkit.forward import next_token_logits
 
-    model, n = tiny_llama(), 14 if method == "dca" else 30
+    model, n = tiny_llama(), 14 if method == "dca" else 6
     prompt, extra = ids(n), ids(4, seed=5)
     trained = 16 if method == "dca" else L
     with patched(model, method, trained_len=trained, **params):
@@ -166,7 +201,8 @@ def test_defaults_follow_the_reference_code():
 
     dca = parse_call("dca").resolve(8192, 16384)
     assert dca == {"chunk_size": 6144, "local_window": 1024}  # 3L/4, L/8 (replace_with_chunkllama)
-    assert parse_call("string").resolve(131072, 131072) == {"shift": 43253, "window": 128}  # the README's values
+    string = parse_call("string").resolve(131072, 131072)  # the README's values; replace_with_string's factor
+    assert string == {"shift": 43253, "window": 128, "attention_factor": pytest.approx(1.0693147)}
     assert parse_call("string").length_independent and not parse_call("dca").length_independent
 
 
