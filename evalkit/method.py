@@ -205,7 +205,8 @@ class MethodCall:
             if p.below_trained and values[p.name] >= trained_len:
                 raise EvalkitError(
                     f"{self.text}: {p.name} = {values[p.name]} must be below the trained length {trained_len}",
-                    f"e.g. --method {self.name}:{p.name}={trained_len * 3 // 4}",
+                    f"e.g. --method {self.name}:{p.name}={p.derive({}, trained_len, trained_len) if p.derive else trained_len // 2}"
+                    f", its default ({p.derived_text if p.derive else p.shown_default})",
                 )
         problem = self.method.check(values) if self.method.check else None
         if problem:

@@ -62,13 +62,13 @@ def leaky_rerope(window: int, k: float, **_) -> TwoRegion:
     return TwoRegion(window, lambda p: p / k + window - window / k, lambda p: p / k)
 
 
-def check_supported(attn: nn.Module) -> None:
-    """Refuse attention modules the hook would compute wrongly."""
+def check_supported(attn: nn.Module, method: str = "this method", family: str = "") -> None:
+    """Refuse attention modules the hook would compute wrongly, naming the method and the family."""
+    where = f"{method} on {family or 'this model'} ({type(attn).__name__})"
     missing = [n for n in ("q_proj", "k_proj", "v_proj", "o_proj") if not isinstance(getattr(attn, n, None), nn.Module)]
     if missing:
         raise EvalkitError(
-            f"this attention replacement needs separate q/k/v/o projections; {type(attn).__name__} "
-            f"has no {', '.join(missing)}",
+            f"{where}: the attention replacement needs separate q/k/v/o projections; it has no {', '.join(missing)}",
             "use a method that changes the RoPE frequencies",
         )
     config = getattr(attn, "config", None)
@@ -77,14 +77,14 @@ def check_supported(attn: nn.Module) -> None:
     )
     if getattr(config, "attn_logit_softcapping", None) or sliding:
         raise EvalkitError(
-            f"{type(attn).__name__} caps its logits or attends within a sliding window, which "
-            "this attention replacement does not reproduce",
-            "use another method for this model",
+            f"{where}: it caps its logits or attends within a sliding window, which the attention "
+            "replacement does not reproduce",
+            "use a method that changes the RoPE frequencies",
         )
     if getattr(attn, "q_layernorm", None) is not None:
         raise EvalkitError(
-            f"{type(attn).__name__} normalises its queries in a layout the replacement does not follow",
-            "use another method for this model",
+            f"{where}: it normalises its queries in a layout the replacement does not follow",
+            "use a method that changes the RoPE frequencies",
         )
 
 

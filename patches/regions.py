@@ -34,10 +34,11 @@ BLOCK = 1024  # query rows per block: a masked call holds at most BLOCK × (BLOC
 
 @dataclass(frozen=True)
 class Region:
-    """Keys j of query i with ``lo <= i - j <= hi`` (``hi`` None: no upper bound), and, for a
-    chunked region, only keys whose chunk (⌊j / chunk⌋) is the query's chunk minus ``chunk_back``
-    (``chunk_back`` None: any chunk before the previous one too, when ``chunk_min`` is 2). Query
-    and keys are rotated at ``q_pos(i)`` and ``k_pos(j)`` (float positions, vectorised)."""
+    """Keys j of query i with ``lo <= i - j <= hi`` (``hi`` None: no upper bound); for a chunked
+    region, only keys whose chunk (⌊j / chunk⌋) is the query's chunk minus ``chunk_back``
+    (``chunk_back`` None: any chunk before the previous one); with ``keys``, only the first
+    ``keys`` keys (j < keys: attention sinks). Query and keys are rotated at ``q_pos(i)`` and
+    ``k_pos(j)`` (float positions, vectorised)."""
 
     q_pos: Callable[[torch.Tensor], torch.Tensor]
     k_pos: Callable[[torch.Tensor], torch.Tensor]
@@ -45,6 +46,7 @@ class Region:
     hi: int | None = None
     chunk: int | None = None  # chunk length for DCA's regions (None: a distance band)
     chunk_back: int | None = None  # 0: the query's own chunk; 1: the one before; None: older ones
+    keys: int | None = None  # only keys j < keys (the sink tokens)
 
     def visible(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
         """(len(i), len(j)) bool: which keys each query sees in this region (integer positions)."""
@@ -58,6 +60,8 @@ class Region:
                 - torch.div(j, self.chunk, rounding_mode="floor")[None, :]
             )
             seen &= (back == self.chunk_back) if self.chunk_back is not None else (back >= 2)
+        if self.keys is not None:
+            seen &= (j < self.keys)[None, :]
         return seen
 
     def key_span(self, s: int, e: int) -> tuple[int, int]:
@@ -71,6 +75,8 @@ class Region:
             else:
                 first = max(first, (c0 - self.chunk_back) * self.chunk)
                 last = min(last, (c1 - self.chunk_back + 1) * self.chunk)
+        if self.keys is not None:
+            last = min(last, self.keys)
         return first, max(first, last)
 
 

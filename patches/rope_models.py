@@ -311,7 +311,7 @@ def _install_hf(model, method, resolved, stack, rope_reset: bool) -> None:
     if method.attention:
         region = method.attention(trained_len=resolved.trained_len, **resolved.values)
         for a in attentions:
-            attention.check_supported(a)
+            attention.check_supported(a, method.name, model_type)
     swap(stack, owner, "rotary_emb", PerTypeRotary(rotary, scaled) if layer_type else scaled)
     if method.logn:
         axes = add_logn_hooks(stack, targets, scaled, resolved.trained_len)

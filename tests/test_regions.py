@@ -72,11 +72,36 @@ def reference_forward(attn, rules, temperature=1.0):
     return forward
 
 
-CASES = {  # method, params, rules for T tokens, temperature for T tokens
-    "dca": (dict(chunk_size=12, local_window=2), lambda t: dca_rules(t, 12, 2), lambda t: 0.05 * math.log(t / L) + 1),
-    "dca-long-window": (dict(chunk_size=9, local_window=6), lambda t: dca_rules(t, 9, 6), lambda t: 0.05 * math.log(t / L) + 1),
-    "string": (dict(shift=10, window=3), lambda t: string_rules(t, 10, 3), lambda t: 0.1 * math.log(2) + 1),
-    "string-zero-window": (dict(shift=5, window=0, attention_factor=1.0), lambda t: string_rules(t, 5, 0), lambda t: 1.0),
+def lambda_rules(t, local, sinks, limit):
+    """LM-Infinite (lambda_attention.py, llama.py): distance below the local branch as is; the first
+    ``sinks`` keys beyond it unrotated ("stationary") against the query rotated at the limit distance."""
+    i, j = torch.arange(t)[:, None], torch.arange(t)[None, :]
+    pos = torch.arange(t)
+    return [
+        ((i - j >= 0) & (i - j < local), pos, pos),
+        ((i - j >= local) & (j < sinks), torch.full((t,), limit), 0 * pos),
+    ]
+
+
+def streaming_rules(t, start, recent):
+    """StreamingLLM's cache (kv_cache.py) read per query: the latest recent + 1 tokens as they are; the
+    first ``start`` beyond them with the query at its cache position min(i, start + recent)."""
+    i, j = torch.arange(t)[:, None], torch.arange(t)[None, :]
+    pos = torch.arange(t)
+    return [
+        ((i - j >= 0) & (i - j <= recent), pos, pos),
+        ((i - j > recent) & (j < start), pos.clamp(max=start + recent), pos),
+    ]
+
+
+CASES = {  # case: method, params, rules for T tokens, temperature for T tokens
+    "dca": ("dca", dict(chunk_size=12, local_window=2), lambda t: dca_rules(t, 12, 2), lambda t: 0.05 * math.log(t / L) + 1),
+    "dca-long-window": ("dca", dict(chunk_size=9, local_window=6), lambda t: dca_rules(t, 9, 6), lambda t: 0.05 * math.log(t / L) + 1),
+    "string": ("string", dict(shift=10, window=3), lambda t: string_rules(t, 10, 3), lambda t: 0.1 * math.log(2) + 1),
+    "string-zero-window": ("string", dict(shift=5, window=0, attention_factor=1.0), lambda t: string_rules(t, 5, 0), lambda t: 1.0),
+    "lm-infinite": ("lm-infinite", dict(global_branch=3), lambda t: lambda_rules(t, L, 3, L), lambda t: 1.0),
+    "lm-infinite-near-limit": ("lm-infinite", dict(local_branch=9, global_branch=4, limit_distance=5), lambda t: lambda_rules(t, 9, 4, 5), lambda t: 1.0),
+    "streaming-llm": ("streaming-llm", dict(start_size=2, recent_size=6), lambda t: streaming_rules(t, 2, 6), lambda t: 1.0),
 }  # fmt: skip
 
 
@@ -86,13 +111,13 @@ CASES = {  # method, params, rules for T tokens, temperature for T tokens
 )
 @pytest.mark.parametrize("case", list(CASES))
 def test_region_methods_equal_the_full_matrix_reference(case, build, block, monkeypatch):
-    """Past the trained length (40 > 16 tokens, several chunks): the same logits, with query blocks
-    that cut chunks and bands anywhere (block 5, 8) or not at all."""
+    """Past the trained length (40 > 16 tokens, several chunks, windows and sinks): the same logits,
+    with query blocks that cut chunks and bands anywhere (block 5, 8) or not at all."""
     from evalkit.patches import regions
 
     monkeypatch.setattr(regions, "BLOCK", block)
-    params, rules, temperature = CASES[case]
-    method, n = case.split("-")[0], 40
+    method, params, rules, temperature = CASES[case]
+    n = 40
     model, ref = build(), build()
     for layer in ref.model.layers:
         layer.self_attn.forward = reference_forward(layer.self_attn, rules(n), temperature(n))
@@ -175,17 +200,23 @@ def test_a_string_decode_step_follows_the_reference_decoding_path():
 
 @torch.no_grad()
 @pytest.mark.parametrize(
-    "method, params", [("string", dict(shift=10, window=3)), ("dca", dict(chunk_size=12, local_window=2))]
+    "method, params, n",
+    [
+        ("string", dict(shift=10, window=3), 6),
+        ("dca", dict(chunk_size=12, local_window=2), 14),
+        ("lm-infinite", dict(local_branch=8, global_branch=3, limit_distance=8), 30),
+        ("streaming-llm", dict(start_size=2, recent_size=6), 30),
+    ],
 )
-def test_cached_decoding_equals_full_forwards(method, params):
+def test_cached_decoding_equals_full_forwards(method, params, n):
     """Keys enter the cache unrotated; every step rotates them for its own query (DCA within the
     trained length here, where its temperature is 1 at every step; STRING with fewer than S + 1
-    tokens, where its decode and prefill rules agree)."""
+    tokens, where its decode and prefill rules agree; the sink methods past their windows)."""
     from evalkit.forward import next_token_logits
 
-    model, n = tiny_llama(), 14 if method == "dca" else 6
+    model = tiny_llama()
     prompt, extra = ids(n), ids(4, seed=5)
-    trained = 16 if method == "dca" else L
+    trained = L
     with patched(model, method, trained_len=trained, **params):
         last, cache = next_token_logits(model, prompt)
         steps = [last]
@@ -204,6 +235,9 @@ def test_defaults_follow_the_reference_code():
     string = parse_call("string").resolve(131072, 131072)  # the README's values; replace_with_string's factor
     assert string == {"shift": 43253, "window": 128, "attention_factor": pytest.approx(1.0693147)}
     assert parse_call("string").length_independent and not parse_call("dca").length_independent
+    lm = parse_call("lm-infinite").resolve(4096, 16384)  # README: local_branch 4096, limit_distance 4096, 10 sinks
+    assert lm == {"local_branch": 4096, "global_branch": 10, "limit_distance": 4096}
+    assert parse_call("streaming-llm").resolve(8192, 16384) == {"start_size": 4, "recent_size": 2000}
 
 
 @pytest.mark.parametrize(
@@ -213,6 +247,7 @@ def test_defaults_follow_the_reference_code():
         ("dca:chunk_size=8,local_window=8", "local_window must be smaller than chunk_size"),
         ("string:shift=4,window=5", "window must not exceed shift"),
         ("string:shift=20", "shift = 20 must be below the trained length 16"),
+        ("lm-infinite:local_branch=8,limit_distance=9", "limit_distance must not exceed local_branch"),
     ],
 )
 def test_bad_parameters_are_one_line_naming_the_method(text, needle):
@@ -223,11 +258,17 @@ def test_bad_parameters_are_one_line_naming_the_method(text, needle):
     assert text.split(":")[0] in str(e.value)
 
 
-def test_families_the_hook_cannot_reproduce_are_refused():
+@pytest.mark.parametrize(
+    "family, reason",
+    [("gemma2", "caps its logits or attends within a sliding window"), ("phi3", "separate q/k/v/o projections"),
+     ("falcon", "separate q/k/v/o projections")],
+)  # fmt: skip
+@pytest.mark.parametrize("method", ["dca", "string:shift=10,window=3", "lm-infinite", "streaming-llm"])
+def test_families_the_hook_cannot_reproduce_are_refused_naming_method_and_family(family, reason, method):
     from conftest import ROPE_MODELS
 
-    model = ROPE_MODELS["gemma2"]()  # logit soft-capping
-    for method in ("dca", "string:shift=10,window=3"):
-        with pytest.raises(EvalkitError, match="caps its logits or attends within a sliding window"):
-            with patched(model, method, trained_len=L):
-                pass
+    model = ROPE_MODELS[family]()
+    with pytest.raises(EvalkitError, match=reason) as e:
+        with patched(model, method, trained_len=L):
+            pass
+    assert str(e.value).startswith(f"{method.split(':')[0]} on {model.config.model_type} (")
