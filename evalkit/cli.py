@@ -332,12 +332,17 @@ def plot(
     paths: List[Path] = typer.Argument(
         ..., metavar="RESULTS", help="Result CSV files or folders of them (positions.csv beside)."
     ),
-    out: Path = typer.Option(Path("figures"), metavar="DIR", help="Folder for the figures."),
+    out: Optional[Path] = typer.Option(
+        None, metavar="DIR", help="Folder for the figures. Default: figures/ beside the first results."
+    ),
     fmt: str = typer.Option("png", "--format", "-f", metavar="FORMAT", help="png, pdf or svg."),
 ):
     """Figures from results: each task's metric vs length, depth × length heatmaps, loss by position."""
     from evalkit.plots import plot_all  # lazy: matplotlib
 
+    if out is None:  # beside the results (as `evalkit run` writes them), not the working directory
+        first = paths[0]
+        out = (first if first.is_dir() else first.parent) / "figures"
     for path in plot_all(paths, out, fmt):
         typer.echo(str(path))
 

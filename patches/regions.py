@@ -237,11 +237,18 @@ def sdpa_cuda(q, k, v, mask, scale):
                 q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), softmax_scale=scale, return_attn_probs=True
             )
             return out.transpose(1, 2), lse
-    bias = None if mask is None else _bias(mask, q)[None, None].expand(q.shape[0], q.shape[1], -1, -1)
+    bias = None
+    if mask is not None:  # rows of the bias 16-aligned, as PyTorch's own SDPA pads them for this kernel
+        rows, keys = mask.shape
+        bias = torch.full((rows, -(-keys // 16) * 16), float("-inf"), dtype=q.dtype, device=q.device)[:, :keys]
+        bias.masked_fill_(mask, 0.0)  # in place: the padded row stride stays
+        bias = bias[None, None].expand(q.shape[0], q.shape[1], -1, -1)
     out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, bias, True, scale=scale)[:2]
     lse = lse[..., : q.shape[-2]]
     if mask is not None:
-        lse = lse.masked_fill(~mask.any(dim=-1), float("-inf"))
+        empty = ~mask.any(dim=-1)
+        lse = lse.masked_fill(empty, float("-inf"))
+        out = out.masked_fill(empty[:, None], 0.0)  # a row that sees nothing: 0, not NaN (merge weights it 0)
     return out, lse
 
 

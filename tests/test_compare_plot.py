@@ -646,3 +646,19 @@ def test_files_without_rows_are_one_line_with_exit_code_2(command, tmp_path):
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 2, result.output
         assert result.output.strip().count("\n") == 0 and "no result rows in" in result.output, result.output
+
+
+def test_plot_without_out_writes_beside_the_results(tmp_path, monkeypatch):
+    """No --out: figures/ in the results folder (or beside the CSV), never the working directory."""
+    import shutil
+
+    src = Path(__file__).parents[1] / "results/smollm2-135m-self-extend"
+    folder = tmp_path / "run"
+    shutil.copytree(src, folder, ignore=shutil.ignore_patterns("figures"))
+    monkeypatch.chdir(tmp_path)
+    for given in (folder, folder / "results.csv"):
+        result = CliRunner().invoke(app, ["plot", str(given)])
+        assert result.exit_code == 0, result.output
+        assert (folder / "figures" / "smollm2-135m_ppl.png").is_file()
+        assert not (tmp_path / "figures").exists()
+        shutil.rmtree(folder / "figures")

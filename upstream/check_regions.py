@@ -57,14 +57,21 @@ def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, wi
         seen &= j >= i - window_size[0]
     if window_size[1] >= 0:
         seen &= j <= i + window_size[1]
-    out = torch.empty(b, tq, h, v.shape[-1], dtype=torch.float64)
-    lse = torch.empty(b, h, tq, dtype=torch.float64)
-    for head in range(h):
-        kv = head // (h // hk)
-        s = q[:, :, head].double() @ k[:, :, kv].double().transpose(1, 2) * scale
-        s = s.masked_fill(~seen, -math.inf)
-        lse[:, head] = torch.logsumexp(s, -1)
-        out[:, :, head] = torch.exp(s - lse[:, head, :, None]).nan_to_num(0.0) @ v[:, :, kv].double()
+    out = torch.zeros(b, tq, h, v.shape[-1], dtype=torch.float64)
+    lse = torch.full((b, h, tq), -math.inf, dtype=torch.float64)
+    for r0 in range(0, tq, 1024):  # query blocks: only the keys a block can see (exact: the rest weigh 0)
+        r1 = min(tq, r0 + 1024)
+        cols = seen[r0:r1].any(0).nonzero()
+        if not len(cols):
+            continue
+        c0, c1 = int(cols[0]), int(cols[-1]) + 1
+        for head in range(h):
+            kv = head // (h // hk)
+            s = q[:, r0:r1, head].double() @ k[:, c0:c1, kv].double().transpose(1, 2) * scale
+            s = s.masked_fill(~seen[r0:r1, c0:c1], -math.inf)
+            lse[:, head, r0:r1] = torch.logsumexp(s, -1)
+            p = torch.exp(s - lse[:, head, r0:r1, None]).nan_to_num(0.0)
+            out[:, r0:r1, head] = p @ v[:, c0:c1, kv].double()
     out = out.to(q.dtype)
     return (out, lse.float(), None) if return_attn_probs else out
 
@@ -254,7 +261,8 @@ def write_report(args, results: list[dict], tf: str, torch_version: str) -> None
     lines = [
         "# DCA and STRING: evalkit against the authors' code",
         "",
-        f"Command: `python upstream/check_regions.py --tokens {args.tokens} --decode {args.decode} --every {args.every}"
+        f"Command: `python upstream/check_regions.py --tokens {args.tokens} --trained-len {args.trained_len} "
+        f"--decode {args.decode} --every {args.every}"
         f" --edits {args.edits or chr(39) * 2}` (files as in the script's docstring)  ",
         f"Model: the embedded SmolLM2-135M-Instruct, fp32, CPU; evalkit under transformers {tf}, torch {torch_version}; "
         f"the authors' files under transformers {results[0]['authors_transformers'] if results else '?'}"
