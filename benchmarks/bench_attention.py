@@ -23,16 +23,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_ppl import LLAMA7B, _document_ids, _peak_mb, _synchronizer, llama7b_shaped  # noqa: E402
+from bench_ppl import LLAMA7B, _document_ids, llama7b_shaped, report_lines, timed  # noqa: E402
 
 METHODS = "self-extend,rerope,leaky-rerope,dca,string"
 
@@ -62,21 +59,11 @@ def _legacy_two_region() -> None:
 
 def _timed_forward(model, ids, device: str) -> dict:
     """Warm up on 256 tokens, then time evalkit's perplexity forward of ``ids`` and read the peak."""
-    import torch
-
     from evalkit.forward import token_nll
 
     token_nll(model, ids[:, :256])
-    sync = _synchronizer(device)
-    sync()
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
-    before = _peak_mb(device)
-    t0 = time.perf_counter()
-    nll = token_nll(model, ids)
-    sync()
-    seconds = time.perf_counter() - t0
-    return dict(seconds=seconds, tok_s=ids.shape[1] / seconds, peak_mb=_peak_mb(device), before_mb=before,
+    nll, seconds, peak, before = timed(lambda: token_nll(model, ids), device)
+    return dict(seconds=seconds, tok_s=ids.shape[1] / seconds, peak_mb=peak, before_mb=before,
                 loss=float(nll.float().mean()))  # fmt: skip
 
 
@@ -165,16 +152,8 @@ def main() -> None:
     from evalkit.loading import pick_device
 
     device = pick_device(a.device)
-    lines = [
-        "# Attention-level methods: speed and memory against a plain forward\n",
-        f"Command: `python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`  ",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, device {device}, Python "
-        f"{platform.python_version()}; date {time.strftime('%Y-%m-%d')}\n",
-    ]
-
-    def emit(text=""):
-        print(text, flush=True)
-        lines.append(text)
+    title = "Attention-level methods: speed and memory against a plain forward"
+    lines, emit = report_lines(title, Path(__file__).name, f"device {device}")
 
     if "1" not in a.skip:
         section_one(a, device, emit)

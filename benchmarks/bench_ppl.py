@@ -90,28 +90,32 @@ def measure(way: str, model: str, length: int, device: str) -> dict:
     with torch.no_grad():  # warm-up on a short slice, the same way
         short = ids[:, :128]
         loaded.model(input_ids=short, labels=short) if way == "plain" else token_nll(loaded.model, short)
+
+    def forward():
+        with torch.no_grad():
+            if way == "plain":
+                return float(loaded.model(input_ids=ids, labels=ids).loss)
+            return float(token_nll(loaded.model, ids).mean())
+
+    loss, seconds, peak, before = timed(forward, device)
+    return dict(way=way, length=length, seconds=seconds, tok_s=length / seconds, peak_mb=peak, before_mb=before,
+                loss=loss)  # fmt: skip
+
+
+def timed(fn, device: str):
+    """``fn()`` once, timed (synchronised on a GPU), with the peak memory it reached:
+    (its result, seconds, peak MB, the peak before it)."""
+    import torch
+
     sync = _synchronizer(device)
     sync()
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     before = _peak_mb(device)
     t0 = time.perf_counter()
-    with torch.no_grad():
-        if way == "plain":
-            loss = float(loaded.model(input_ids=ids, labels=ids).loss)
-        else:
-            loss = float(token_nll(loaded.model, ids).mean())
+    out = fn()
     sync()
-    seconds = time.perf_counter() - t0
-    return dict(
-        way=way,
-        length=length,
-        seconds=seconds,
-        tok_s=length / seconds,
-        peak_mb=_peak_mb(device),
-        before_mb=before,
-        loss=loss,
-    )
+    return out, time.perf_counter() - t0, _peak_mb(device), before
 
 
 def _prefix_times(model, ids, lengths: list[int], repeats: int) -> dict:
@@ -260,6 +264,22 @@ def measure_llama7b(lengths: list[int], cap: int, device: str = "cuda") -> list[
     return rows
 
 
+def report_lines(title: str, script: str, setting: str):
+    """A report's heading lines (command, machine, date) and ``emit``: print a line and keep it."""
+    lines = [
+        f"# {title}\n",
+        f"Command: `python benchmarks/{script} {' '.join(sys.argv[1:])}`  ",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}; "
+        f"{setting}; date {time.strftime('%Y-%m-%d')}\n",
+    ]
+
+    def emit(text=""):
+        print(text, flush=True)
+        lines.append(text)
+
+    return lines, emit
+
+
 def time_cli(args: list[str]) -> float:
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "evalkit.cli", "run", *args], check=True, capture_output=True)
@@ -299,16 +319,7 @@ def main():
     from evalkit.loading import pick_device
 
     device = pick_device(a.device)
-    lines = [
-        "# evalkit benchmark\n",
-        f"Command: `python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`  ",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, device {device}, Python "
-        f"{platform.python_version()}; model {a.model}; date {time.strftime('%Y-%m-%d')}\n",
-    ]
-
-    def emit(text=""):
-        print(text, flush=True)
-        lines.append(text)
+    lines, emit = report_lines("evalkit benchmark", Path(__file__).name, f"device {device}; model {a.model}")
 
     if "1" not in a.skip:
         emit("## 1. Perplexity forward + loss: evalkit (chunked LM head) vs `model(ids, labels=ids)`\n")
