@@ -5,10 +5,11 @@ STRING shifts the well-trained small relative positions over the large ones the 
 saw: a query at ``i`` attends to keys at distance ``d <= S`` (the window, ``shift`` = S) with
 ordinary RoPE, and to keys at ``d >= S`` with its own position moved back by ``S - W``
 (``window`` = W, the small local value), so those distances read as ``d - S + W``. The key at
-exactly ``d = S`` is in both regions of a prefill, as in the reference code, whose two
-flash-attention calls (``window_size=[S, 0]`` and the shifted causal triangle) are merged by
-their LSE; a decode step (one new token after cached ones) counts it once, in the shifted
-region, as the reference's flash-decoding path does (cache slices [n − S, n) and [0, n − S)).
+exactly ``d = S`` is in both regions, as in the reference's prefill, whose two flash-attention
+calls (``window_size=[S, 0]`` and the shifted causal triangle) are merged by their LSE. The
+reference's flash-decoding path counts that key once (cache slices [n − S, n) and [0, n − S));
+evalkit keeps the prefill's rule for every forward, so a trial resumed from a shared cache
+equals a full prefill (``Layout.decode`` can express the other rule; it is not used).
 
 As justHungryMan/STRING ``string_for_llama.py`` (commit b80b54e; README: shifted_offset
 = 0.33 L, small_local_value = 128): defaults shift = int(0.33 L) and window = 128, and cos and
@@ -31,7 +32,6 @@ def _layout(shift: int, window: int, attention_factor: float, **_):
     return Layout(
         (Region(PLAIN, PLAIN, 0, shift), shifted),
         temperature=lambda n, trained: attention_factor,
-        decode=(Region(PLAIN, PLAIN, 0, shift - 1), shifted),  # the reference's flash decoding: d = S shifted only
     )
 
 

@@ -210,6 +210,8 @@ def method_params(method: str, model=None, s: float = 3.0, folder=None) -> dict:
             "leaky-rerope": {"window": 4, "k": 2.0},
             "dca": {"chunk_size": 12, "local_window": 2},  # chunks of 10 tokens: several in 40
             "string": {"shift": 10, "window": 3},
+            "lm-infinite": {"local_branch": 8, "global_branch": 2, "limit_distance": 8},
+            "streaming-llm": {"start_size": 2, "recent_size": 6},
         }.get(method, {})
     )
     if "factors" in names:

@@ -65,7 +65,9 @@ OTHER_REFERENCES = {
     "leaky-rerope",
     "dca",
     "string",
-}  # dca, string: test_regions.py
+    "lm-infinite",
+    "streaming-llm",
+}  # dca, string, lm-infinite, streaming-llm: test_regions.py
 HF_FAMILIES = [f for f in ROPE_MODELS if not f.startswith("baichuan")]
 
 
