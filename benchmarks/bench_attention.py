@@ -85,21 +85,16 @@ def measure(method: str, way: str, model_name: str, length: int, device: str) ->
 
 def measure_gpu(method: str, layers: int, length: int) -> dict:
     """Section 2: the LLaMA-7B-shaped model, bf16; ``none`` on flash-attn's kernel when installed."""
+    import importlib.util
+
     import torch
 
     from evalkit.patches import patched
 
     model = llama7b_shaped(layers, "cuda")
-    try:
-        import flash_attn  # noqa: F401
-
-        if method == "none":
-            model.config._attn_implementation = "flash_attention_2"
-            plain = "flash-attn"
-        else:
-            plain = "n/a"
-    except ImportError:
-        plain = "sdpa"
+    plain = "flash-attn" if importlib.util.find_spec("flash_attn") else "sdpa"
+    if method == "none" and plain == "flash-attn":
+        model.config._attn_implementation = "flash_attention_2"
     torch.manual_seed(1)
     ids = torch.randint(0, LLAMA7B["vocab_size"], (1, length), device="cuda")
     try:

@@ -154,8 +154,7 @@ def two_region_forward(attn: nn.Module, region, rotary, trained_len: int | None 
             chosen["temperature"] = layout.factor(n_keys, trained_len or n_keys)
         inv_freq, factor = rotary.current
         groups = q.shape[1] // k.shape[1]
-        regions = layout.regions_for(n_new, n_keys)
-        out = region_attention(q, k, v, positions, regions, inv_freq, factor * chosen["temperature"],
+        out = region_attention(q, k, v, positions, layout.regions, inv_freq, factor * chosen["temperature"],
                                float(attn.scaling), groups)  # fmt: skip
         return attn.o_proj(out.transpose(1, 2).reshape(batch, n_new, -1)), None
 

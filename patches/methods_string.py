@@ -9,7 +9,7 @@ exactly ``d = S`` is in both regions, as in the reference's prefill, whose two f
 calls (``window_size=[S, 0]`` and the shifted causal triangle) are merged by their LSE. The
 reference's flash-decoding path counts that key once (cache slices [n − S, n) and [0, n − S));
 evalkit keeps the prefill's rule for every forward, so a trial resumed from a shared cache
-equals a full prefill (``Layout.decode`` can express the other rule; it is not used).
+equals a full prefill.
 
 As justHungryMan/STRING ``string_for_llama.py`` (commit b80b54e; README: shifted_offset
 = 0.33 L, small_local_value = 128): defaults shift = int(0.33 L) and window = 128, and cos and
@@ -28,11 +28,8 @@ from evalkit.method import Method, Param, register
 def _layout(shift: int, window: int, attention_factor: float, **_):
     from evalkit.patches.regions import PLAIN, Layout, Region  # lazy: torch (listing methods needs none)
 
-    shifted = Region(lambda p: p - shift + window, PLAIN, shift)
-    return Layout(
-        (Region(PLAIN, PLAIN, 0, shift), shifted),
-        temperature=lambda n, trained: attention_factor,
-    )
+    regions = (Region(PLAIN, PLAIN, 0, shift), Region(lambda p: p - shift + window, PLAIN, shift))
+    return Layout(regions, temperature=lambda n, trained: attention_factor)
 
 
 def _check(values: dict) -> str | None:

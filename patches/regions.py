@@ -83,23 +83,16 @@ class Region:
 @dataclass(frozen=True)
 class Layout:
     """A method's regions, and ``temperature``: a factor on cos and sin of queries and keys alike
-    from (keys, trained length) (DCA's reference code: 0.05 ln(n / L) + 1 past L), or None.
-    ``decode``: other regions for one new token after cached ones, where the reference code's
-    decode path differs from its prefill (STRING's), or None."""
+    from (keys, trained length) (DCA's reference code: 0.05 ln(n / L) + 1 past L), or None."""
 
     regions: tuple[Region, ...]
     temperature: Callable[[int, int], float] | None = None
-    decode: tuple[Region, ...] | None = None
 
     def layout(self) -> Layout:
         return self
 
     def factor(self, n_keys: int, trained_len: int) -> float:
         return self.temperature(n_keys, trained_len) if self.temperature else 1.0
-
-    def regions_for(self, n_new: int, n_keys: int) -> tuple[Region, ...]:
-        """The regions of a forward of ``n_new`` tokens over ``n_keys`` keys (cached ones included)."""
-        return self.decode if self.decode is not None and n_new == 1 and n_keys > 1 else self.regions
 
 
 def calls(region: Region, i0: int, i1: int, k_idx: torch.Tensor) -> list:

@@ -162,16 +162,26 @@ torch.save({"rows": logits[job["rows"]], "logprobs": torch.log_softmax(logits[:-
 """
 
 
-def evalkit_side(method: str, ids, rows, decode: int, trained_len: int) -> dict:
+def default_model_and_ids(tokens: int):
+    """The embedded default (fp32, CPU) and the first ``tokens`` tokens of the first built-in
+    document that has that many (each document tokenised once)."""
+    from evalkit.loading import load_model
+    from evalkit.tasks.data import documents
+
+    loaded = load_model("smollm2-135m", device="cpu", dtype="float32")
+    tok = loaded.tokenizer
+    ids = next(x for x in (tok(d.text).input_ids for d in documents("stdlib")) if len(x) >= tokens)
+    return loaded.model, ids[:tokens]
+
+
+def evalkit_side(model, method: str, ids, rows, decode: int, trained_len: int) -> dict:
     """The same summary of evalkit's patched model: prefill logits at ``rows``, every token's
     log-probability, and ``decode`` greedy steps through its KV cache."""
     import torch
 
     from evalkit.forward import next_token_logits
-    from evalkit.loading import load_model
     from evalkit.patches import patched
 
-    model = load_model("smollm2-135m", device="cpu", dtype="float32").model
     x = torch.tensor([ids])
     with torch.no_grad(), patched(model, method, trained_len=trained_len) as resolved:
         out = model(input_ids=x, use_cache=True)
@@ -222,13 +232,8 @@ def main() -> None:
     import transformers
 
     from evalkit.embedded import smollm2_dir
-    from evalkit.loading import load_model
-    from evalkit.tasks.data import documents
 
-    tok = load_model("smollm2-135m", device="cpu", dtype="float32").tokenizer
-    ids = next(
-        tok(d.text).input_ids[: args.tokens] for d in documents("stdlib") if len(tok(d.text).input_ids) >= args.tokens
-    )
+    model, ids = default_model_and_ids(args.tokens)
     files = {"dca": args.dca, "string": args.string}
     variants = [(m, m, []) for m in ("dca", "string") if files[m]]
     variants += [(v, EDITS[v][0], EDITS[v][1]) for v in filter(None, args.edits.split(",")) if files[EDITS[v][0]]]
@@ -249,7 +254,7 @@ def main() -> None:
         theirs = torch.load(job["out"])
         t1 = time.perf_counter()
         if method not in mine:
-            mine[method] = evalkit_side(method, ids, rows, args.decode, args.trained_len)
+            mine[method] = evalkit_side(model, method, ids, rows, args.decode, args.trained_len)
         row = dict(variant=name, edits=edits, authors_s=round(t1 - t0, 1), authors_transformers=theirs["transformers"],
                    params=mine[method]["params"], **compare(mine[method], theirs, rows))  # fmt: skip
         print(json.dumps(row, default=str), flush=True)

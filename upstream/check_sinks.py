@@ -41,13 +41,9 @@ def _module(path: str):
 def layer0_qkv(tokens: int):
     """Real q (1, H, T, D), k / v (1, H_kv, T, D) of layer 0, unrotated; the model's rotary and scale."""
     import torch
+    from check_regions import default_model_and_ids
 
-    from evalkit.loading import load_model
-    from evalkit.tasks.data import documents
-
-    loaded = load_model("smollm2-135m", device="cpu", dtype="float32")
-    model, tok = loaded.model, loaded.tokenizer
-    ids = next(x for x in (tok(d.text).input_ids for d in documents("stdlib")) if len(x) >= tokens)[:tokens]
+    model, ids = default_model_and_ids(tokens)
     attn = model.model.layers[0].self_attn
     with torch.no_grad():
         h = model.model.layers[0].input_layernorm(model.model.embed_tokens(torch.tensor([ids])))
@@ -140,7 +136,7 @@ def main() -> None:
         pos = torch.arange(n)
         with torch.no_grad():
             ours = region_attention(q, k, v, pos, layout.regions, inv_freq, 1.0, scaling, groups)
-            last = region_attention(q[:, :, -1:], k, v, pos[-1:], layout.regions_for(1, n), inv_freq, 1.0,
+            last = region_attention(q[:, :, -1:], k, v, pos[-1:], layout.regions, inv_freq, 1.0,
                                     scaling, groups)  # fmt: skip
         rows.append(dict(method=name, values=values, seconds=seconds, scale=float(theirs.abs().max()),
                          prefill=float((ours.double() - theirs).abs().max()),
