@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_ppl import LLAMA7B, _document_ids, llama7b_shaped, report_lines, timed  # noqa: E402
 
-METHODS = "self-extend,rerope,leaky-rerope,dca,string"
+METHODS = "self-extend,rerope,leaky-rerope,dca,string,lm-infinite,streaming-llm"
 
 
 def child(*args) -> dict:
