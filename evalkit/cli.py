@@ -15,7 +15,15 @@ from typing import List, Optional
 import typer
 
 from evalkit import catalog, log
-from evalkit.cli_options import RunOptions, param_values, parse_length, split_list, task_values, with_task_options
+from evalkit.cli_options import (
+    RunOptions,
+    given_options,
+    param_values,
+    parse_length,
+    split_list,
+    task_values,
+    with_task_options,
+)
 from evalkit.compare import frame_of, load_results, render_tables
 from evalkit.config import DEMO_LENGTHS, RunConfig, ignored_options
 from evalkit.errors import EvalkitError
@@ -120,7 +128,7 @@ def run(
     given = dict(locals())
     cfg = _run_config(**given)
     summary = run_sweep(cfg, progress=reporter(logger.info, cfg.shard))
-    _summarise(summary, cfg)
+    _summarise(summary, cfg, given)
 
 
 def _run_config(
@@ -167,7 +175,7 @@ def _run_config(
     return cfg
 
 
-def _summarise(summary, cfg) -> None:
+def _summarise(summary, cfg, given: dict) -> None:
     """What was written, this run's cells as tables, and what to do next."""
     logger.info(
         f"{summary.written} row(s) written to {summary.results}"
@@ -181,7 +189,7 @@ def _summarise(summary, cfg) -> None:
         if any(k in summary.keys for k in row_keys(r))
     ]
     typer.echo(render_tables(frame_of(ours), fmt="table"))  # this run's cells only
-    _next_steps(summary, cfg)
+    _next_steps(summary, cfg, given)
 
 
 def _cuda_count(device: str) -> int:
@@ -192,7 +200,7 @@ def _cuda_count(device: str) -> int:
     return torch.cuda.device_count()
 
 
-def _next_steps(summary, cfg) -> None:
+def _next_steps(summary, cfg, given: dict) -> None:
     """Figures of the whole result set (a lone run), where everything is, and what to try next."""
     from evalkit.plots import plot_all  # lazy: matplotlib
 
@@ -218,11 +226,12 @@ def _next_steps(summary, cfg) -> None:
         f"\nresults: {summary.results}"
         + (f"\nfigures: {out / 'figures'}/ ({', '.join(f.name for f in figures)})" if figures else "")
     )
+    kept = " ".join(given_options(given, {"model", "method", "length", "task", "out", "force", "shard"}))
     again = (
         (
             f"  evalkit run{model} --method {','.join(cfg.methods + ((more,) if more else ()))} "
-            f"--len {','.join(map(str, cfg.lengths))} --task {','.join(cfg.tasks)} --out {out}"
-            "   # one more method: the cells above are kept\n"
+            f"--len {','.join(map(str, cfg.lengths))} --task {','.join(cfg.tasks)}{' ' + kept if kept else ''} "
+            f"--out {out}   # one more method: the cells above are kept\n"
         )
         if more
         else ""

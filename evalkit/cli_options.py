@@ -204,3 +204,30 @@ class RunOptions:
         metavar="SINK,...",
         help="Also write every row to these sinks (`evalkit sinks` lists them); results.csv is always written.",
     )
+
+
+def given_options(given: dict, skip: set[str]) -> list[str]:
+    """The options of ``evalkit run`` that ``given`` (its arguments) sets away from their defaults,
+    as tokens to type again, but for those named in ``skip``: a hint built from them keeps
+    every setting of the run (task options included)."""
+    import shlex
+
+    def tokens(flag: str, value, default) -> list[str]:
+        if value is None or value == default or value == []:
+            return []
+        if isinstance(value, bool):
+            return [flag] if value else []
+        return [
+            t for v in (value if isinstance(value, (list, tuple)) else [value]) for t in (flag, shlex.quote(str(v)))
+        ]
+
+    out: list[str] = []
+    for name, value in given.items():
+        option = getattr(RunOptions, name, None)
+        if name in skip or option is None:
+            continue
+        flag = next((d for d in option.param_decls if d.startswith("--")), "--" + name.replace("_", "-"))
+        out += tokens(flag, value, option.default)
+    for name, value in (given.get("task_options") or {}).items():
+        out += tokens(OPTIONS.get(name).flag_name, value, None)
+    return out

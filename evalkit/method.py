@@ -23,6 +23,11 @@ from evalkit.schema import FACTORS, add_factor, fmt  # values as rows write them
 MAX_FACTOR = 1e6  # beyond this the formulas overflow float64 (NTK: b·α^(d/(d-2)))
 
 
+def _number(x) -> str:
+    """A bound or value as a user would type it: 16777216, not 1.67772e+07."""
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
+
+
 @dataclass(frozen=True)
 class Param:
     """One parameter of a method. ``default`` is a constant; ``derive`` (instead) computes it
@@ -61,18 +66,25 @@ class Param:
         except (TypeError, ValueError, OverflowError):
             raise EvalkitError(
                 f"{where} must be a{'n integer' if self.kind is int else ' number'}, got {text!r}",
-                f"e.g. {method}:{self.name}={self.example()}",
+                self.example(method),
             ) from None
         if self.kind is float and not math.isfinite(value):
             raise EvalkitError(f"{where} must be a finite number, got {text}", "omit it for the default")
         if self.kind is int and float(text) != value:
-            raise EvalkitError(f"{where} must be a whole number, got {text}", f"e.g. {self.example()}")
+            raise EvalkitError(f"{where} must be a whole number, got {text}", self.example(method))
         if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
-            raise EvalkitError(f"{where} must be between {self.low:g} and {self.high:g}, got {value:g}", self.help)
+            raise EvalkitError(
+                f"{where} must be between {_number(self.low)} and {_number(self.high)}, got {_number(value)}",
+                self.example(method),
+            )
         return value
 
-    def example(self):
-        return self.default if self.default is not None else (self.low if self.low is not None else 1)
+    def example(self, method: str) -> str:
+        """A hint with a value the method accepts: its default, or for a derived one, to omit it."""
+        if self.derive:
+            return f"omit it for its default ({self.derived_text})"
+        value = self.default if self.default is not None else self.low if self.low is not None else 1
+        return f"e.g. {method}:{self.name}={_number(value)}" + (" (its default)" if self.default is not None else "")
 
     @property
     def shown_default(self) -> str:
@@ -285,7 +297,8 @@ def params_label(method: str, text: str) -> str:
             return fmt(v)
         return f"{Path(v).name}@{(_file_digest(v) or '?')[:8]}"  # two files of one name stay apart
 
-    return " ".join(f"{p.name}={shown(p)}" for p in m.params if p.name in values and values[p.name] != p.default)
+    differs = [p for p in m.params if p.name in values and fmt(values[p.name]) != fmt(p.default)]  # as rows write them
+    return " ".join(f"{p.name}={shown(p)}" for p in differs)
 
 
 def make_call(method: Method | str, given: dict) -> MethodCall:

@@ -117,6 +117,12 @@ def _wrap(title: str, inches: float, size: float = 12) -> str:
     return "\n".join(textwrap.fill(line, max(20, int(inches * 72 / (0.53 * size)))) for line in title.split("\n"))
 
 
+def _heading(fig, title: str) -> None:
+    """The figure's title, centred on the figure (not on the axes, which wide tick labels or a
+    legend push off centre) and wrapped to its width: it can never run off an edge."""
+    fig.suptitle(_wrap(title, fig.get_figwidth() - 0.4))
+
+
 def _axis_label(metric) -> str:
     return metric.title + (" (%)" if metric.percent else "") + (", log scale" if metric.log_axis else "")
 
@@ -154,7 +160,7 @@ def draw_versus_length(df, metric, model: str):
     _trained_line(ax, float(df["trained_len"].iloc[0]))
     ax.set_xlabel("context length (tokens)")
     ax.set_ylabel(_axis_label(metric))
-    ax.set_title(_wrap(_title(df, metric, model), fig.get_figwidth() - 0.4))
+    _heading(fig, _title(df, metric, model))
     _legend_outside(ax)
     return fig, series
 
@@ -201,7 +207,7 @@ def _draw_one_length(df, long, metric, model: str):
         ax.set_xlim(left=min(0, ax.get_xlim()[0]))  # bars start at zero
     ax.set_xlabel(_axis_label(metric))
     where = f"at {length} tokens" + (f" (trained length {int(trained)})" if math.isfinite(trained) else "")
-    ax.set_title(_wrap(f"{_title(df, metric, model)}\n{where}", fig.get_figwidth() - 0.4))
+    _heading(fig, f"{_title(df, metric, model)}\n{where}")
     return fig, series
 
 
@@ -232,7 +238,7 @@ def draw_heatmap(df, metric, model):
             ax.text(j, i, "n/a" if np.isnan(v) else f"{v:.0f}", ha="center", va="center", fontsize=8)
         ax.set_xticks(range(len(lengths)), [_length_label(n) for n in lengths])
         ax.set_yticks(range(len(depths)), [f"{d:.0%}" for d in depths])
-        ax.set_title(textwrap.fill(label, 18), fontsize=10)
+        ax.set_title(textwrap.fill(label, 18, break_long_words=False), fontsize=10)
         if k + cols >= len(labels):  # no panel below this one
             ax.set_xlabel("length")
     for ax in axes.flat[len(labels) :]:
@@ -298,7 +304,7 @@ def draw_positions(profile, df, model):
     _trained_line(ax, float(df["trained_len"].iloc[0]))
     ax.set_xlabel("token position")
     ax.set_ylabel("mean NLL per bucket (nats)")
-    ax.set_title(_wrap(profile_task().profile_title(model, longest, p), fig.get_figwidth() - 0.4))
+    _heading(fig, profile_task().profile_title(model, longest, p))
     _legend_outside(ax)
     return fig, series
 

@@ -40,7 +40,10 @@ def _layout(chunk_size: int, local_window: int, **_):
 
 def _check(values: dict) -> str | None:
     if values["local_window"] >= values["chunk_size"]:
-        return "local_window must be smaller than chunk_size (the chunk would hold no token)"
+        return (
+            f"local_window = {values['local_window']} must be smaller than chunk_size = {values['chunk_size']} "
+            "(the chunk would hold no token)"
+        )
     return None
 
 

@@ -54,7 +54,10 @@ def _streaming(start_size: int, recent_size: int, **_):
 
 def _check_lambda(values: dict) -> str | None:
     if values["limit_distance"] > values["local_branch"]:
-        return "limit_distance must not exceed local_branch (the sinks would read nearer than the window's edge)"
+        return (
+            f"limit_distance = {values['limit_distance']} must not exceed local_branch = {values['local_branch']} "
+            "(the sinks would read nearer than the window's edge)"
+        )
     return None
 
 

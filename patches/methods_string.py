@@ -34,7 +34,7 @@ def _layout(shift: int, window: int, attention_factor: float, **_):
 
 def _check(values: dict) -> str | None:
     if values["window"] > values["shift"]:
-        return "window must not exceed shift (the shifted positions would pass the window's)"
+        return f"window = {values['window']} must not exceed shift = {values['shift']} (the shifted positions would pass the window's)"
     return None
 
 

@@ -141,14 +141,30 @@ def blocks(first: int, end: int, regions) -> list[tuple[int, int]]:
     return out
 
 
+def grouped(kernel, groups: int):
+    """``kernel`` for queries of ``groups`` heads per KV head without repeating the keys: the
+    group's queries stacked along the rows, (B, H, n, D) as (B, H/groups, groups·n, D), the mask
+    repeated to match, the output and LSE unstacked again. The same sums, one copy of each key."""
+    if groups == 1:
+        return kernel
+
+    def call(q, k, v, mask, scale):
+        b, h, n, d = q.shape
+        stacked = q.reshape(b, h // groups, groups * n, d)
+        out, lse = kernel(stacked, k, v, None if mask is None else mask.repeat(groups, 1), scale)
+        return out.reshape(b, h, n, out.shape[-1]), lse.reshape(b, h, n)
+
+    return call
+
+
 def region_attention(q, k, v, q_pos, regions, inv_freq, factor: float, scaling: float, groups: int = 1, kernel=None):
     """Attention of q (B, H, T, D) over k / v (B, H/groups, S, D) through ``regions``: queries at
-    the contiguous integer positions ``q_pos`` (T,), keys at 0 .. S-1; the calls merged by LSE."""
-    kernel = kernel or kernel_for(q)
+    the contiguous integer positions ``q_pos`` (T,), keys at 0 .. S-1; the calls merged by LSE.
+    Each region's keys are rotated once for all blocks, at their KV heads (never repeated)."""
+    kernel = grouped(kernel or kernel_for(q), groups)
     first = int(q_pos[0])
     k_idx = torch.arange(k.shape[-2], device=q.device)
-    keys = [repeat_kv(rope_at(k, r.k_pos(k_idx.double()), inv_freq, factor), groups) for r in regions]
-    v = repeat_kv(v, groups)
+    keys = [rope_at(k, r.k_pos(k_idx.double()), inv_freq, factor) for r in regions]
     out = torch.empty(*q.shape[:-1], v.shape[-1], dtype=v.dtype, device=v.device)
     for i0, i1 in blocks(first, first + q.shape[-2], regions):
         rows = slice(i0 - first, i1 - first)

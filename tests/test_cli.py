@@ -552,6 +552,25 @@ def test_the_demo_writes_apart_draws_its_figures_and_says_what_next(tiny_model_d
     assert again.exit_code == 0 and "cell(s) already there" in again.output, again.output
 
 
+def test_the_next_run_hint_keeps_every_option_given(tiny_model_dir, tmp_path):
+    """The "one more method" command repeats the task options and settings of the run (depths,
+    samples, seed, flags), so running it adds that method's cells and measures nothing else."""
+    out = tmp_path / "r"
+    given = ("--len", "160", "--task", "passkey", "--depths", "0.25", "--samples", "2", "--seed", "3", "--no-prefix")
+    first = evalkit("run", "--model", tiny_model_dir, "--method", "none", *given, "--out", out)
+    assert first.exit_code == 0, first.output
+    hint = next(line for line in first.output.splitlines() if line.startswith("  evalkit run"))
+    for token in ("--depths 0.25", "--samples 2", "--seed 3", "--no-prefix", f"--out {out}"):
+        assert token in hint, hint
+    again = evalkit(*hint.split("#")[0].split()[1:])
+    assert again.exit_code == 0 and "2 cell(s) already there" in again.output, again.output
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    methods = hint.split("--method ")[1].split()[0].split(",")
+    assert len(methods) == 2 and methods[0] == "none"
+    assert {(r["method"], r["depth"], r["seed"]) for r in rows} == {(m, "0.25", "3") for m in methods}
+    assert len(rows) == 4  # 2 methods x 2 samples at one depth
+
+
 def test_progress_off_a_terminal_is_a_line_per_group_with_a_cost_weighted_eta():
     from evalkit.progress import duration, lines, reporter
 

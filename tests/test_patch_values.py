@@ -480,15 +480,33 @@ def test_ramp_check_says_when_the_low_end_is_not_below_the_high_end():
     assert check({"beta_slow": 33.0, "beta_fast": 32.0}) == "beta_slow must be below beta_fast"
 
 
-def test_param_example_is_its_default_else_its_low_end_else_one():
+def test_param_example_names_a_value_the_method_accepts():
     from evalkit.patches import METHODS, Param
-    from evalkit.patches.methods import ALPHA
 
-    assert METHODS.get("self-extend").param("window").example() == 1024
-    assert ALPHA.example() == 1  # no default: the low end
-    assert Param("x", "h", low=0.5).example() == 0.5
-    assert Param("x", "h").example() == 1
-    assert Param("x", "h", default=0.0, low=3).example() == 0.0  # a default of 0 is a default
+    assert (
+        METHODS.get("self-extend").param("window").example("self-extend")
+        == "e.g. self-extend:window=1024 (its default)"
+    )
+    assert (
+        METHODS.get("dca").param("chunk_size").example("dca") == "omit it for its default (3L/4)"
+    )  # derived: no fixed value
+    assert Param("x", "h", low=0.5).example("m") == "e.g. m:x=0.5"  # no default: the low end
+    assert Param("x", "h").example("m") == "e.g. m:x=1"
+    assert Param("x", "h", default=0.0, low=3).example("m") == "e.g. m:x=0 (its default)"  # a default of 0 is a default
+    assert Param("x", "h", kind=int, low=1, high=1 << 24).example("m") == "e.g. m:x=1"
+
+
+def test_param_errors_print_bounds_as_typed_and_hint_an_accepted_value():
+    from evalkit.errors import EvalkitError
+    from evalkit.patches import METHODS
+
+    window = METHODS.get("streaming-llm").param("recent_size")
+    with pytest.raises(EvalkitError) as e:
+        window.parse("0", "streaming-llm")
+    assert "between 1 and 16777216, got 0" in str(e.value)  # not 1.67772e+07
+    with pytest.raises(EvalkitError) as e:
+        METHODS.get("dca").param("chunk_size").parse("abc", "dca")
+    assert "omit it for its default (3L/4)" in e.value.hint  # not "e.g. dca:chunk_size=2", which is refused
 
 
 def test_resolved_reads_missing_factors_as_none_and_other_names_as_errors():

@@ -209,10 +209,10 @@ def test_defaults_follow_the_reference_code():
     "text, needle",
     [
         ("dca:chunk_size=16", "chunk_size = 16 must be below the trained length 16"),
-        ("dca:chunk_size=8,local_window=8", "local_window must be smaller than chunk_size"),
-        ("string:shift=4,window=5", "window must not exceed shift"),
+        ("dca:chunk_size=8,local_window=8", "local_window = 8 must be smaller than chunk_size = 8"),
+        ("string:shift=4,window=5", "window = 5 must not exceed shift = 4"),
         ("string:shift=20", "shift = 20 must be below the trained length 16"),
-        ("lm-infinite:local_branch=8,limit_distance=9", "limit_distance must not exceed local_branch"),
+        ("lm-infinite:local_branch=8,limit_distance=9", "limit_distance = 9 must not exceed local_branch = 8"),
     ],
 )
 def test_bad_parameters_are_one_line_naming_the_method(text, needle):
@@ -237,3 +237,13 @@ def test_families_the_hook_cannot_reproduce_are_refused_naming_method_and_family
         with patched(model, method, trained_len=L):
             pass
     assert str(e.value).startswith(f"{method.split(':')[0]} on {model.config.model_type} (")
+
+
+def test_string_with_its_defaults_is_labelled_plain_string():
+    """Rows write the cos/sin factor 0.1 ln 2 + 1 to 8 digits; read back, it is still the default."""
+    from evalkit.compare import row_method_label
+
+    assert row_method_label({"method": "string", "params": "window=128,attention_factor=1.0693147"}) == "string"
+    assert row_method_label({"method": "string", "params": "window=64,attention_factor=1.2"}) == (
+        "string window=64 attention_factor=1.2"
+    )
