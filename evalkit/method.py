@@ -94,7 +94,7 @@ class Param:
             else (
                 "required"
                 if self.default is None
-                else f"{self.default:g}"
+                else fmt(self.default)  # as rows write it
                 if isinstance(self.default, float)
                 else str(self.default)
             )
