@@ -13,6 +13,8 @@ Sections:
    methods with every region call on the eager kernel (the reference the fused one is tested
    against); Self-Extend on evalkit 0.3's eager two-region path. Target on this CPU: each
    attention method at most 1.3× the time and 1.2× the peak memory of ``none``.
+3. one attention layer at ``--length`` tokens: the memory the region mechanism's keys take
+   against PyTorch's SDPA (``--skip 1,2`` runs it alone, in seconds).
 2. (GPU) a LLaMA-7B-shaped random-init model (``--gpu-layers`` decoder layers, bf16), plain
    flash attention (flash-attn's when installed, else PyTorch's SDPA) against each attention
    method at ``--gpu-lengths``: tokens/s and peak memory; first, the CUDA kernel against the
@@ -25,6 +27,7 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,6 +108,39 @@ def measure_gpu(method: str, layers: int, length: int) -> dict:
     return dict(method=method, length=length, kernel=plain, status="ok", **r)
 
 
+def measure_layer(way: str, length: int) -> dict:
+    """Section 3: one SmolLM2-shaped attention layer (9 query heads on 3 KV heads, head dim 64,
+    fp32, random inputs) at ``length`` tokens with Self-Extend's regions: the rise of the peak RSS
+    and the time of PyTorch's causal SDPA (keys repeated to the query heads, as transformers does
+    on CPU), of the region mechanism (keys kept per KV head) and of the regions fed repeated keys
+    (evalkit before it stacked a group's queries instead)."""
+    import resource
+
+    import torch
+
+    from evalkit.patches import attention, regions
+
+    torch.manual_seed(0)
+    heads, kv_heads, dim = 9, 3, 64
+    q = torch.randn(1, heads, length, dim)
+    k, v = torch.randn(1, kv_heads, length, dim), torch.randn(1, kv_heads, length, dim)
+    inv_freq = 1.0 / (1e5 ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+    layout = attention.self_extend(window=1024, group=8).layout()
+    groups = heads // kv_heads
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t0 = time.perf_counter()
+    if way == "sdpa":
+        repeat = regions.repeat_kv
+        out = torch.nn.functional.scaled_dot_product_attention(q, repeat(k, groups), repeat(v, groups), is_causal=True)
+    else:
+        if way == "repeated":
+            k, v, groups = regions.repeat_kv(k, groups), regions.repeat_kv(v, groups), 1
+        out = regions.region_attention(q, k, v, torch.arange(length), layout.regions, inv_freq, 1.0, dim**-0.5, groups)
+    seconds = time.perf_counter() - t0
+    rise = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
+    return dict(way=way, seconds=seconds, rise_mb=rise, mean_abs=float(out.abs().mean()))
+
+
 def check_cuda_kernel() -> dict:
     """The CUDA region kernel against the eager one (bf16 inputs, a mask with an empty row)."""
     import torch
@@ -129,7 +165,8 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_measure":
         kind, *rest = sys.argv[2:]
         out = (measure(rest[0], rest[1], rest[2], int(rest[3]), rest[4]) if kind == "forward"
-               else measure_gpu(rest[0], int(rest[1]), int(rest[2])) if kind == "gpu" else check_cuda_kernel())  # fmt: skip
+               else measure_gpu(rest[0], int(rest[1]), int(rest[2])) if kind == "gpu"
+               else measure_layer(rest[0], int(rest[1])) if kind == "layer" else check_cuda_kernel())  # fmt: skip
         print(json.dumps(out))
         return
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -158,6 +195,8 @@ def main() -> None:
         section_one(a, device, emit)
     if "2" not in a.skip:
         section_two(a, device, emit)
+    if "3" not in a.skip:
+        section_three(a, emit)
     Path(a.report).write_text("\n".join(lines) + "\n")
     print(f"report written to {a.report}")
 
@@ -187,6 +226,22 @@ def section_one(a, device: str, emit) -> None:
              f"| {tr:.2f}× | {mr:.2f}× | {target} | {r['loss']:.5f} |")  # fmt: skip
     emit("\nPeak memory is the child process's peak RSS (weights included); the column after it is the rise "
          "during the timed forward. Each row is one forward after a 256-token warm-up, in its own process.\n")  # fmt: skip
+
+
+def section_three(a, emit) -> None:
+    emit(f"## 3. One attention layer at {a.length} tokens: memory of the keys (CPU, fp32)\n")
+    emit("| attention | seconds | peak RSS rise MB | × SDPA | mean abs output |")
+    emit("|---|---:|---:|---:|---:|")
+    names = {"sdpa": "PyTorch SDPA, causal, keys repeated to 9 heads", "regions": "Self-Extend's regions, keys per KV head",
+             "repeated": "Self-Extend's regions fed repeated keys"}  # fmt: skip
+    rows = [child("layer", way, a.length) | {"way": way} for way in names]
+    for r in rows:
+        if "error" in r:
+            emit(f"| {names[r['way']]} | error: {r['error']} | | | |")
+            continue
+        emit(f"| {names[r['way']]} | {r['seconds']:.2f} | {r['rise_mb']:.0f} | {r['rise_mb'] / rows[0].get('rise_mb', float('nan')):.2f}× "
+             f"| {r['mean_abs']:.6f} |")  # fmt: skip
+    emit("\nEach row in its own process (SmolLM2's attention shape: 9 query heads on 3 KV heads, head dim 64).\n")
 
 
 def section_two(a, device: str, emit) -> None:
