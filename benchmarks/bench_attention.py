@@ -30,9 +30,15 @@ import sys
 import time
 from pathlib import Path
 
+from bench_ppl import (  # run as a script: its folder is on sys.path
+    LLAMA7B,
+    _document_ids,
+    llama7b_shaped,
+    report_lines,
+    timed,
+)
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_ppl import LLAMA7B, _document_ids, llama7b_shaped, report_lines, timed  # noqa: E402
 
 METHODS = "self-extend,rerope,leaky-rerope,dca,string,lm-infinite,streaming-llm"
 
